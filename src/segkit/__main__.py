@@ -1,0 +1,7 @@
+"""``python -m segkit``."""
+
+import sys
+
+from segkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,214 @@
+"""The ``segkit`` command line: a thin front over library functions."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from segkit.errors import SegkitError
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def _add_inference_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tta", choices=["none", "flip", "full"], default="none",
+                   help="preset: full = scales 0.5..2.2 + flip")
+    p.add_argument("--tta-scales", type=_floats, help="e.g. 0.75,1.0,1.25")
+    p.add_argument("--tta-flip", action="store_true", help="also average horizontal flips")
+    p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding window size")
+    p.add_argument("--overlap", type=float, default=0.5, help="sliding window overlap (0..1)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+
+
+def inference_options(args: argparse.Namespace) -> Any:
+    """InferenceOptions from the shared CLI flags."""
+    from segkit.engine.inference import FULL_TTA_SCALES, InferenceOptions
+
+    scales: tuple[float, ...] = (1.0,)
+    flip = args.tta_flip or args.tta in ("flip", "full")
+    if args.tta == "full":
+        scales = FULL_TTA_SCALES
+    if args.tta_scales:
+        scales = args.tta_scales
+    try:
+        return InferenceOptions(scales=scales, flip=flip,
+                                window=tuple(args.window) if args.window else None,
+                                overlap=args.overlap)
+    except ValueError as err:
+        raise SegkitError(str(err)) from None
+
+
+TRAIN_FLAGS = {
+    "data": "data.name", "data_root": "data.root", "model": "model.name",
+    "encoder": "model.encoder", "weights": "model.weights", "norm": "model.norm",
+    "loss": "loss.name", "epochs": "run.epochs", "batch_size": "data.batch_size",
+    "lr": "optim.lr", "optimizer": "optim.name", "scheduler": "optim.scheduler",
+    "image_size": "data.image_size", "crop_size": "aug.crop_size", "aug": "aug.preset",
+    "device": "run.device", "precision": "run.precision", "accumulate": "run.accumulate",
+    "seed": "run.seed", "out": "run.out", "workers": "data.num_workers",
+}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """segkit train."""
+    import yaml
+
+    from segkit.config import build_config, load_config
+    from segkit.engine.train import train
+
+    overrides: dict[str, Any] = {}
+    for flag, key in TRAIN_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = list(value) if isinstance(value, (list, tuple)) else value
+    if args.no_progress:
+        overrides["run.progress"] = False
+    from segkit.config import parse_override
+
+    for item in args.set or []:
+        keys, value = parse_override(item)
+        overrides[".".join(keys)] = value
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg_file = run_dir / "config.yaml"
+        if not cfg_file.is_file():
+            raise SegkitError(f"nothing to resume: {cfg_file} not found")
+        base = yaml.safe_load(cfg_file.read_text())
+        overrides["run.out"] = str(run_dir)
+        cfg = build_config(base, overrides, str(cfg_file))
+    else:
+        cfg = load_config(args.config, overrides)
+    result = train(cfg, resume=bool(args.resume))
+    m = result.metrics
+    print(f"\nrun directory: {result.run_dir}")
+    print(f"best checkpoint: {result.best_checkpoint}")
+    if m:
+        print(f"val mIoU {m['mIoU']:.4f} | pixel accuracy {m['pixel_accuracy']:.4f} | "
+              f"dice {m['dice']:.4f}")
+        print(f"report: {result.run_dir / 'report.md'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """segkit evaluate."""
+    from segkit.engine.evaluate import evaluate
+
+    overrides = {}
+    if args.data:
+        overrides["name"] = args.data
+    if args.data_root:
+        overrides["root"] = args.data_root
+    m = evaluate(args.run, args.split, inference_options(args), overrides, args.out, args.device)
+    print(Path(m["results_txt"]).read_text())
+    print(f"wrote {m['results_txt']} and metrics.json, confusion_matrix.png, worst_images.png")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """segkit predict."""
+    from segkit.engine.predict import predict
+
+    written = predict(args.run, args.inputs, args.out, inference_options(args), args.device,
+                      save_probs=args.save_probs)
+    print(f"wrote {len(written)} masks and overlays to {args.out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """segkit models."""
+    from segkit.models import MODELS
+
+    for entry in MODELS:
+        print(f"{entry.name:<16} {entry.description}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """segkit datasets."""
+    from segkit.data import DATASETS
+
+    for entry in DATASETS:
+        print(f"{entry.name:<16} {entry.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every sub-command."""
+    parser = argparse.ArgumentParser(prog="segkit", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model; writes runs/NAME/")
+    t.add_argument("--config", help="YAML config file")
+    t.add_argument("--data", help="dataset name (segkit datasets)")
+    t.add_argument("--data-root", help="where the dataset's files are")
+    t.add_argument("-m", "--model", help="model name (segkit models)")
+    t.add_argument("--encoder", help="encoder/backbone, e.g. resnet18")
+    t.add_argument("--weights", help="'imagenet' or a local weights file")
+    t.add_argument("--norm", choices=["bn", "in", "gn", "evonorm"])
+    t.add_argument("--loss", help="ce, weighted-ce, focal, dice, bce, lovasz or sums like ce+dice")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+    t.add_argument("--scheduler", choices=["plateau", "poly", "cosine", "step", "none"])
+    t.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"))
+    t.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"))
+    t.add_argument("--aug", choices=["none", "light", "strong"])
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "gpu", "mps"])
+    t.add_argument("--precision", choices=["32", "16-mixed", "bf16-mixed"])
+    t.add_argument("--accumulate", type=int, help="gradient accumulation steps")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--workers", type=int, help="data loader worker processes")
+    t.add_argument("--out", help="run directory (default runs/default)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.ckpt")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="metrics of a trained run on a split")
+    e.add_argument("run", help="run directory or checkpoint file")
+    e.add_argument("--split", default="val")
+    e.add_argument("--data", help="evaluate on another dataset of the same classes")
+    e.add_argument("--data-root")
+    e.add_argument("--out", help="where to write results (default: the run directory)")
+    _add_inference_args(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="masks and overlays for images")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--save-probs", action="store_true", help="also write per-class probabilities (npz)")
+    _add_inference_args(p)
+    p.set_defaults(func=cmd_predict)
+
+    sub.add_parser("models", help="list models").set_defaults(func=cmd_models)
+    sub.add_parser("datasets", help="list datasets").set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``segkit`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("SEGKIT_DEBUG") == "1"
+    try:
+        return int(args.func(args) or 0)
+    except SegkitError as err:
+        if debug:
+            raise
+        print(f"segkit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("segkit: interrupted; resume with `segkit train --resume RUN_DIR`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

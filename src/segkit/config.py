@@ -1,0 +1,228 @@
+"""One validated run configuration: YAML file + CLI overrides, saved with every run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segkit.errors import SegkitError
+
+IGNORE_INDEX = 255
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which dataset, where it lives and how it is batched."""
+
+    name: str = "shapes"
+    root: str | None = None
+    image_size: tuple[int, int] = (64, 64)
+    num_train: int = Field(400, ge=1, description="generated datasets: training samples")
+    num_val: int = Field(100, ge=1, description="generated datasets: validation samples")
+    seed: int = 0
+    batch_size: int = Field(16, ge=1)
+    num_workers: int = Field(0, ge=0)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    train_split: str = "train"
+    val_split: str = "val"
+    on_bad_image: Literal["fail", "skip"] = "fail"
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 8:
+            raise ValueError("image_size must be at least 8x8")
+        return v
+
+
+class ModelConfig(_Section):
+    """Architecture by name, its encoder and weights."""
+
+    name: str = "unet"
+    encoder: str = "resnet18"
+    weights: str | None = Field(None, description="None, 'imagenet' or a local file")
+    norm: Literal["bn", "in", "gn", "evonorm"] = "bn"
+    decoder_channels: list[int] | None = Field(
+        None, description="smp decoders: channels per decoder stage (smaller is faster)"
+    )
+
+
+class LossConfig(_Section):
+    """Loss by name; '+' combines terms (e.g. 'ce+dice')."""
+
+    name: str = "auto"
+    class_weights: list[float] | None = None
+    focal_gamma: float = Field(2.0, ge=0)
+    ignore_index: int = IGNORE_INDEX
+
+
+class OptimConfig(_Section):
+    """Optimiser and learning-rate schedule."""
+
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    scheduler: Literal["plateau", "poly", "cosine", "step", "none"] = "plateau"
+    warmup_epochs: int = Field(0, ge=0)
+    patience: int = Field(3, ge=0, description="plateau: epochs without improvement")
+    factor: float = Field(0.5, gt=0, lt=1, description="plateau/step: LR multiplier")
+    step_size: int = Field(10, ge=1)
+
+
+class AugConfig(_Section):
+    """Augmentation applied to image and mask together."""
+
+    preset: Literal["none", "light", "strong"] = "light"
+    crop_size: tuple[int, int] | None = None
+    hflip: float = Field(0.5, ge=0, le=1)
+    vflip: float = Field(0.0, ge=0, le=1)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+class RunConfig(_Section):
+    """Epochs, device, checkpoints and where results go."""
+
+    out: str = "runs/default"
+    epochs: int = Field(10, ge=1)
+    accumulate: int = Field(1, ge=1)
+    device: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
+    precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
+    seed: int = 42
+    deterministic: bool = False
+    monitor: str = "auto"
+    early_stop_patience: int | None = Field(None, ge=1)
+    limit_train_batches: float | int | None = None
+    limit_val_batches: float | int | None = None
+    progress: bool = True
+    grid_images: int = Field(6, ge=0)
+
+
+class Config(_Section):
+    """The whole resolved configuration of one run."""
+
+    task: Literal["segment"] = "segment"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    aug: AugConfig = AugConfig()
+    run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> Config:
+        crop = self.aug.crop_size
+        if crop and (crop[0] > self.data.image_size[0] or crop[1] > self.data.image_size[1]):
+            raise ValueError(
+                f"aug.crop_size {list(crop)} is bigger than data.image_size "
+                f"{list(self.data.image_size)}; use a crop no larger than the images"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (lists, not tuples) for YAML and checkpoints."""
+        return _plain(self.model_dump())
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config as YAML."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        section = ".".join(str(p) for p in first["loc"][:-1])
+        allowed = _allowed_keys(section)
+        msg = f"unknown key; allowed here: {', '.join(allowed)}"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: invalid config '{loc}': {msg}{more}"
+
+
+def _allowed_keys(section: str) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in [p for p in section.split(".") if p]:
+        field = model.model_fields.get(part)
+        if field is None or not isinstance(field.annotation, type):
+            return sorted(model.model_fields)
+        model = field.annotation  # type: ignore[assignment]
+    return sorted(model.model_fields)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split 'a.b=value' into (['a', 'b'], parsed YAML value)."""
+    if "=" not in item:
+        raise SegkitError(f"--set expects key=value, got '{item}' (e.g. --set optim.lr=0.01)")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return [p for p in key.strip().split(".") if p], value
+
+
+def apply_override(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set ``tree[k1][k2]... = value``, creating sections as needed."""
+    node = tree
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise SegkitError(f"cannot set '{'.'.join(keys)}': '{k}' is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def build_config(
+    base: dict[str, Any] | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    source: str = "config",
+) -> Config:
+    """Validate ``base`` with dotted overrides applied; SegkitError on any problem."""
+    tree: dict[str, Any] = _plain(base or {})
+    items = overrides.items() if isinstance(overrides, dict) else [
+        parse_override(o) for o in (overrides or [])
+    ]
+    for key, value in items:
+        keys = key.split(".") if isinstance(key, str) else key
+        apply_override(tree, keys, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise SegkitError(_format_error(err, source)) from None
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
+) -> Config:
+    """Load a YAML config (or defaults) and apply overrides."""
+    base: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise SegkitError(f"config file not found: {p}")
+        try:
+            base = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise SegkitError(f"{p}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(base, dict):
+            raise SegkitError(f"{p}: expected a mapping of sections at the top level")
+        source = str(p)
+    return build_config(base, overrides, source)

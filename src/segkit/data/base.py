@@ -1,0 +1,86 @@
+"""What every dataset provides: numpy samples and a description of its classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from segkit.config import IGNORE_INDEX
+
+
+def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
+    """The Pascal VOC bit-interleaved colour map (class i -> RGB)."""
+    cmap = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap.append((r, g, b))
+    return cmap
+
+
+@dataclass
+class DatasetInfo:
+    """Classes, palette and task details that travel with a model."""
+
+    classes: list[str]
+    palette: list[tuple[int, int, int]] = field(default_factory=list)
+    binary: bool = False
+    ignore_index: int = IGNORE_INDEX
+
+    def __post_init__(self) -> None:
+        if not self.palette:
+            self.palette = voc_colormap(len(self.classes))
+        self.palette = [tuple(int(v) for v in c) for c in self.palette]  # type: ignore[misc]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes counted by the metrics (2 for binary tasks)."""
+        return len(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for checkpoints and JSON."""
+        return {
+            "classes": list(self.classes),
+            "palette": [list(c) for c in self.palette],
+            "binary": self.binary,
+            "ignore_index": self.ignore_index,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DatasetInfo:
+        """Inverse of ``to_dict``."""
+        return cls(
+            classes=list(d["classes"]),
+            palette=[tuple(c) for c in d.get("palette", [])],
+            binary=bool(d.get("binary", False)),
+            ignore_index=int(d.get("ignore_index", IGNORE_INDEX)),
+        )
+
+
+class SegmentationSource(Dataset):
+    """A dataset yielding ``{'image': HxWx3 uint8, 'mask': HxW uint8, 'name': str}``."""
+
+    info: DatasetInfo
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def class_pixel_counts(self) -> np.ndarray:
+        """Pixels per class over the whole dataset (ignore index excluded)."""
+        counts = np.zeros(self.info.num_classes, dtype=np.int64)
+        for i in range(len(self)):
+            m = np.asarray(self[i]["mask"]).ravel()
+            m = m[m != self.info.ignore_index]
+            counts += np.bincount(m, minlength=self.info.num_classes)[: self.info.num_classes]
+        return counts

@@ -1,0 +1,65 @@
+"""Reading images and masks with errors that name the file and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from segkit.errors import SegkitError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise SegkitError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise SegkitError(f"{path}: file is empty (0 bytes); re-copy or remove it")
+    try:
+        img = Image.open(path)
+        img.load()
+    except UnidentifiedImageError:
+        raise SegkitError(f"{path}: not an image file; remove it or fix its suffix") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise SegkitError(
+            f"{path}: corrupt or truncated image ({err}); re-download it or use "
+            "--set data.on_bad_image=skip"
+        ) from None
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Any image file -> HxWx3 uint8 RGB (grayscale, RGBA, 16-bit converted)."""
+    img = _open(Path(path))
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        arr = arr / max(float(arr.max()), 1.0) * 255.0
+        img = Image.fromarray(arr.astype(np.uint8))
+    return np.asarray(img.convert("RGB"))
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """An index mask (palette PNG, grayscale PNG, GIF) -> HxW uint8 of class indices."""
+    p = Path(path)
+    img = _open(p)
+    if img.mode in ("P", "L", "1"):
+        return np.asarray(img if img.mode != "1" else img.convert("L"), dtype=np.uint8).copy()
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img)
+        if arr.max() > 255:
+            raise SegkitError(f"{p}: mask value {int(arr.max())} does not fit the class range")
+        return arr.astype(np.uint8)
+    arr = np.asarray(img.convert("RGB"))
+    if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
+        return arr[..., 0].copy()
+    raise SegkitError(
+        f"{p}: RGB colour mask where a class-index mask is expected; convert it with the "
+        "palette (segkit.viz.rgb_to_index) or save it as a palette PNG"
+    )
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files in ``folder`` sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

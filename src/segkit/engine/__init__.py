@@ -1,0 +1,1 @@
+"""Training (Lightning), inference and evaluation engines."""

@@ -1,0 +1,75 @@
+"""Callbacks: one summary line per epoch and an incrementally written metrics.csv."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from tqdm.auto import tqdm
+
+EPOCH_KEYS = ("train/loss", "val/loss", "val/mIoU", "val/dice", "val/pixel_accuracy",
+              "val/mean_accuracy")
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """Rows of a metrics.csv as dicts of floats."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def _fmt(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.4f}"
+
+
+class EpochSummary(Callback):
+    """Prints ``epoch 3 | train loss 0.21 | val loss 0.18 | val mIoU 0.83 | dice 0.90``."""
+
+    def __init__(self, csv_path: Path, keys: tuple[str, ...] = EPOCH_KEYS, echo: bool = True):
+        self.csv_path = csv_path
+        self.keys = keys
+        self.echo = echo
+        self.history: list[dict[str, float]] = []
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # On resume, keep the rows of epochs that were completed before.
+        start = trainer.current_epoch
+        self.history = [r for r in read_history(self.csv_path) if r.get("epoch", 0) < start + 1]
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        row: dict[str, Any] = {"epoch": trainer.current_epoch + 1}
+        for key in self.keys:
+            if key in metrics:
+                row[key.replace("/", "_")] = float(metrics[key])
+        row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
+        self.history = [r for r in self.history if r["epoch"] != row["epoch"]] + [row]
+        if not trainer.is_global_zero:
+            return
+        self._write()
+        if self.echo:
+            parts = [f"epoch {row['epoch']}"]
+            for key in self.keys:
+                name = key.replace("/", "_")
+                if name in row:
+                    label = key.replace("/", " ").replace("val dice", "dice")
+                    parts.append(f"{label} {_fmt(row[name])}")
+            tqdm.write(" | ".join(parts))
+
+    def _write(self) -> None:
+        fields: list[str] = []
+        for r in self.history:
+            fields += [k for k in r if k not in fields]
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.history)
+        tmp.replace(self.csv_path)

@@ -1,0 +1,103 @@
+"""Checkpoints: atomic writes, safe (weights-only) loading, run-directory lookup."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from segkit.errors import SegkitError
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; corrupt files get a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegkitError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise SegkitError(
+            f"{path}: refused to load: it holds Python objects, not only weights "
+            f"({str(err).splitlines()[0][:160]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise SegkitError(
+            f"{path}: checkpoint is truncated or corrupt ({str(err).splitlines()[0][:120]}); "
+            "use another checkpoint (e.g. last.ckpt / best.ckpt)"
+        ) from None
+    if not isinstance(obj, dict):
+        raise SegkitError(f"{path}: not a checkpoint (expected a dict, got {type(obj).__name__})")
+    return obj
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that never leaves a half-written file and loads safely."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = True) -> dict[str, Any]:
+        return safe_load(path, map_location or "cpu")
+
+
+def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:
+    """A run directory -> its best checkpoint (else last); a file -> itself."""
+    p = Path(run_or_ckpt)
+    if p.is_dir():
+        for name in ("best.ckpt", "last.ckpt"):
+            if (p / "checkpoints" / name).is_file():
+                return p / "checkpoints" / name
+        raise SegkitError(f"{p}: no checkpoints/best.ckpt or last.ckpt; train first")
+    if not p.exists():
+        raise SegkitError(f"no such run directory or checkpoint: {p}")
+    return p
+
+
+def run_dir_of(ckpt: Path) -> Path:
+    """The run directory a checkpoint belongs to (its parent's parent)."""
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def load_task(run_or_ckpt: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the trained SegmentationTask from a run directory or checkpoint, in eval mode."""
+    from segkit.engine.task import SegmentationTask
+
+    path = resolve_checkpoint(run_or_ckpt)
+    ckpt = safe_load(path)
+    meta = ckpt.get("segkit")
+    if meta is None or "state_dict" not in ckpt:
+        raise SegkitError(f"{path}: not a segkit checkpoint (no 'segkit' metadata)")
+    task = SegmentationTask(meta["config"], meta["info"], meta.get("class_weights"))
+    missing, unexpected = task.load_state_dict(ckpt["state_dict"], strict=False)
+    missing = [k for k in missing if not k.startswith("criterion.")]
+    if missing or unexpected:
+        raise SegkitError(
+            f"{path}: weights do not fit model '{task.config.model.name}' "
+            f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. "
+            f"{(missing + unexpected)[0]})"
+        )
+    task.checkpoint_path = path
+    task.checkpoint_meta = meta
+    return task.to(device).eval()

@@ -1,0 +1,154 @@
+"""``train(config)``: the whole training story on PyTorch Lightning, writing a run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from segkit.config import Config
+from segkit.data import build_dataset
+from segkit.data.transforms import Augmented, build_augmentation
+from segkit.engine.callbacks import EpochSummary, read_history
+from segkit.engine.checkpoint import AtomicCheckpointIO
+from segkit.engine.task import SegmentationTask
+from segkit.errors import SegkitError
+from segkit.losses import inverse_frequency_weights, loss_needs_class_weights
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run put its results, and its final validation scores."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+
+
+def accelerator_for(device: str) -> str:
+    """Lightning accelerator name for a ``run.device`` value."""
+    if device in ("cuda", "gpu"):
+        if not torch.cuda.is_available():
+            raise SegkitError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
+        return "gpu"
+    return {"auto": "auto", "cpu": "cpu", "mps": "mps"}[device]
+
+
+def prepare_run_dir(out: str | Path) -> Path:
+    """Create the run directory and check that it can be written."""
+    run_dir = Path(out)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise SegkitError(f"cannot write to run directory {run_dir}: {err.strerror}; "
+                          "choose another --out") from None
+    return run_dir
+
+
+def class_weights_for(cfg: Config, source: Any, run_dir: Path) -> list[float] | None:
+    """Inverse-frequency weights from the training set, cached in the run directory."""
+    if cfg.loss.class_weights is not None or not loss_needs_class_weights(cfg.loss.name):
+        return cfg.loss.class_weights
+    cache = run_dir / "class_pixel_counts.json"
+    if cache.is_file():
+        counts = json.loads(cache.read_text())["counts"]
+    else:
+        counts = [int(c) for c in source.class_pixel_counts()]
+        cache.write_text(json.dumps({"classes": source.info.classes, "counts": counts}))
+    return inverse_frequency_weights(torch.tensor(counts)).tolist()
+
+
+def make_loader(dataset: Any, cfg: Config, train: bool) -> DataLoader:
+    """DataLoader with the run's batch size and workers; uint8 tensors keep transfers small."""
+    workers = cfg.data.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=cfg.data.batch_size,
+        shuffle=train,
+        drop_last=train and len(dataset) > cfg.data.batch_size,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def train(cfg: Config, resume: bool = False) -> TrainResult:
+    """Train ``cfg``; with ``resume`` continue from ``run.out``'s last checkpoint."""
+    run_dir = prepare_run_dir(cfg.run.out)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if resume and not last.is_file():
+        raise SegkitError(f"nothing to resume: {last} does not exist; drop --resume to start anew")
+    pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    cfg.save(run_dir / "config.yaml")
+
+    train_src = build_dataset(cfg.data, cfg.data.train_split)
+    val_src = build_dataset(cfg.data, cfg.data.val_split)
+    if len(train_src) == 0 or len(val_src) == 0:
+        raise SegkitError(f"dataset '{cfg.data.name}' has an empty train or val split")
+    info = train_src.info
+    weights = class_weights_for(cfg, train_src, run_dir)
+    task = SegmentationTask(cfg.to_dict(), info.to_dict(), weights)
+
+    train_loader = make_loader(Augmented(train_src, build_augmentation(cfg.aug, True)), cfg, True)
+    val_loader = make_loader(Augmented(val_src, build_augmentation(cfg.aug, False)), cfg, False)
+
+    accelerator = accelerator_for(cfg.run.device)
+    if cfg.run.precision == "16-mixed" and not torch.cuda.is_available():
+        raise SegkitError("--precision 16-mixed needs a CUDA GPU; use bf16-mixed or 32 on CPU")
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val/mIoU", mode="max", save_last=True,
+        save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
+    )
+    summary = EpochSummary(run_dir / "metrics.csv")
+    callbacks: list[pl.Callback] = [checkpoint, summary]
+    if cfg.run.progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
+    if cfg.run.early_stop_patience:
+        callbacks.append(EarlyStopping("val/mIoU", mode="max", patience=cfg.run.early_stop_patience))
+    logger = TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False)
+    trainer = pl.Trainer(
+        max_epochs=cfg.run.epochs,
+        accelerator=accelerator,
+        devices=1,
+        precision=cfg.run.precision,
+        accumulate_grad_batches=cfg.run.accumulate,
+        deterministic=cfg.run.deterministic,
+        callbacks=callbacks,
+        logger=logger,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=cfg.run.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, len(train_loader))),
+        limit_train_batches=cfg.run.limit_train_batches,
+        limit_val_batches=cfg.run.limit_val_batches,
+        default_root_dir=str(run_dir),
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*number of training batches.*")
+        trainer.fit(task, train_loader, val_loader, ckpt_path=str(last) if resume else None,
+                    weights_only=True)
+
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
+    result = TrainResult(run_dir, best, last, {}, read_history(run_dir / "metrics.csv"))
+    if trainer.is_global_zero and os.environ.get("SEGKIT_SKIP_REPORT") != "1":
+        from segkit.report import finish_run
+
+        result.metrics = finish_run(result, cfg)
+    return result

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny configs and generated data, so every test runs on CPU in seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+def tiny_overrides(out: Path, **extra: object) -> dict[str, object]:
+    """Config overrides for a seconds-long run on 32x32 generated shapes."""
+    base: dict[str, object] = {
+        "data.image_size": [32, 32],
+        "data.num_train": 16,
+        "data.num_val": 8,
+        "data.batch_size": 4,
+        "run.epochs": 1,
+        "run.progress": False,
+        "run.grid_images": 2,
+        "run.device": "cpu",
+        "run.out": str(out),
+    }
+    base.update(extra)
+    return base
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path):
+    """A validated tiny config writing to a temporary run directory."""
+    from segkit.config import build_config
+
+    return build_config(overrides=tiny_overrides(tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small trained multi-class run shared by inference/evaluation tests."""
+    from segkit.config import build_config
+    from segkit.engine.train import train
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    cfg = build_config(overrides=tiny_overrides(out, **{"run.epochs": 2, "data.num_train": 32}))
+    train(cfg)
+    return out

@@ -1,0 +1,36 @@
+"""Evaluation writes results.txt and metrics.json that agree with each other."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from segkit.engine.evaluate import evaluate
+from segkit.engine.inference import InferenceOptions
+
+
+def test_evaluate_writes_reports(trained_run, tmp_path) -> None:
+    m = evaluate(trained_run, "val", out=tmp_path, progress=False)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["mIoU"] == pytest.approx(m["mIoU"])
+    text = (tmp_path / "results.txt").read_text()
+    assert "mIoU (macro over classes present)" in text and "circle" in text
+    assert f"{m['mIoU']:.4f}" in text
+    assert (tmp_path / "confusion_matrix.png").is_file()
+    assert (tmp_path / "worst_images.png").is_file()
+    assert sum(sum(r) for r in m["confusion_matrix"]) == 8 * 32 * 32
+
+
+def test_evaluate_matches_training_validation(trained_run) -> None:
+    from segkit.engine.checkpoint import safe_load
+
+    ckpt = safe_load(trained_run / "checkpoints" / "best.ckpt")
+    m = evaluate(trained_run / "checkpoints" / "best.ckpt", "val", progress=False)
+    assert m["mIoU"] == pytest.approx(ckpt["segkit"]["val_scores"]["mIoU"], abs=1e-6)
+
+
+def test_tta_description_recorded(trained_run, tmp_path) -> None:
+    m = evaluate(trained_run, "val", InferenceOptions(scales=(1.0, 1.5), flip=True), out=tmp_path,
+                 progress=False)
+    assert m["tta"].startswith("scales 1,1.5, flip on")
