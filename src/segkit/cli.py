@@ -22,6 +22,7 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta-flip", action="store_true", help="also average horizontal flips")
     p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding window size")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding window overlap (0..1)")
+    p.add_argument("--threshold", type=float, default=0.5, help="binary models: foreground threshold")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
 
 
@@ -38,7 +39,7 @@ def inference_options(args: argparse.Namespace) -> Any:
     try:
         return InferenceOptions(scales=scales, flip=flip,
                                 window=tuple(args.window) if args.window else None,
-                                overlap=args.overlap)
+                                overlap=args.overlap, threshold=args.threshold)
     except ValueError as err:
         raise SegkitError(str(err)) from None
 
@@ -121,10 +122,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """segkit models."""
-    from segkit.models import MODELS
+    from segkit.config import ModelConfig
+    from segkit.models import MODELS, build_model
+    from segkit.models.stats import count_parameters, gflops
 
+    h, w = args.size
+    if args.stats:
+        print(f"{'model':<14} {'encoder':<20} {'params':>8} {'GFLOPs':>8}  (at {h}x{w}, "
+              f"{args.classes} classes)")
     for entry in MODELS:
-        print(f"{entry.name:<16} {entry.description}")
+        if not args.stats:
+            print(f"{entry.name:<16} {entry.description}")
+            continue
+        encoder = "mobilenet_v3_large" if entry.name == "deeplabv3" else args.encoder
+        if entry.name == "deeplabv3" and args.encoder.startswith("resnet5"):
+            encoder = args.encoder
+        model = build_model(ModelConfig(name=entry.name, encoder=encoder), args.classes)
+        print(f"{entry.name:<14} {encoder:<20} {count_parameters(model) / 1e6:7.2f}M "
+              f"{gflops(model, (h, w)):8.2f}  {entry.description}")
     return 0
 
 
@@ -134,6 +149,49 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
     for entry in DATASETS:
         print(f"{entry.name:<16} {entry.description}")
+    return 0
+
+
+def _data_config(args: argparse.Namespace) -> Any:
+    from segkit.config import build_config
+
+    overrides: dict[str, Any] = {"data.name": args.data}
+    if args.data_root:
+        overrides["data.root"] = args.data_root
+    for item in args.set or []:
+        from segkit.config import parse_override
+
+        keys, value = parse_override(item)
+        overrides[".".join(keys)] = value
+    return build_config(overrides=overrides).data
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    """segkit data check."""
+    from segkit.data.check import check_dataset
+
+    report = check_dataset(_data_config(args), tuple(args.splits), args.out)
+    print(f"\n{report.dataset}: " + ", ".join(f"{k} {v} samples" for k, v in report.samples.items()))
+    if report.classes:
+        print(report.frequency_table())
+    if args.out:
+        print(f"wrote {Path(args.out) / 'class_frequency.png'} and data_check.json")
+    if report.problems:
+        print(f"\n{len(report.problems)} problem(s):")
+        for p in report.problems:
+            print(f"  {p}")
+        return 1
+    print("no problems found")
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    """segkit data prepare."""
+    from segkit.data.prepare import prepare_dataset
+
+    written = prepare_dataset(_data_config(args), args.out, tuple(args.size) if args.size else None,
+                              tuple(args.splits), args.workers)
+    print(f"wrote {written} to {args.out}; train on it with --data folder --data-root {args.out}")
     return 0
 
 
@@ -150,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-m", "--model", help="model name (segkit models)")
     t.add_argument("--encoder", help="encoder/backbone, e.g. resnet18")
     t.add_argument("--weights", help="'imagenet' or a local weights file")
-    t.add_argument("--norm", choices=["bn", "in", "gn", "evonorm"])
+    t.add_argument("--norm", choices=["bn", "in", "gn", "evonorm", "evonorm-s0", "evonorm-b0"])
     t.add_argument("--loss", help="ce, weighted-ce, focal, dice, bce, lovasz or sums like ce+dice")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
@@ -188,15 +246,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_args(p)
     p.set_defaults(func=cmd_predict)
 
-    sub.add_parser("models", help="list models").set_defaults(func=cmd_models)
+    d = sub.add_parser("data", help="check or prepare a dataset")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    for name, func, helptext in (("check", cmd_data_check, "find defects; class balance"),
+                                 ("prepare", cmd_data_prepare, "resized PNG copy (folder layout)")):
+        dp = dsub.add_parser(name, help=helptext)
+        dp.add_argument("--data", required=True)
+        dp.add_argument("--data-root")
+        dp.add_argument("--splits", nargs="+", default=["train", "val"])
+        dp.add_argument("--set", action="append", metavar="KEY=VALUE")
+        dp.add_argument("--out", required=name == "prepare", help="output folder")
+        if name == "prepare":
+            dp.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
+            dp.add_argument("--workers", type=int, default=4)
+        dp.set_defaults(func=func)
+
+    mo = sub.add_parser("models", help="list models (with --stats: parameters and GFLOPs)")
+    mo.add_argument("--stats", action="store_true", help="build each model and count")
+    mo.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
+    mo.add_argument("--classes", type=int, default=21)
+    mo.add_argument("--encoder", default="resnet18")
+    mo.set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list datasets").set_defaults(func=cmd_datasets)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``segkit`` command."""
+    import logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("segkit").setLevel(logging.INFO)
     debug = args.debug or os.environ.get("SEGKIT_DEBUG") == "1"
     try:
         return int(args.func(args) or 0)

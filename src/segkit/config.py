@@ -32,6 +32,7 @@ class DataConfig(_Section):
     train_split: str = "train"
     val_split: str = "val"
     on_bad_image: Literal["fail", "skip"] = "fail"
+    download: bool = Field(False, description="download the public archive if missing (online)")
 
     @field_validator("image_size")
     @classmethod
@@ -47,7 +48,7 @@ class ModelConfig(_Section):
     name: str = "unet"
     encoder: str = "resnet18"
     weights: str | None = Field(None, description="None, 'imagenet' or a local file")
-    norm: Literal["bn", "in", "gn", "evonorm"] = "bn"
+    norm: Literal["bn", "in", "gn", "evonorm", "evonorm-s0", "evonorm-b0"] = "bn"
     decoder_channels: list[int] | None = Field(
         None, description="smp decoders: channels per decoder stage (smaller is faster)"
     )
@@ -82,6 +83,10 @@ class AugConfig(_Section):
 
     preset: Literal["none", "light", "strong"] = "light"
     crop_size: tuple[int, int] | None = None
+    scale: tuple[float, float] | None = Field(None, description="random rescale range, e.g. [0.5, 2]")
+    cutmix_prob: float = Field(0.0, ge=0, le=1)
+    copyblob_prob: float = Field(0.0, ge=0, le=1)
+    copyblob_classes: list[int] | None = Field(None, description="default: the rare classes")
     hflip: float = Field(0.5, ge=0, le=1)
     vflip: float = Field(0.0, ge=0, le=1)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)

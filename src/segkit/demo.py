@@ -24,7 +24,7 @@ DEMO = {
     "model.decoder_channels": [128, 64, 32, 16, 16],
     "optim.lr": 0.002,
     "optim.scheduler": "cosine",
-    "run.epochs": 15,
+    "run.epochs": 16,
 }
 
 

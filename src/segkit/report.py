@@ -8,6 +8,7 @@ from typing import Any
 
 from segkit.config import Config
 from segkit.data import build_dataset
+from segkit.data.robust import count_skipped
 from segkit.engine.evaluate import evaluate
 from segkit.engine.inference import Predictor
 
@@ -46,6 +47,8 @@ def write_report(run_dir: Path, cfg: Config, metrics: dict[str, Any], history: l
         f"- validation (best checkpoint): mIoU {metrics['mIoU']:.4f} (macro), "
         f"pixel accuracy {metrics['pixel_accuracy']:.4f} (micro), dice {metrics['dice']:.4f} "
         f"({metrics['dice_kind']})",
+        f"- bad files skipped (data.on_bad_image=skip): "
+        f"{count_skipped(run_dir / 'skipped_files.txt')}",
         "",
         "| class | IoU | Dice | pixels |",
         "|---|---|---|---|",

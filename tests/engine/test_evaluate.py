@@ -34,3 +34,19 @@ def test_tta_description_recorded(trained_run, tmp_path) -> None:
     m = evaluate(trained_run, "val", InferenceOptions(scales=(1.0, 1.5), flip=True), out=tmp_path,
                  progress=False)
     assert m["tta"].startswith("scales 1,1.5, flip on")
+
+
+def test_binary_threshold_sweep(tmp_path) -> None:
+    from conftest import tiny_overrides
+    from segkit.config import build_config
+    from segkit.engine.train import train
+
+    over = tiny_overrides(tmp_path / "run", **{"data.name": "shapes-binary", "run.grid_images": 0})
+    result = train(build_config(overrides=over))
+    m = evaluate(result.best_checkpoint, out=tmp_path / "ev", progress=False,
+                 options=InferenceOptions(threshold=0.5))
+    sweep = {round(r["threshold"], 1): r for r in m["threshold_sweep"]}
+    assert set(sweep) == {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9}
+    assert sweep[0.5]["dice"] == pytest.approx(m["dice"], abs=1e-9)
+    assert (tmp_path / "ev" / "threshold_sweep.png").is_file()
+    assert "threshold sweep" in (tmp_path / "ev" / "results.txt").read_text()

@@ -39,7 +39,37 @@ def _shapes_binary(cfg: DataConfig, split: str) -> SegmentationSource:
 def _folder(cfg: DataConfig, split: str) -> SegmentationSource:
     from segkit.data.folders import FolderDataset
 
-    return FolderDataset(_need_root(cfg), split, val_fraction=cfg.val_fraction)
+    return FolderDataset(_need_root(cfg), split, val_fraction=cfg.val_fraction,
+                         strict=cfg.on_bad_image == "fail")
+
+
+@DATASETS.register("voc", "Pascal VOC 2012: JPEGImages + palette PNGs, 21 classes, 255 = void")
+def _voc(cfg: DataConfig, split: str) -> SegmentationSource:
+    from segkit.data.voc import VOCSegmentation
+
+    return VOCSegmentation(_need_root(cfg), split, download=cfg.download)
+
+
+@DATASETS.register("cityscapes", "Cityscapes/MiniCity: leftImg8bit + gtFine labelIds -> 19 train ids",
+                   aliases=("minicity",))
+def _cityscapes(cfg: DataConfig, split: str) -> SegmentationSource:
+    from segkit.data.cityscapes import CityscapesSegmentation
+
+    return CityscapesSegmentation(_need_root(cfg), split)
+
+
+@DATASETS.register("carvana", "Carvana: train/*.jpg + train_masks/*_mask.gif or RLE CSV, binary")
+def _carvana(cfg: DataConfig, split: str) -> SegmentationSource:
+    from segkit.data.carvana import CarvanaSegmentation
+
+    return CarvanaSegmentation(_need_root(cfg), split, cfg.val_fraction)
+
+
+@DATASETS.register("coco", "COCO instances JSON -> semantic masks (categories in sorted order)")
+def _coco(cfg: DataConfig, split: str) -> SegmentationSource:
+    from segkit.data.coco import COCOSegmentation
+
+    return COCOSegmentation(_need_root(cfg), split)
 
 
 def build_dataset(cfg: DataConfig, split: str) -> SegmentationSource:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from segkit.data.base import DatasetInfo, SegmentationSource
 from segkit.data.io import list_images, read_image, read_mask
@@ -31,50 +30,72 @@ def read_split_file(path: Path) -> list[str]:
 
 
 class FolderDataset(SegmentationSource):
-    """``root/images/*.{jpg,png,...}`` paired with ``root/masks/<stem>.png`` (class indices)."""
+    """``root/images/*.{jpg,png,...}`` paired with ``root/masks/<stem>.png`` (class indices).
+
+    With ``strict=False`` unpaired or duplicate files are skipped and listed in ``problems``.
+    """
 
     def __init__(
         self, root: str | Path, split: str = "train", classes: list[str] | None = None,
-        val_fraction: float = 0.2,
+        val_fraction: float = 0.2, strict: bool = True,
     ) -> None:
         self.root = Path(root)
         img_dir, mask_dir = self.root / "images", self.root / "masks"
         for d in (img_dir, mask_dir):
             if not d.is_dir():
                 raise SegkitError(f"dataset not found: {d} is missing (expected images/ and masks/)")
-        images = {p.stem: p for p in list_images(img_dir)}
-        masks = {p.stem: p for p in list_images(mask_dir)}
-        split_file = self.root / "splits" / f"{split}.txt"
-        if (self.root / "splits").is_dir():
-            stems = read_split_file(split_file)
+        self.problems: list[str] = []
+        images = self._by_stem(list_images(img_dir))
+        masks = self._by_stem(list_images(mask_dir))
+        split_dir = self.root / "splits"
+        if split_dir.is_dir():
+            stems = read_split_file(split_dir / f"{split}.txt")
+            for s in stems:
+                if s not in images:
+                    self.problems.append(f"{split_dir / (split + '.txt')}: image '{s}' not found in {img_dir}")
         else:
             stems = deterministic_split(sorted(images), split, val_fraction)
+        for s in sorted(set(masks) - set(images)):
+            self.problems.append(f"{masks[s]}: mask without image '{s}.*' in {img_dir}")
         for s in stems:
-            if s not in images:
-                raise SegkitError(f"{split_file if (self.root / 'splits').is_dir() else img_dir}: "
-                                  f"image '{s}' not found in {img_dir}")
-            if s not in masks:
-                raise SegkitError(f"{images[s]}: no mask '{s}.*' in {mask_dir}")
-        if not stems:
+            if s in images and s not in masks:
+                self.problems.append(f"{images[s]}: image without mask '{s}.*' in {mask_dir}")
+        if strict and self.problems:
+            raise SegkitError(self.problems[0])
+        self.items = [(images[s], masks[s]) for s in stems if s in images and s in masks]
+        if not self.items:
             raise SegkitError(f"{self.root}: split '{split}' is empty")
-        self.items = [(images[s], masks[s]) for s in stems]
+        info_file = self.root / "info.json"
+        if classes is None and info_file.is_file():  # written by `segkit data prepare`
+            self.info = DatasetInfo.from_dict(json.loads(info_file.read_text()))
+            return
         classes_file = self.root / "classes.txt"
         if classes is None and classes_file.is_file():
             classes = read_split_file(classes_file)
         if classes is None:
-            top = max(int(np.max(read_mask(m)[read_mask(m) != 255], initial=0)) for _, m in self.items[:50])
+            top = 0
+            for _, m in self.items[:50]:
+                values = read_mask(m)
+                top = max(top, int(values[values != 255].max(initial=0)))
             classes = [f"class{i}" for i in range(max(top + 1, 2))]
         self.info = DatasetInfo(classes=list(classes), binary=False)
+
+    def _by_stem(self, paths: list[Path]) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for p in paths:
+            if p.stem in out:
+                self.problems.append(f"{p}: duplicate name '{p.stem}' (also {out[p.stem].name})")
+                continue
+            out[p.stem] = p
+        return out
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        from segkit.data.voc import check_pair
+
         img_path, mask_path = self.items[index]
         image, mask = read_image(img_path), read_mask(mask_path)
-        if image.shape[:2] != mask.shape:
-            raise SegkitError(
-                f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match image "
-                f"{image.shape[1]}x{image.shape[0]}"
-            )
+        check_pair(image, mask, mask_path, self.info.num_classes)
         return {"image": image, "mask": mask, "name": img_path.stem}

@@ -21,6 +21,8 @@ def build_augmentation(aug: AugConfig, train: bool, ignore_index: int = IGNORE_I
             ops.append(A.HorizontalFlip(p=aug.hflip))
         if aug.vflip:
             ops.append(A.VerticalFlip(p=aug.vflip))
+        if aug.scale:
+            ops.append(A.RandomScale(scale_limit=(aug.scale[0] - 1, aug.scale[1] - 1), p=1.0))
         if aug.preset == "strong":
             ops.append(
                 A.Affine(
@@ -65,6 +67,9 @@ class Augmented(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.source[index]
         if self.transform is not None and len(self.transform.transforms):
+            # albumentations keeps its own RNG, identical in every worker; draw its seed from
+            # numpy's global state, which the run seeds per process and per worker.
+            self.transform.set_random_seed(int(np.random.randint(2**31)))
             res = self.transform(image=sample["image"], mask=sample["mask"])
             sample = {**sample, "image": res["image"], "mask": res["mask"]}
         return to_tensors(sample)

@@ -89,8 +89,13 @@ def load_task(run_or_ckpt: str | Path, device: str | torch.device = "cpu"):
     meta = ckpt.get("segkit")
     if meta is None or "state_dict" not in ckpt:
         raise SegkitError(f"{path}: not a segkit checkpoint (no 'segkit' metadata)")
-    task = SegmentationTask(meta["config"], meta["info"], meta.get("class_weights"))
-    missing, unexpected = task.load_state_dict(ckpt["state_dict"], strict=False)
+    config = {**meta["config"], "model": {**meta["config"]["model"], "weights": None}}
+    task = SegmentationTask(config, meta["info"], meta.get("class_weights"))
+    try:
+        missing, unexpected = task.load_state_dict(ckpt["state_dict"], strict=False)
+    except RuntimeError as err:
+        raise SegkitError(f"{path}: weights do not fit the model its config describes "
+                          f"({str(err).splitlines()[1].strip()[:160]})") from None
     missing = [k for k in missing if not k.startswith("criterion.")]
     if missing or unexpected:
         raise SegkitError(

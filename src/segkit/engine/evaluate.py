@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from torch.utils.data import DataLoader
+import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from segkit.config import build_config
 from segkit.data import build_dataset
+from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented
 from segkit.engine.checkpoint import run_dir_of
 from segkit.engine.inference import InferenceOptions, Predictor
@@ -69,6 +72,53 @@ def metrics_report(scores: dict[str, Any], classes: list[str], binary: bool) -> 
     }
 
 
+class ThresholdSweep:
+    """Foreground Dice and IoU of a binary model at thresholds 0.1 ... 0.9."""
+
+    def __init__(self, thresholds: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(1, 10))):
+        self.thresholds = thresholds
+        self.tp = np.zeros(len(thresholds), dtype=np.int64)
+        self.fp = np.zeros_like(self.tp)
+        self.fn = np.zeros_like(self.tp)
+
+    def update(self, fg_prob: torch.Tensor, target: torch.Tensor, ignore_index: int) -> None:
+        """Add a batch of foreground probabilities [B,H,W] and targets."""
+        valid = target != ignore_index
+        gt = (target == 1) & valid
+        for j, t in enumerate(self.thresholds):
+            p = (fg_prob > t) & valid
+            self.tp[j] += int((p & gt).sum())
+            self.fp[j] += int((p & ~gt).sum())
+            self.fn[j] += int((~p & gt).sum())
+
+    def compute(self) -> list[dict[str, float]]:
+        """One row per threshold."""
+        rows = []
+        for j, t in enumerate(self.thresholds):
+            tp, fp, fn = self.tp[j], self.fp[j], self.fn[j]
+            dice = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+            iou = tp / (tp + fp + fn) if tp + fp + fn else float("nan")
+            rows.append({"threshold": t, "dice": float(dice), "iou": float(iou)})
+        return rows
+
+    def plot(self, path: Path) -> None:
+        """Dice and IoU against the threshold."""
+        from segkit.viz import _plt
+
+        plt = _plt()
+        rows = self.compute()
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for key in ("dice", "iou"):
+            ax.plot([r["threshold"] for r in rows], [r[key] for r in rows], marker="o", label=key)
+        ax.set_xlabel("foreground threshold")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
 def evaluate(
     run: str | Path,
     split: str = "val",
@@ -87,17 +137,25 @@ def evaluate(
     task = predictor.task
     cfg = build_config(task.config.to_dict(), {f"data.{k}": v for k, v in (data_overrides or {}).items()})
     source = build_dataset(cfg.data, split)
+    out_dir = Path(out) if out else run_dir_of(task.checkpoint_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.data.on_bad_image == "skip":
+        source = SkipBadSamples(source, out_dir / "skipped_files.txt")
     info = task.info
-    fixed = getattr(source, "image_size", None) is not None
+    fixed = getattr(getattr(source, "source", source), "image_size", None) is not None
     loader = DataLoader(Augmented(source, None), batch_size=cfg.data.batch_size if fixed else 1,
                         num_workers=cfg.data.num_workers)
     metric = SegmentationMetrics(info.num_classes, info.ignore_index).to(predictor.device)
     worst_heap: list[tuple[float, int]] = []
+    sweep = ThresholdSweep() if info.binary else None
     index = 0
     for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, unit="batch"):
-        pred = predictor.predict(batch["image"])
+        probs = predictor.probabilities(batch["image"])
+        pred = predictor.classes_from_probs(probs)
         target = batch["mask"].to(pred.device)
         metric.update(pred, target)
+        if sweep is not None:
+            sweep.update(probs[:, 1], target, info.ignore_index)
         for p, t in zip(pred, target):
             s = scores_from_confusion(confusion_matrix(p, t, info.num_classes, info.ignore_index))
             item = (-s["mIoU"] if not math.isnan(s["mIoU"]) else 0.0, index)
@@ -113,11 +171,17 @@ def evaluate(
         "checkpoint": str(ckpt), "split": split, "dataset": cfg.data.name, "images": index,
         "tta": _describe_tta(options), "confusion_matrix": cm.tolist(),
     })
-    out_dir = Path(out) if out else run_dir_of(ckpt)
-    out_dir.mkdir(parents=True, exist_ok=True)
     title = (f"segkit evaluation of {ckpt} on {cfg.data.name}/{split} ({index} images)\n"
              f"inference: {_describe_tta(options)}")
-    (out_dir / "results.txt").write_text(format_results(metrics, title))
+    text = format_results(metrics, title)
+    if sweep is not None:
+        metrics["threshold"] = options.threshold
+        metrics["threshold_sweep"] = sweep.compute()
+        sweep.plot(out_dir / "threshold_sweep.png")
+        text += "\nforeground threshold sweep (Dice / IoU):\n" + "\n".join(
+            f"  {r['threshold']:.2f}  {r['dice']:.4f}  {r['iou']:.4f}" for r in metrics["threshold_sweep"])
+        text += f"\nthreshold used above: {options.threshold}\n"
+    (out_dir / "results.txt").write_text(text)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_confusion(cm.numpy(), info.classes, out_dir / "confusion_matrix.png")
     rows = []

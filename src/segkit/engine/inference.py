@@ -29,6 +29,7 @@ class InferenceOptions:
     max_pixels: int = 2048 * 2048
     auto_window: tuple[int, int] = (1024, 1024)
     window_batch: int = 8
+    threshold: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.scales or min(self.scales) <= 0:
@@ -131,12 +132,19 @@ class Predictor:
         assert total is not None
         return total / n
 
+    def classes_from_probs(self, probs: torch.Tensor) -> torch.Tensor:
+        """Class indices from probabilities; binary models use ``options.threshold``."""
+        if self.info.binary:
+            return (probs[:, 1] > self.options.threshold).long()
+        return probs.argmax(1)
+
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B,3,H,W] -> class indices [B,H,W]."""
-        return self.probabilities(images).argmax(1)
+        return self.classes_from_probs(self.probabilities(images))
 
     def predict_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One HxWx3 uint8 array -> (HxW uint8 classes, CxHxW float32 probabilities)."""
         t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
-        probs = self.probabilities(t)[0]
-        return probs.argmax(0).to(torch.uint8).cpu().numpy(), probs.cpu().numpy()
+        probs = self.probabilities(t)
+        classes = self.classes_from_probs(probs)[0].to(torch.uint8)
+        return classes.cpu().numpy(), probs[0].cpu().numpy()

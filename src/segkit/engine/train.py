@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -17,6 +18,8 @@ from torch.utils.data import DataLoader
 
 from segkit.config import Config
 from segkit.data import build_dataset
+from segkit.data.mixing import Mixing, rare_classes
+from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented, build_augmentation
 from segkit.engine.callbacks import EpochSummary, read_history
 from segkit.engine.checkpoint import AtomicCheckpointIO
@@ -59,17 +62,31 @@ def prepare_run_dir(out: str | Path) -> Path:
     return run_dir
 
 
-def class_weights_for(cfg: Config, source: Any, run_dir: Path) -> list[float] | None:
-    """Inverse-frequency weights from the training set, cached in the run directory."""
-    if cfg.loss.class_weights is not None or not loss_needs_class_weights(cfg.loss.name):
-        return cfg.loss.class_weights
+def class_pixel_counts(source: Any, run_dir: Path) -> list[int]:
+    """Pixels per class of the training set, computed once and cached in the run directory."""
     cache = run_dir / "class_pixel_counts.json"
     if cache.is_file():
-        counts = json.loads(cache.read_text())["counts"]
-    else:
-        counts = [int(c) for c in source.class_pixel_counts()]
-        cache.write_text(json.dumps({"classes": source.info.classes, "counts": counts}))
-    return inverse_frequency_weights(torch.tensor(counts)).tolist()
+        return json.loads(cache.read_text())["counts"]
+    counts = [int(c) for c in source.class_pixel_counts()]
+    cache.write_text(json.dumps({"classes": source.info.classes, "counts": counts}))
+    return counts
+
+
+def class_weights_for(cfg: Config, source: Any, run_dir: Path) -> list[float] | None:
+    """Inverse-frequency weights from the training set (or the config's own)."""
+    if cfg.loss.class_weights is not None or not loss_needs_class_weights(cfg.loss.name):
+        return cfg.loss.class_weights
+    return inverse_frequency_weights(torch.tensor(class_pixel_counts(source, run_dir))).tolist()
+
+
+def training_source(cfg: Config, source: Any, run_dir: Path) -> Any:
+    """The training source with CutMix / CopyBlob applied when configured."""
+    if not (cfg.aug.cutmix_prob or cfg.aug.copyblob_prob):
+        return source
+    blob = cfg.aug.copyblob_classes
+    if cfg.aug.copyblob_prob and blob is None:
+        blob = rare_classes(np.asarray(class_pixel_counts(source, run_dir)))
+    return Mixing(source, cfg.aug.cutmix_prob, cfg.aug.copyblob_prob, blob)
 
 
 def make_loader(dataset: Any, cfg: Config, train: bool) -> DataLoader:
@@ -101,10 +118,14 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     if len(train_src) == 0 or len(val_src) == 0:
         raise SegkitError(f"dataset '{cfg.data.name}' has an empty train or val split")
     info = train_src.info
+    if cfg.data.on_bad_image == "skip":
+        train_src = SkipBadSamples(train_src, run_dir / "skipped_files.txt")
+        val_src = SkipBadSamples(val_src, run_dir / "skipped_files.txt")
     weights = class_weights_for(cfg, train_src, run_dir)
     task = SegmentationTask(cfg.to_dict(), info.to_dict(), weights)
 
-    train_loader = make_loader(Augmented(train_src, build_augmentation(cfg.aug, True)), cfg, True)
+    mixed = training_source(cfg, train_src, run_dir)
+    train_loader = make_loader(Augmented(mixed, build_augmentation(cfg.aug, True)), cfg, True)
     val_loader = make_loader(Augmented(val_src, build_augmentation(cfg.aug, False)), cfg, False)
 
     accelerator = accelerator_for(cfg.run.device)

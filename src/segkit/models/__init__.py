@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
 
@@ -12,15 +14,33 @@ from segkit.registry import Registry
 
 ModelBuilder = Callable[[ModelConfig, int], nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model")
+log = logging.getLogger("segkit")
 
 # Importing the families registers them.
 from segkit.models import smp_models  # noqa: E402,F401
+from segkit.models.deeplab import build_deeplabv3  # noqa: E402
+from segkit.models.fcn import build_fcn  # noqa: E402
+
+MODELS.add("fcn", build_fcn, "FCN-32s: torchvision ResNet trunk + bilinear-initialised deconv",
+           multiple=32, family="segkit")
+MODELS.add("deeplabv3", build_deeplabv3, "torchvision DeepLabV3 (resnet50/resnet101 encoder)",
+           aliases=("deeplab",), family="torchvision")
 
 
 def build_model(cfg: ModelConfig, out_channels: int) -> nn.Module:
     """Build the named model; its output always has the input's spatial size."""
+    from segkit.models.norms import replace_batchnorm
+    from segkit.models.weights import load_weights
+
     entry = MODELS.get(cfg.name)
     net = entry.builder(cfg, out_channels)
+    replace_batchnorm(net, cfg.norm)
+    if cfg.weights and cfg.weights != "imagenet":
+        if not Path(cfg.weights).is_file():
+            from segkit.errors import SegkitError
+
+            raise SegkitError(f"weights file not found: {cfg.weights}")
+        log.info(load_weights(net, cfg.weights))
     multiple = int(entry.tags.get("multiple", 1))
     return PadToMultiple(net, multiple) if multiple > 1 else net
 

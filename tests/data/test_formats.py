@@ -1,0 +1,115 @@
+"""Each real on-disk format: generated in its layout, loaded, checked for tensors, classes, splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fake_data import make_carvana, make_cityscapes, make_coco, make_folder, make_voc
+from segkit.config import DataConfig
+from segkit.data import build_dataset
+from segkit.data.carvana import rle_decode, rle_encode
+from segkit.data.cityscapes import LABELS, TRAIN_CLASSES, id_to_train_id_lut
+from segkit.errors import SegkitError
+
+
+def test_voc_palette_round_trip_and_void(tmp_path) -> None:
+    make_voc(tmp_path)
+    ds = build_dataset(DataConfig(name="voc", root=str(tmp_path)), "train")
+    assert len(ds) == 6 and ds.info.num_classes == 21 and ds.info.classes[15] == "person"
+    assert ds.info.palette[1] == (128, 0, 0) and ds.info.palette[15] == (192, 128, 128)
+    s = ds[0]
+    raw = np.asarray(Image.open(tmp_path / "VOCdevkit/VOC2012/SegmentationClass" / f"{s['name']}.png"))
+    np.testing.assert_array_equal(s["mask"], raw)
+    assert (s["mask"][0] == 255).all() and s["image"].shape == (40, 48, 3)
+    assert len(build_dataset(DataConfig(name="voc", root=str(tmp_path / "VOCdevkit/VOC2012")), "val")) == 3
+
+
+def test_voc_missing_split_and_classes_override(tmp_path) -> None:
+    make_voc(tmp_path)
+    with pytest.raises(SegkitError, match="split file not found: .*test.txt"):
+        build_dataset(DataConfig(name="voc", root=str(tmp_path)), "test")
+    (tmp_path / "VOCdevkit/VOC2012/classes.txt").write_text("\n".join(f"c{i}" for i in range(21)))
+    assert build_dataset(DataConfig(name="voc", root=str(tmp_path)), "train").info.classes[3] == "c3"
+    with pytest.raises(SegkitError, match="VOC dataset not found"):
+        build_dataset(DataConfig(name="voc", root=str(tmp_path / "nothing")), "train")
+
+
+def test_cityscapes_train_ids_match_cityscapesscripts(tmp_path) -> None:
+    from cityscapesscripts.helpers import labels as cs
+
+    ours = {name: (lid, tid, colour) for name, lid, tid, colour in LABELS}
+    for label in cs.labels:
+        assert ours[label.name] == (label.id, label.trainId, label.color), label.name
+    lut = id_to_train_id_lut()
+    for label in cs.labels:
+        if 0 <= label.id < 256:
+            expected = label.trainId if 0 <= label.trainId < 255 else 255
+            assert lut[label.id] == expected
+    assert TRAIN_CLASSES == [cs.trainId2label[i].name for i in range(19)]
+
+
+def test_cityscapes_loader_maps_ids(tmp_path) -> None:
+    make_cityscapes(tmp_path)
+    ds = build_dataset(DataConfig(name="cityscapes", root=str(tmp_path)), "train")
+    assert len(ds) == 4 and ds.info.num_classes == 19
+    s = ds[0]
+    raw = np.asarray(Image.open(ds.items[0][1]))
+    np.testing.assert_array_equal(s["mask"], id_to_train_id_lut()[raw])
+    assert set(np.unique(s["mask"])) <= set(range(19)) | {255}
+    assert len(build_dataset(DataConfig(name="minicity", root=str(tmp_path)), "val")) == 2
+
+
+def test_rle_round_trip_random_masks() -> None:
+    rng = np.random.default_rng(0)
+    for shape in [(7, 5), (32, 48), (1, 1)]:
+        mask = (rng.random(shape) > 0.6).astype(np.uint8)
+        np.testing.assert_array_equal(rle_decode(rle_encode(mask), shape), mask)
+    assert rle_encode(np.array([[0, 1, 1], [1, 0, 0]])) == "2 3"
+    assert rle_decode("1 2 6 1", (2, 3)).tolist() == [[1, 1, 0], [0, 0, 1]]
+
+
+def test_rle_errors() -> None:
+    with pytest.raises(SegkitError, match="odd number"):
+        rle_decode("1 2 3", (4, 4))
+    with pytest.raises(SegkitError, match="outside"):
+        rle_decode("10 10", (3, 3))
+    with pytest.raises(SegkitError, match="non-integers"):
+        rle_decode("1 x", (3, 3))
+
+
+def test_carvana_gif_and_csv_agree_and_split_by_car(tmp_path) -> None:
+    make_carvana(tmp_path, cars=5, views=2)
+    cfg = DataConfig(name="carvana", root=str(tmp_path), val_fraction=0.2)
+    train, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    assert len(train) + len(val) == 10 and len(val) == 2
+    cars = lambda ds: {s.rsplit("_", 1)[0] for s in ds.stems}  # noqa: E731
+    assert not cars(train) & cars(val)
+    assert train.info.binary and train.info.classes == ["background", "car"]
+    from segkit.data.carvana import CarvanaSegmentation
+
+    via_csv = CarvanaSegmentation(tmp_path, "train", 0.2, use_csv=True)
+    for i in range(len(train)):
+        np.testing.assert_array_equal(train[i]["mask"], via_csv[i]["mask"])
+    assert set(np.unique(train[0]["mask"])) <= {0, 1}
+
+
+def test_coco_semantic_masks_with_noncontiguous_ids(tmp_path) -> None:
+    make_coco(tmp_path, "train", "2014")
+    ds = build_dataset(DataConfig(name="coco", root=str(tmp_path)), "train")
+    assert ds.info.classes == ["background", "person", "car", "dog"]
+    s = ds[1]  # category 3 (car) -> index 2, plus a small dog (18 -> 3)
+    assert s["mask"][10, 10] == 2 and s["mask"][22, 32] == 3 and s["mask"][0, 0] == 0
+    with pytest.raises(SegkitError, match="annotations not found"):
+        build_dataset(DataConfig(name="coco", root=str(tmp_path)), "val")
+
+
+def test_folder_with_and_without_split_files(tmp_path) -> None:
+    make_folder(tmp_path / "a", n=10)
+    train = build_dataset(DataConfig(name="folder", root=str(tmp_path / "a")), "train")
+    val = build_dataset(DataConfig(name="folder", root=str(tmp_path / "a")), "val")
+    assert len(train) == 8 and len(val) == 2
+    assert not {p for p, _ in train.items} & {p for p, _ in val.items}
+    make_folder(tmp_path / "b", n=6, splits=True)
+    assert len(build_dataset(DataConfig(name="folder", root=str(tmp_path / "b")), "val")) == 2
