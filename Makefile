@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean install
+.PHONY: demo test test-fast bench clean install e2e
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+e2e: $(STAMP)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+	$(BIN)/pip install -q -e '.[dev,e2e]'
+	$(BIN)/python -m pytest tests -m e2e
 
 clean:
 	rm -rf runs demo_out .pytest_cache build dist src/*.egg-info

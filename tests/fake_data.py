@@ -123,3 +123,28 @@ def make_folder(root: Path, n: int = 8, size=(32, 40), classes: int = 4, splits:
         (root / "splits" / "train.txt").write_text("\n".join(stems[: n - 2]))
         (root / "splits" / "val.txt").write_text("\n".join(stems[n - 2 :]))
     return root
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
+    """Write an unsigned-byte IDX file (MNIST format), gzipped or raw."""
+    import gzip
+    import struct
+
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def make_idx(root: Path, n_train: int = 300, n_test: int = 100, gz: bool = True) -> Path:
+    """Fashion-MNIST-style files whose 28x28 gray images show one shape per class."""
+    from segkit.data.classification import ShapesClassification
+
+    for prefix, n, split in (("train", n_train, "train"), ("t10k", n_test, "val")):
+        src = ShapesClassification(split, n, (28, 28), seed=3)
+        images = np.stack([src[i]["image"].mean(-1) for i in range(n)]).astype(np.uint8)
+        labels = np.array([src[i]["label"] for i in range(n)], dtype=np.uint8)
+        suffix = ".gz" if gz else ""
+        write_idx(root / f"{prefix}-images-idx3-ubyte{suffix}", images, gz)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte{suffix}", labels, gz)
+    return root

@@ -51,7 +51,7 @@ TRAIN_FLAGS = {
     "lr": "optim.lr", "optimizer": "optim.name", "scheduler": "optim.scheduler",
     "image_size": "data.image_size", "crop_size": "aug.crop_size", "aug": "aug.preset",
     "device": "run.device", "precision": "run.precision", "accumulate": "run.accumulate",
-    "seed": "run.seed", "out": "run.out", "workers": "data.num_workers",
+    "seed": "run.seed", "out": "run.out", "workers": "data.num_workers", "task": "task",
 }
 
 
@@ -88,9 +88,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     m = result.metrics
     print(f"\nrun directory: {result.run_dir}")
     print(f"best checkpoint: {result.best_checkpoint}")
-    if m:
+    if m and cfg.task == "segment":
         print(f"val mIoU {m['mIoU']:.4f} | pixel accuracy {m['pixel_accuracy']:.4f} | "
               f"dice {m['dice']:.4f}")
+    elif m:
+        key = "mAP" if cfg.task == "multilabel" else "accuracy"
+        print(f"val {key} {m[key]:.4f}")
         print(f"report: {result.run_dir / 'report.md'}")
     return 0
 
@@ -104,6 +107,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         overrides["name"] = args.data
     if args.data_root:
         overrides["root"] = args.data_root
+    from segkit.engine.checkpoint import checkpoint_task
+
+    if checkpoint_task(args.run) != "segment":
+        from segkit.engine.classify_eval import evaluate_classifier
+
+        m = evaluate_classifier(args.run, args.split, args.out, args.device, data_overrides=overrides)
+        print(Path(m["results_txt"]).read_text())
+        return 0
     m = evaluate(args.run, args.split, inference_options(args), overrides, args.out, args.device)
     print(Path(m["results_txt"]).read_text())
     print(f"wrote {m['results_txt']} and metrics.json, confusion_matrix.png, worst_images.png")
@@ -112,11 +123,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """segkit predict."""
+    from segkit.engine.checkpoint import checkpoint_task
     from segkit.engine.predict import predict
 
+    if args.onnx:
+        from segkit.export import OnnxPredictor
+
+        onnx_predictor = OnnxPredictor(args.onnx, args.threshold)
+        if onnx_predictor.task != "segment":
+            raise SegkitError("--onnx prediction is for segmentation exports")
+        written = predict(None, args.inputs, args.out, predictor=onnx_predictor)  # type: ignore[arg-type]
+        print(f"wrote {len(written)} masks and overlays to {args.out} (ONNX runtime)")
+        return 0
+    if args.run is None:
+        raise SegkitError("give a run directory / checkpoint, or --onnx FILE")
+    if checkpoint_task(args.run) != "segment":
+        from segkit.engine.classify_eval import predict_labels
+
+        rows = predict_labels(args.run, args.inputs, args.out, args.top_k, args.threshold, args.device)
+        for r in rows:
+            labels = ", ".join(f"{c} {p:.3f}" for c, p in r["labels"]) or "(no label above threshold)"
+            print(f"{r['image']}: {labels}")
+        print(f"wrote {Path(args.out) / 'predictions.csv'}")
+        return 0
     written = predict(args.run, args.inputs, args.out, inference_options(args), args.device,
                       save_probs=args.save_probs)
     print(f"wrote {len(written)} masks and overlays to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """segkit export."""
+    from segkit.export import export_model
+
+    result = export_model(args.run, args.out, args.format, not args.static, args.opset, args.tolerance)
+    print(f"wrote {result.path} ({args.format}); max |exported - PyTorch| = {result.max_abs_diff:.2e}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """segkit serve."""
+    from segkit.serve import serve
+
+    serve(args.run, args.host, args.port, args.device, args.max_upload_mb)
     return 0
 
 
@@ -137,6 +186,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         encoder = "mobilenet_v3_large" if entry.name == "deeplabv3" else args.encoder
         if entry.name == "deeplabv3" and args.encoder.startswith("resnet5"):
             encoder = args.encoder
+        if entry.tags.get("task", "segment") != "segment":
+            print(f"{entry.name:<14} {'':<20} {'':>8} {'':>8}  {entry.description}")
+            continue
         model = build_model(ModelConfig(name=entry.name, encoder=encoder), args.classes)
         print(f"{entry.name:<14} {encoder:<20} {count_parameters(model) / 1e6:7.2f}M "
               f"{gflops(model, (h, w)):8.2f}  {entry.description}")
@@ -203,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model; writes runs/NAME/")
     t.add_argument("--config", help="YAML config file")
+    t.add_argument("--task", choices=["segment", "classify", "multilabel"])
     t.add_argument("--data", help="dataset name (segkit datasets)")
     t.add_argument("--data-root", help="where the dataset's files are")
     t.add_argument("-m", "--model", help="model name (segkit models)")
@@ -239,12 +292,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="masks and overlays for images")
-    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("run", nargs="?", help="run directory or checkpoint file (omit with --onnx)")
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--onnx", help="run an exported ONNX file instead of a checkpoint")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--save-probs", action="store_true", help="also write per-class probabilities (npz)")
+    p.add_argument("--top-k", type=int, default=5, help="classifiers: how many classes to list")
     _add_inference_args(p)
     p.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("export", help="ONNX / TorchScript export, checked against PyTorch")
+    x.add_argument("run", help="run directory or checkpoint file")
+    x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    x.add_argument("--out", required=True, help="output file (.onnx / .pt)")
+    x.add_argument("--static", action="store_true", help="fixed batch and size (default dynamic)")
+    x.add_argument("--opset", type=int, default=17)
+    x.add_argument("--tolerance", type=float, default=1e-3, help="max allowed abs difference")
+    x.set_defaults(func=cmd_export)
+
+    sv = sub.add_parser("serve", help="web page + HTTP API for a trained run")
+    sv.add_argument("run", help="run directory or checkpoint file")
+    sv.add_argument("--host", default="127.0.0.1", help="default loopback only")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--device", default="cpu")
+    sv.add_argument("--max-upload-mb", type=float, default=10.0)
+    sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("data", help="check or prepare a dataset")
     dsub = d.add_subparsers(dest="data_command", required=True)

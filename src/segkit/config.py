@@ -49,6 +49,9 @@ class ModelConfig(_Section):
     encoder: str = "resnet18"
     weights: str | None = Field(None, description="None, 'imagenet' or a local file")
     norm: Literal["bn", "in", "gn", "evonorm", "evonorm-s0", "evonorm-b0"] = "bn"
+    word_embeddings: str | None = Field(None, description="ssgrl: GloVe-format text file")
+    ssgrl_steps: int = Field(3, ge=1, description="ssgrl: gated GNN time steps")
+    ssgrl_rank: int = Field(512, ge=8, description="ssgrl: low-rank bilinear attention dim")
     decoder_channels: list[int] | None = Field(
         None, description="smp decoders: channels per decoder stage (smaller is faster)"
     )
@@ -87,6 +90,10 @@ class AugConfig(_Section):
     cutmix_prob: float = Field(0.0, ge=0, le=1)
     copyblob_prob: float = Field(0.0, ge=0, le=1)
     copyblob_classes: list[int] | None = Field(None, description="default: the rare classes")
+    crop_scales: list[float] = Field(
+        [1.0, 0.9, 0.8, 0.6, 0.5],
+        description="multilabel: random crop sides as fractions ({640,576,512,384,320}/640)",
+    )
     hflip: float = Field(0.5, ge=0, le=1)
     vflip: float = Field(0.0, ge=0, le=1)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -114,7 +121,7 @@ class RunConfig(_Section):
 class Config(_Section):
     """The whole resolved configuration of one run."""
 
-    task: Literal["segment"] = "segment"
+    task: Literal["segment", "classify", "multilabel"] = "segment"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()

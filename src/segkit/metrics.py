@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -76,3 +77,71 @@ class SegmentationMetrics(Metric):
     def compute(self) -> dict[str, Any]:
         """Scores of everything accumulated so far."""
         return scores_from_confusion(self.confmat)
+
+
+def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """Area under the precision-recall steps (sklearn's definition, ties grouped)."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    s, y = scores[order].double(), targets[order].double()
+    if y.sum() == 0:
+        return float("nan")
+    last = torch.cat([torch.nonzero(s[1:] != s[:-1]).flatten(), torch.tensor([len(s) - 1])])
+    tps = torch.cumsum(y, 0)[last]
+    fps = (last + 1).double() - tps
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    prev = torch.cat([torch.zeros(1, dtype=recall.dtype), recall[:-1]])
+    return float(((recall - prev) * precision).sum())
+
+
+def multilabel_scores(scores: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5,
+                      top_k: int = 3) -> dict[str, Any]:
+    """mAP and per-class (C*) / overall (O*) precision, recall, F1, also for top-k predictions.
+
+    mAP averages AP over classes with at least one positive (others are skipped, never NaN);
+    CP/CR average per-class precision/recall with 0/0 counted as 0 (sklearn macro,
+    zero_division=0); CF1 = 2 CP CR / (CP + CR); OP/OR/OF1 are micro over all labels.
+    """
+    targets = targets.float()
+    aps = [average_precision(scores[:, c], targets[:, c]) for c in range(targets.shape[1])]
+    valid = [a for a in aps if not math.isnan(a)]
+    out: dict[str, Any] = {"mAP": float(sum(valid) / len(valid)) if valid else 0.0,
+                           "per_class_ap": aps}
+    topk = torch.zeros_like(targets)
+    k = min(top_k, targets.shape[1])
+    topk.scatter_(1, scores.topk(k, dim=1).indices, 1.0)
+    for prefix, pred in (("", (scores > threshold).float()), (f"top{k}_", topk)):
+        tp = (pred * targets).sum(0)
+        npred, npos = pred.sum(0), targets.sum(0)
+        cp = torch.where(npred > 0, tp / npred.clamp_min(1), torch.zeros_like(tp)).mean()
+        cr = torch.where(npos > 0, tp / npos.clamp_min(1), torch.zeros_like(tp)).mean()
+        op = tp.sum() / npred.sum() if npred.sum() > 0 else torch.tensor(0.0)
+        orr = tp.sum() / npos.sum() if npos.sum() > 0 else torch.tensor(0.0)
+        f1 = lambda p, r: float(2 * p * r / (p + r)) if p + r > 0 else 0.0  # noqa: E731
+        out.update({f"{prefix}CP": float(cp), f"{prefix}CR": float(cr), f"{prefix}CF1": f1(cp, cr),
+                    f"{prefix}OP": float(op), f"{prefix}OR": float(orr), f"{prefix}OF1": f1(op, orr)})
+    return out
+
+
+class MultiLabelMetrics(Metric):
+    """Collects scores and targets (gathered across processes) for mAP and F1 metrics."""
+
+    full_state_update = False
+
+    def __init__(self, threshold: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threshold = threshold
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("targets", default=[], dist_reduce_fx="cat")
+
+    def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add a batch of sigmoid scores [B,C] and 0/1 targets [B,C]."""
+        self.scores.append(scores.detach().float())
+        self.targets.append(targets.detach().float())
+
+    def compute(self) -> dict[str, Any]:
+        """Scores of everything collected so far."""
+        from torchmetrics.utilities import dim_zero_cat
+
+        return multilabel_scores(dim_zero_cat(self.scores).cpu(), dim_zero_cat(self.targets).cpu(),
+                                 self.threshold)

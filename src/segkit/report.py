@@ -18,9 +18,15 @@ def finish_run(result: Any, cfg: Config) -> dict[str, Any]:
     from segkit.viz import plot_curves, prediction_grid
 
     run_dir: Path = result.run_dir
-    metrics = evaluate(result.best_checkpoint, cfg.data.val_split, progress=False)
     if result.history:
         plot_curves(result.history, run_dir / "curves.png")
+    if cfg.task != "segment":
+        from segkit.engine.classify_eval import evaluate_classifier
+
+        metrics = evaluate_classifier(result.best_checkpoint, cfg.data.val_split, progress=False)
+        write_classifier_report(run_dir, cfg, metrics, result.history)
+        return metrics
+    metrics = evaluate(result.best_checkpoint, cfg.data.val_split, progress=False)
     n = cfg.run.grid_images
     if n:
         predictor = Predictor.from_checkpoint(result.best_checkpoint)
@@ -70,4 +76,20 @@ def write_report(run_dir: Path, cfg: Config, metrics: dict[str, Any], history: l
     path.write_text("\n".join(lines))
     (run_dir / "summary.json").write_text(json.dumps(
         {"best_epoch": int(best.get("epoch", 0)), "mIoU": metrics["mIoU"], "dice": metrics["dice"]}))
+    return path
+
+
+def write_classifier_report(run_dir: Path, cfg: Config, metrics: dict[str, Any],
+                            history: list[dict]) -> Path:
+    """A short Markdown report of a classification or multi-label run."""
+    key = "mAP" if cfg.task == "multilabel" else "accuracy"
+    lines = [f"# segkit run `{run_dir}`", "",
+             f"- task: {cfg.task}; data: {cfg.data.name}; model: {cfg.model.name}",
+             f"- epochs: {len(history)}; validation {key}: {metrics[key]:.4f}",
+             "", "```", (run_dir / "results.txt").read_text(), "```", "", "![curves](curves.png)", ""]
+    if (run_dir / "confusion_matrix.png").is_file():
+        lines.append("![confusion matrix](confusion_matrix.png)")
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    (run_dir / "summary.json").write_text(json.dumps({key: metrics[key]}))
     return path

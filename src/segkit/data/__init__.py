@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from segkit.config import DataConfig
 from segkit.data.base import DatasetInfo, SegmentationSource
@@ -72,9 +73,62 @@ def _coco(cfg: DataConfig, split: str) -> SegmentationSource:
     return COCOSegmentation(_need_root(cfg), split)
 
 
-def build_dataset(cfg: DataConfig, split: str) -> SegmentationSource:
+@DATASETS.register("shapes-cls", "generated: one shape per image, 5 classes", task="classify")
+def _shapes_cls(cfg: DataConfig, split: str) -> Any:
+    from segkit.data.classification import ShapesClassification
+
+    n = cfg.num_train if split == "train" else cfg.num_val
+    return ShapesClassification(split, n, cfg.image_size, cfg.seed)
+
+
+@DATASETS.register("shapes-multilabel", "generated: several shapes per image, 5 labels",
+                   task="multilabel")
+def _shapes_ml(cfg: DataConfig, split: str) -> Any:
+    from segkit.data.classification import ShapesMultiLabel
+
+    n = cfg.num_train if split == "train" else cfg.num_val
+    return ShapesMultiLabel(split, n, cfg.image_size, cfg.seed)
+
+
+@DATASETS.register("idx", "MNIST / Fashion-MNIST IDX files (gz or raw)", aliases=("mnist", "fashion-mnist"),
+                   task="classify")
+def _idx(cfg: DataConfig, split: str) -> Any:
+    from segkit.data.classification import IDXClassification
+
+    return IDXClassification(_need_root(cfg), split)
+
+
+@DATASETS.register("imagefolder", "ImageFolder: root/[split/]CLASS/*.jpg", task="classify")
+def _imagefolder(cfg: DataConfig, split: str) -> Any:
+    from segkit.data.classification import ImageFolderClassification
+
+    return ImageFolderClassification(_need_root(cfg), split, cfg.val_fraction)
+
+
+@DATASETS.register("csv-multilabel", "images/ + {split}.csv or labels.csv rows 'image,a|b'",
+                   aliases=("folder-multilabel",), task="multilabel")
+def _csv_ml(cfg: DataConfig, split: str) -> Any:
+    from segkit.data.classification import CSVMultiLabel
+
+    return CSVMultiLabel(_need_root(cfg), split, cfg.val_fraction)
+
+
+@DATASETS.register("coco-multilabel", "COCO instances JSON -> multi-label targets (cached)",
+                   task="multilabel")
+def _coco_ml(cfg: DataConfig, split: str) -> Any:
+    from segkit.data.coco import COCOMultiLabel
+
+    return COCOMultiLabel(_need_root(cfg), split)
+
+
+def dataset_task(name: str) -> str:
+    """'segment', 'classify' or 'multilabel' for a registered dataset."""
+    return DATASETS.get(name).tags.get("task", "segment")
+
+
+def build_dataset(cfg: DataConfig, split: str) -> Any:
     """The source dataset named in ``cfg`` for ``split``."""
     return DATASETS.get(cfg.name).builder(cfg, split)
 
 
-__all__ = ["DATASETS", "DatasetInfo", "SegmentationSource", "build_dataset"]
+__all__ = ["DATASETS", "DatasetInfo", "SegmentationSource", "build_dataset", "dataset_task"]

@@ -71,3 +71,59 @@ class COCOSegmentation(SegmentationSource):
                                   f"{m.shape} does not match the image {mask.shape}")
             mask[m] = 255 if a.get("iscrowd") else self.cat_to_index[a["category_id"]]
         return {"image": image, "mask": mask, "name": Path(meta["file_name"]).stem}
+
+
+class COCOMultiLabel:
+    """COCO instances -> one 0/1 vector per image over the categories in sorted id order.
+
+    Walking every annotation takes minutes on the full set, so the label matrix is cached
+    beside the JSON (keyed by its size and mtime) and reused on the next load.
+    """
+
+    task = "multilabel"
+
+    def __init__(self, root: str | Path, split: str = "train") -> None:
+        self.root = Path(root)
+        ann, self.image_dir = find_annotations(self.root, split)
+        stat = ann.stat()
+        cache = ann.with_name(f".segkit_multilabel_{ann.stem}_{stat.st_size}_{int(stat.st_mtime)}.npz")
+        if cache.is_file():
+            data = np.load(cache, allow_pickle=False)
+            self.files, self.targets = list(data["files"]), data["targets"]
+            names = list(data["classes"])
+            self.cache_hit = True
+        else:
+            coco = load_coco(ann)
+            cat_ids = sorted(coco.getCatIds())
+            col = {c: i for i, c in enumerate(cat_ids)}
+            names = [coco.cats[c]["name"] for c in cat_ids]
+            ids = sorted(coco.getImgIds())
+            self.files = [coco.imgs[i]["file_name"] for i in ids]
+            self.targets = np.zeros((len(ids), len(cat_ids)), np.float32)
+            row = {img_id: r for r, img_id in enumerate(ids)}
+            for a in coco.dataset.get("annotations", []):
+                if a["image_id"] not in row:
+                    raise SegkitError(f"{ann}: annotation {a.get('id')} names unknown image "
+                                      f"{a['image_id']}")
+                self.targets[row[a["image_id"]], col[a["category_id"]]] = 1
+            for f in self.files:
+                if not (self.image_dir / f).is_file():
+                    raise SegkitError(f"{ann}: points at missing image {self.image_dir / f}")
+            self.cache_hit = False
+            try:
+                np.savez(cache, files=np.array(self.files), targets=self.targets,
+                         classes=np.array(names))
+            except OSError:
+                pass  # read-only dataset folder: work without the cache
+        self.info = DatasetInfo(classes=names)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"image": read_image(self.image_dir / self.files[index]),
+                "labels": self.targets[index].copy(), "name": Path(self.files[index]).stem}
+
+    def labels_matrix(self) -> np.ndarray:
+        """All targets [N, C]."""
+        return self.targets

@@ -31,10 +31,11 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return img
 
 
-def _shape_mask(kind: int, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def _shape_mask(kind: int, rng: np.random.Generator, h: int, w: int,
+                radius: tuple[float, float] = (0.13, 0.24)) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     s = min(h, w)
-    r = rng.uniform(0.13, 0.24) * s
+    r = rng.uniform(*radius) * s
     cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
     dy, dx = yy - cy, xx - cx
     rot = rng.uniform(0, 2 * np.pi)
@@ -62,16 +63,17 @@ def _shape_mask(kind: int, rng: np.random.Generator, h: int, w: int) -> np.ndarr
 
 
 def render_shapes(
-    seed: int, index: int, size: tuple[int, int], max_shapes: int = 4
+    seed: int, index: int, size: tuple[int, int], max_shapes: int = 4,
+    kinds: list[int] | None = None, radius: tuple[float, float] = (0.13, 0.24),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deterministically render one (image HxWx3 uint8, mask HxW uint8) pair."""
     h, w = size
     rng = np.random.default_rng([seed, index])
     img = _background(rng, h, w)
     mask = np.zeros((h, w), dtype=np.uint8)
-    for _ in range(int(rng.integers(1, max_shapes + 1))):
-        kind = int(rng.integers(1, len(SHAPE_CLASSES)))
-        region = _shape_mask(kind, rng, h, w)
+    for k in range(len(kinds) if kinds else int(rng.integers(1, max_shapes + 1))):
+        kind = kinds[k] if kinds else int(rng.integers(1, len(SHAPE_CLASSES)))
+        region = _shape_mask(kind, rng, h, w, radius)
         colour = np.clip(_BASE_COLOURS[kind] + rng.normal(0, 25, 3), 0, 255)
         shade = rng.normal(0, 12, (h, w, 1))
         img = np.where(region[..., None], colour + shade, img)

@@ -43,13 +43,53 @@ def build_augmentation(aug: AugConfig, train: bool, ignore_index: int = IGNORE_I
     return A.Compose(ops)
 
 
+class MultiScaleCrop(A.ImageOnlyTransform):
+    """The multi-label recipe: resize to S, crop sides drawn from ``scales`` x S, resize to S."""
+
+    def __init__(self, size: tuple[int, int], scales: list[float], p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.size, self.scales = size, scales
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        h, w = self.size
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        ch = int(h * self.scales[self.py_random.randrange(len(self.scales))])
+        cw = int(w * self.scales[self.py_random.randrange(len(self.scales))])
+        y, x = self.py_random.randint(0, h - ch), self.py_random.randint(0, w - cw)
+        crop = img[y : y + ch, x : x + cw]
+        out = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
+        return out if out.ndim == img.ndim else out[..., None]
+
+
+def build_classification_augmentation(aug: AugConfig, size: tuple[int, int], train: bool,
+                                      multilabel: bool) -> A.Compose:
+    """Classification pipelines: random multi-scale crops (multilabel) or resize, flips;
+    evaluation resizes (multilabel: to size/0.875, then centre crop)."""
+    h, w = size
+    if not train:
+        if multilabel:
+            return A.Compose([A.Resize(int(h / 0.875), int(w / 0.875)), A.CenterCrop(h, w)])
+        return A.Compose([A.Resize(h, w)])
+    ops: list[A.BasicTransform] = [MultiScaleCrop(size, aug.crop_scales) if multilabel
+                                   else A.Resize(h, w)]
+    if aug.preset != "none" and aug.hflip:
+        ops.append(A.HorizontalFlip(p=aug.hflip))
+    if aug.preset == "strong":
+        ops.append(A.ColorJitter(0.3, 0.3, 0.3, 0.05, p=0.8))
+    return A.Compose(ops)
+
+
 def to_tensors(sample: dict[str, Any]) -> dict[str, Any]:
-    """HxWx3 uint8 image -> 3xHxW uint8 tensor; mask -> HxW uint8 tensor."""
-    image = np.ascontiguousarray(sample["image"].transpose(2, 0, 1))
+    """HxWxC uint8 image -> CxHxW uint8 tensor; mask -> HxW uint8; labels -> tensors."""
+    image = sample["image"]
+    if image.ndim == 2:
+        image = image[..., None]
     out = dict(sample)
-    out["image"] = torch.from_numpy(image)
+    out["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
     if "mask" in sample:
         out["mask"] = torch.from_numpy(np.ascontiguousarray(sample["mask"], dtype=np.uint8))
+    if "labels" in sample:
+        out["labels"] = torch.as_tensor(sample["labels"], dtype=torch.float32)
     return out
 
 
@@ -70,6 +110,9 @@ class Augmented(Dataset):
             # albumentations keeps its own RNG, identical in every worker; draw its seed from
             # numpy's global state, which the run seeds per process and per worker.
             self.transform.set_random_seed(int(np.random.randint(2**31)))
-            res = self.transform(image=sample["image"], mask=sample["mask"])
-            sample = {**sample, "image": res["image"], "mask": res["mask"]}
+            if "mask" in sample:
+                res = self.transform(image=sample["image"], mask=sample["mask"])
+                sample = {**sample, "image": res["image"], "mask": res["mask"]}
+            else:
+                sample = {**sample, "image": self.transform(image=sample["image"])["image"]}
         return to_tensors(sample)

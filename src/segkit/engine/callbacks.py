@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,14 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from tqdm.auto import tqdm
 
-EPOCH_KEYS = ("train/loss", "val/loss", "val/mIoU", "val/dice", "val/pixel_accuracy",
-              "val/mean_accuracy")
+EPOCH_KEYS = {
+    "segment": ("train/loss", "val/loss", "val/mIoU", "val/dice", "val/pixel_accuracy",
+                "val/mean_accuracy", "train/examples_per_s"),
+    "classify": ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/top5",
+                 "val/mean_class_accuracy", "train/examples_per_s"),
+    "multilabel": ("train/loss", "val/loss", "val/mAP", "val/CF1", "val/OF1", "val/top3_CF1",
+                   "val/top3_OF1", "train/examples_per_s"),
+}
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -20,24 +27,39 @@ def read_history(path: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+        return [{k: int(float(v)) if k == "epoch" else float(v) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(f)]
 
 
 def _fmt(value: float) -> str:
-    return "nan" if math.isnan(value) else f"{value:.4f}"
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4f}"
 
 
 class EpochSummary(Callback):
     """Prints ``epoch 3 | train loss 0.21 | val loss 0.18 | val mIoU 0.83 | dice 0.90``."""
 
-    def __init__(self, csv_path: Path, keys: tuple[str, ...] = EPOCH_KEYS, echo: bool = True):
+    def __init__(self, csv_path: Path, keys: tuple[str, ...] = EPOCH_KEYS["segment"],
+                 echo: bool = True):
         self.csv_path = csv_path
         self.keys = keys
         self.echo = echo
         self.history: list[dict[str, float]] = []
+        self._start = 0.0
+        self._train_time = 0.0
+        self._examples = 0
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # On resume, keep the rows of epochs that were completed before.
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start, self._examples, self._train_time = time.perf_counter(), 0, 0.0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._examples += int(batch["image"].shape[0])
+        self._train_time = time.perf_counter() - self._start
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After the checkpoint is restored: on resume, keep the rows of epochs that were completed before.
         start = trainer.current_epoch
         self.history = [r for r in read_history(self.csv_path) if r.get("epoch", 0) < start + 1]
 
@@ -49,6 +71,8 @@ class EpochSummary(Callback):
         for key in self.keys:
             if key in metrics:
                 row[key.replace("/", "_")] = float(metrics[key])
+        if self._train_time > 0:
+            row["train_examples_per_s"] = self._examples / self._train_time
         row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
         self.history = [r for r in self.history if r["epoch"] != row["epoch"]] + [row]
         if not trainer.is_global_zero:
@@ -59,7 +83,8 @@ class EpochSummary(Callback):
             for key in self.keys:
                 name = key.replace("/", "_")
                 if name in row:
-                    label = key.replace("/", " ").replace("val dice", "dice")
+                    label = (key.replace("/", " ").replace("val dice", "dice")
+                             .replace("train examples_per_s", "examples/s"))
                     parts.append(f"{label} {_fmt(row[name])}")
             tqdm.write(" | ".join(parts))
 

@@ -80,6 +80,12 @@ def run_dir_of(ckpt: Path) -> Path:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
+def checkpoint_task(run_or_ckpt: str | Path) -> str:
+    """'segment', 'classify' or 'multilabel' for a run directory or checkpoint."""
+    meta = safe_load(resolve_checkpoint(run_or_ckpt)).get("segkit") or {}
+    return str(meta.get("config", {}).get("task", "segment"))
+
+
 def load_task(run_or_ckpt: str | Path, device: str | torch.device = "cpu"):
     """Rebuild the trained SegmentationTask from a run directory or checkpoint, in eval mode."""
     from segkit.engine.task import SegmentationTask
@@ -90,7 +96,13 @@ def load_task(run_or_ckpt: str | Path, device: str | torch.device = "cpu"):
     if meta is None or "state_dict" not in ckpt:
         raise SegkitError(f"{path}: not a segkit checkpoint (no 'segkit' metadata)")
     config = {**meta["config"], "model": {**meta["config"]["model"], "weights": None}}
-    task = SegmentationTask(config, meta["info"], meta.get("class_weights"))
+    in_channels = int(meta.get("in_channels", 3))
+    if config.get("task", "segment") == "segment":
+        task = SegmentationTask(config, meta["info"], meta.get("class_weights"), in_channels)
+    else:
+        from segkit.engine.classify_task import ClassificationTask
+
+        task = ClassificationTask(config, meta["info"], in_channels)
     try:
         missing, unexpected = task.load_state_dict(ckpt["state_dict"], strict=False)
     except RuntimeError as err:

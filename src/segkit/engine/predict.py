@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -39,7 +40,7 @@ def predict(
     options: InferenceOptions | None = None,
     device: str = "cpu",
     save_probs: bool = False,
-    predictor: Predictor | None = None,
+    predictor: Any = None,
     progress: bool = True,
 ) -> list[dict[str, Path]]:
     """Write ``<stem>_mask.png`` (palette PNG), ``<stem>_overlay.png`` [+ probs] per input."""

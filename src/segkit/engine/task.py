@@ -7,7 +7,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch import nn
 
 from segkit.config import Config
 from segkit.data.base import DatasetInfo
@@ -27,76 +26,37 @@ def headline_scores(scores: dict[str, Any], binary: bool) -> dict[str, float]:
     }
 
 
-class SegmentationTask(pl.LightningModule):
-    """Trains any registered model on uint8 batches; normalisation happens on the device."""
+class BaseTask(pl.LightningModule):
+    """What every task shares: config, class info, device-side normalisation, optimisers."""
 
-    def __init__(
-        self,
-        config: dict[str, Any],
-        info: dict[str, Any],
-        class_weights: list[float] | None = None,
-    ) -> None:
+    monitor = "val/mIoU"
+
+    def __init__(self, config: dict[str, Any], info: dict[str, Any], in_channels: int = 3) -> None:
         super().__init__()
         self.config = Config.model_validate(config)
         self.info = DatasetInfo.from_dict(info)
-        self.class_weights = class_weights
-        self.binary = self.info.binary
-        self.model = build_model(self.config.model, 1 if self.binary else self.info.num_classes)
+        self.in_channels = in_channels
         aug = self.config.aug
-        self.register_buffer("mean", torch.tensor(aug.mean).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(aug.std).view(1, 3, 1, 1) * 255, persistent=False)
-        weights = torch.tensor(class_weights) if class_weights is not None else None
-        self.criterion = build_loss(self.config.loss, self.binary, weights)
-        self.val_metrics = SegmentationMetrics(self.info.num_classes, self.info.ignore_index)
+        mean, std = list(aug.mean), list(aug.std)
+        if in_channels != 3:
+            mean, std = [sum(mean) / 3] * in_channels, [sum(std) / 3] * in_channels
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
         self.last_val_scores: dict[str, Any] = {}
+        self.extra_meta: dict[str, Any] = {}
 
-    # -- model ------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B,3,H,W] -> normalised float."""
+        """uint8 [B,C,H,W] -> normalised float."""
         return (images.float() - self.mean) / self.std
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits [B,C,H,W] (C=1 for binary) for uint8 or already-normalised float input."""
-        x = self.normalize(images) if images.dtype == torch.uint8 else images
-        return self.model(x)
-
-    def logits_to_classes(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class-index map from logits."""
-        if self.binary:
-            return (logits[:, 0] > 0).long()
-        return logits.argmax(1)
-
-    # -- steps ------------------------------------------------------------
-    def _shared_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch["image"])
-        loss = self.criterion(logits, batch["mask"].long())
-        return loss, logits
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._shared_step(batch)
+    def check_finite(self, loss: torch.Tensor) -> None:
+        """Stop with the step and a hint when the loss turns NaN/inf."""
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss.item()} at epoch {self.current_epoch} step {self.global_step}; "
                 "lower the learning rate (--lr) or use --precision 32"
             )
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=batch["image"].shape[0])
-        return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        loss, logits = self._shared_step(batch)
-        self.val_metrics.update(self.logits_to_classes(logits), batch["mask"])
-        self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=batch["image"].shape[0], sync_dist=True)
-
-    def on_validation_epoch_end(self) -> None:
-        scores = self.val_metrics.compute()
-        self.val_metrics.reset()
-        self.last_val_scores = scores
-        for key, value in headline_scores(scores, self.binary).items():
-            self.log(f"val/{key}", 0.0 if math.isnan(value) else value, prog_bar=key == "mIoU")
-
-    # -- optimisation -----------------------------------------------------
     def configure_optimizers(self) -> Any:
         opt_cfg = self.config.optim
         params = [p for p in self.parameters() if p.requires_grad]
@@ -114,7 +74,7 @@ class SegmentationTask(pl.LightningModule):
                 optimizer, mode="max", factor=opt_cfg.factor, patience=opt_cfg.patience
             )
             return {"optimizer": optimizer,
-                    "lr_scheduler": {"scheduler": sched, "monitor": "val/mIoU", "interval": "epoch"}}
+                    "lr_scheduler": {"scheduler": sched, "monitor": self.monitor, "interval": "epoch"}}
         lam = epoch_lr_factor(opt_cfg.scheduler, self.config.run.epochs, opt_cfg.warmup_epochs,
                               opt_cfg.factor, opt_cfg.step_size)
         sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lam)
@@ -129,14 +89,70 @@ class SegmentationTask(pl.LightningModule):
             for group in self.optimizers().optimizer.param_groups:  # type: ignore[union-attr]
                 group["lr"] = opt_cfg.lr
 
-    # -- checkpoint contents ----------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["segkit"] = {
             "config": self.config.to_dict(),
             "info": self.info.to_dict(),
-            "class_weights": self.class_weights,
-            "val_scores": {k: v for k, v in self.last_val_scores.items()},
+            "in_channels": self.in_channels,
+            "val_scores": dict(self.last_val_scores),
+            **self.extra_meta,
         }
+
+
+class SegmentationTask(BaseTask):
+    """Trains any registered model on uint8 batches; normalisation happens on the device."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        info: dict[str, Any],
+        class_weights: list[float] | None = None,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__(config, info, in_channels)
+        self.class_weights = class_weights
+        self.extra_meta = {"class_weights": class_weights}
+        self.binary = self.info.binary
+        self.model = build_model(self.config.model, 1 if self.binary else self.info.num_classes)
+        weights = torch.tensor(class_weights) if class_weights is not None else None
+        self.criterion = build_loss(self.config.loss, self.binary, weights)
+        self.val_metrics = SegmentationMetrics(self.info.num_classes, self.info.ignore_index)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits [B,C,H,W] (C=1 for binary) for uint8 or already-normalised float input."""
+        x = self.normalize(images) if images.dtype == torch.uint8 else images
+        return self.model(x)
+
+    def logits_to_classes(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class-index map from logits."""
+        if self.binary:
+            return (logits[:, 0] > 0).long()
+        return logits.argmax(1)
+
+    def _shared_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["image"])
+        loss = self.criterion(logits, batch["mask"].long())
+        return loss, logits
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._shared_step(batch)
+        self.check_finite(loss)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=batch["image"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss, logits = self._shared_step(batch)
+        self.val_metrics.update(self.logits_to_classes(logits), batch["mask"])
+        self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=batch["image"].shape[0], sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.last_val_scores = scores
+        for key, value in headline_scores(scores, self.binary).items():
+            self.log(f"val/{key}", 0.0 if math.isnan(value) else value, prog_bar=key == "mIoU")
 
 
 def epoch_lr_factor(kind: str, epochs: int, warmup: int, factor: float, step_size: int):
@@ -155,13 +171,3 @@ def epoch_lr_factor(kind: str, epochs: int, warmup: int, factor: float, step_siz
         return 1.0
 
     return lam
-
-
-def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """Keys of ``state`` starting with ``prefix``, with the prefix removed."""
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of parameters."""
-    return sum(p.numel() for p in module.parameters())

@@ -17,11 +17,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from segkit.config import Config
-from segkit.data import build_dataset
+from segkit.data import build_dataset, dataset_task
 from segkit.data.mixing import Mixing, rare_classes
 from segkit.data.robust import SkipBadSamples
-from segkit.data.transforms import Augmented, build_augmentation
-from segkit.engine.callbacks import EpochSummary, read_history
+from segkit.data.transforms import Augmented, build_augmentation, build_classification_augmentation
+from segkit.engine.callbacks import EPOCH_KEYS, EpochSummary, read_history
 from segkit.engine.checkpoint import AtomicCheckpointIO
 from segkit.engine.task import SegmentationTask
 from segkit.errors import SegkitError
@@ -103,6 +103,27 @@ def make_loader(dataset: Any, cfg: Config, train: bool) -> DataLoader:
     )
 
 
+def build_task(cfg: Config, train_src: Any, run_dir: Path) -> tuple[Any, Any, Any]:
+    """The Lightning module for ``cfg.task`` and its train / eval transforms."""
+    info = train_src.info
+    in_channels = getattr(getattr(train_src, "source", train_src), "channels", 3)
+    if cfg.task == "segment":
+        weights = class_weights_for(cfg, train_src, run_dir)
+        task = SegmentationTask(cfg.to_dict(), info.to_dict(), weights, in_channels)
+        return task, build_augmentation(cfg.aug, True), build_augmentation(cfg.aug, False)
+    from segkit.engine.classify_task import ClassificationTask
+    from segkit.models.ssgrl import cooccurrence_matrix
+
+    adjacency = None
+    if cfg.model.name.lower() == "ssgrl":
+        adjacency = cooccurrence_matrix(train_src.labels_matrix()).tolist()
+    task = ClassificationTask(cfg.to_dict(), info.to_dict(), in_channels, adjacency)
+    multilabel = cfg.task == "multilabel"
+    size = tuple(cfg.data.image_size)
+    return (task, build_classification_augmentation(cfg.aug, size, True, multilabel),
+            build_classification_augmentation(cfg.aug, size, False, multilabel))
+
+
 def train(cfg: Config, resume: bool = False) -> TrainResult:
     """Train ``cfg``; with ``resume`` continue from ``run.out``'s last checkpoint."""
     run_dir = prepare_run_dir(cfg.run.out)
@@ -115,32 +136,34 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
 
     train_src = build_dataset(cfg.data, cfg.data.train_split)
     val_src = build_dataset(cfg.data, cfg.data.val_split)
+    kind = dataset_task(cfg.data.name)
+    if kind != cfg.task:
+        raise SegkitError(f"dataset '{cfg.data.name}' is for --task {kind}, but the run's task "
+                          f"is '{cfg.task}'; add --task {kind} or choose another dataset")
     if len(train_src) == 0 or len(val_src) == 0:
         raise SegkitError(f"dataset '{cfg.data.name}' has an empty train or val split")
     info = train_src.info
     if cfg.data.on_bad_image == "skip":
         train_src = SkipBadSamples(train_src, run_dir / "skipped_files.txt")
         val_src = SkipBadSamples(val_src, run_dir / "skipped_files.txt")
-    weights = class_weights_for(cfg, train_src, run_dir)
-    task = SegmentationTask(cfg.to_dict(), info.to_dict(), weights)
-
-    mixed = training_source(cfg, train_src, run_dir)
-    train_loader = make_loader(Augmented(mixed, build_augmentation(cfg.aug, True)), cfg, True)
-    val_loader = make_loader(Augmented(val_src, build_augmentation(cfg.aug, False)), cfg, False)
+    task, train_tf, val_tf = build_task(cfg, train_src, run_dir)
+    mixed = training_source(cfg, train_src, run_dir) if cfg.task == "segment" else train_src
+    train_loader = make_loader(Augmented(mixed, train_tf), cfg, True)
+    val_loader = make_loader(Augmented(val_src, val_tf), cfg, False)
 
     accelerator = accelerator_for(cfg.run.device)
     if cfg.run.precision == "16-mixed" and not torch.cuda.is_available():
         raise SegkitError("--precision 16-mixed needs a CUDA GPU; use bf16-mixed or 32 on CPU")
     checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val/mIoU", mode="max", save_last=True,
+        dirpath=ckpt_dir, filename="best", monitor=task.monitor, mode="max", save_last=True,
         save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
     )
-    summary = EpochSummary(run_dir / "metrics.csv")
+    summary = EpochSummary(run_dir / "metrics.csv", EPOCH_KEYS[cfg.task])
     callbacks: list[pl.Callback] = [checkpoint, summary]
     if cfg.run.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
     if cfg.run.early_stop_patience:
-        callbacks.append(EarlyStopping("val/mIoU", mode="max", patience=cfg.run.early_stop_patience))
+        callbacks.append(EarlyStopping(task.monitor, mode="max", patience=cfg.run.early_stop_patience))
     logger = TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False)
     trainer = pl.Trainer(
         max_epochs=cfg.run.epochs,

@@ -27,18 +27,33 @@ MODELS.add("deeplabv3", build_deeplabv3, "torchvision DeepLabV3 (resnet50/resnet
            aliases=("deeplab",), family="torchvision")
 
 
+_CLASSIFIERS = {
+    "lenet": "LeNet-5 (sigmoid, average pooling, Xavier init) for 28x28 data",
+    "vgg11": "torchvision VGG-11", "resnet18": "torchvision ResNet-18",
+    "resnet34": "torchvision ResNet-34", "resnet50": "torchvision ResNet-50",
+    "resnet101": "torchvision ResNet-101 (the multi-label baseline)",
+    "googlenet": "torchvision GoogLeNet", "densenet121": "torchvision DenseNet-121",
+}
+for _name, _desc in _CLASSIFIERS.items():
+    MODELS.add(_name, None, f"[classify/multilabel] {_desc}", task="classify")  # type: ignore[arg-type]
+MODELS.add("ssgrl", None, "[multilabel] SSGRL: semantic decoupling + gated GNN over label graph",  # type: ignore[arg-type]
+           task="multilabel")
+
+
 def build_model(cfg: ModelConfig, out_channels: int) -> nn.Module:
     """Build the named model; its output always has the input's spatial size."""
+    from segkit.errors import SegkitError
     from segkit.models.norms import replace_batchnorm
     from segkit.models.weights import load_weights
 
     entry = MODELS.get(cfg.name)
+    if entry.tags.get("task", "segment") != "segment":
+        raise SegkitError(f"'{cfg.name}' is an image classifier; use it with --task classify or "
+                          "multilabel, or pick a segmentation model (unet, fcn, deeplabv3, ...)")
     net = entry.builder(cfg, out_channels)
     replace_batchnorm(net, cfg.norm)
     if cfg.weights and cfg.weights != "imagenet":
         if not Path(cfg.weights).is_file():
-            from segkit.errors import SegkitError
-
             raise SegkitError(f"weights file not found: {cfg.weights}")
         log.info(load_weights(net, cfg.weights))
     multiple = int(entry.tags.get("multiple", 1))

@@ -1,0 +1,20 @@
+"""`make bench`: every benchmark, results merged into benchmarks/results.json."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import models  # noqa: E402
+import multilabel  # noqa: E402
+import tta  # noqa: E402
+
+if __name__ == "__main__":
+    models.main()
+    multilabel.main()
+    if Path("runs/demo/checkpoints/best.ckpt").is_file():
+        tta.main("runs/demo")
+    else:
+        print("skipping TTA benchmark: run `make demo` first to train runs/demo")

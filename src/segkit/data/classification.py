@@ -1,0 +1,209 @@
+"""Image classification and multi-label sources: generated shapes, IDX (MNIST), ImageFolder, CSV.
+
+Samples are ``{'image': HxWxC uint8, 'label': int}`` (classification) or
+``{'image': ..., 'labels': float32[C]}`` (multi-label).
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segkit.data.base import DatasetInfo
+from segkit.data.io import list_images, read_image
+from segkit.data.synthetic import SHAPE_CLASSES, _SPLIT_OFFSET, render_shapes
+from segkit.errors import SegkitError
+
+
+class ClassificationSource:
+    """Base: ``info.classes`` names the labels; ``task`` says which target key samples hold."""
+
+    info: DatasetInfo
+    task = "classify"
+
+    def labels_matrix(self) -> np.ndarray:
+        """All targets: [N] ints (classify) or [N, C] 0/1 (multilabel)."""
+        return np.stack([np.asarray(self[i]["label" if self.task == "classify" else "labels"])
+                         for i in range(len(self))])
+
+
+class ShapesClassification(ClassificationSource):
+    """One generated shape per image; the label is its kind (5 classes)."""
+
+    def __init__(self, split: str, length: int, size: tuple[int, int], seed: int = 0) -> None:
+        self.split, self.length, self.size, self.seed = split, length, tuple(size), seed
+        self.offset = _SPLIT_OFFSET.get(split, 7)
+        self.info = DatasetInfo(classes=SHAPE_CLASSES[1:])
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        kind = 1 + (index + self.offset) % (len(SHAPE_CLASSES) - 1)
+        image, _ = render_shapes(self.seed, self.offset + index, self.size, kinds=[kind],
+                                 radius=(0.28, 0.42))
+        return {"image": image, "label": kind - 1, "name": f"{self.split}_{index:05d}"}
+
+
+class ShapesMultiLabel(ClassificationSource):
+    """Several generated shapes per image; labels = the kinds visible (>= 20 pixels)."""
+
+    task = "multilabel"
+
+    def __init__(self, split: str, length: int, size: tuple[int, int], seed: int = 0) -> None:
+        self.split, self.length, self.size, self.seed = split, length, tuple(size), seed
+        self.offset = _SPLIT_OFFSET.get(split, 7)
+        self.info = DatasetInfo(classes=SHAPE_CLASSES[1:])
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        image, mask = render_shapes(self.seed, self.offset + index, self.size, max_shapes=3,
+                                    radius=(0.18, 0.3))
+        counts = np.bincount(mask.ravel(), minlength=len(SHAPE_CLASSES))[1:]
+        return {"image": image, "labels": (counts >= 20).astype(np.float32),
+                "name": f"{self.split}_{index:05d}"}
+
+
+def _open_maybe_gz(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gz or raw) as a numpy array; clear errors for bad magic or short bodies."""
+    try:
+        data = _open_maybe_gz(path)
+    except (OSError, EOFError) as err:
+        raise SegkitError(f"{path}: cannot decompress ({err}); re-download it") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise SegkitError(f"{path}: not an IDX file of unsigned bytes (wrong magic number)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise SegkitError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    expected = int(np.prod(dims))
+    if len(data) - header < expected:
+        raise SegkitError(f"{path}: truncated IDX body ({len(data) - header} of {expected} bytes)")
+    return np.frombuffer(data, dtype=np.uint8, count=expected, offset=header).reshape(dims)
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot"]
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem, stem.replace("-idx", ".idx")):
+        if (root / name).is_file():
+            return root / name
+    raise SegkitError(f"IDX file not found: {root / stem}(.gz); expected MNIST/Fashion-MNIST files")
+
+
+class IDXClassification(ClassificationSource):
+    """MNIST / Fashion-MNIST: ``train-images-idx3-ubyte(.gz)`` etc.; 1-channel 28x28."""
+
+    def __init__(self, root: str | Path, split: str = "train") -> None:
+        root = Path(root)
+        prefix = "train" if split == "train" else "t10k"
+        self.images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
+        self.labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
+        if self.images.ndim != 3 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
+            raise SegkitError(f"{root}: {prefix} images {self.images.shape} and labels "
+                              f"{self.labels.shape} do not match")
+        n = int(self.labels.max()) + 1 if len(self.labels) else 10
+        names = FASHION_CLASSES if "fashion" in str(root).lower() else [str(i) for i in range(10)]
+        self.info = DatasetInfo(classes=names[: max(n, 10)])
+        self.channels = 1
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"image": self.images[index][..., None], "label": int(self.labels[index]),
+                "name": f"{index:05d}"}
+
+
+class ImageFolderClassification(ClassificationSource):
+    """``root/{split}/CLASS/*.jpg`` (or ``root/CLASS/*`` split deterministically)."""
+
+    def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2) -> None:
+        from segkit.data.folders import deterministic_split
+
+        root = Path(root)
+        base = root / split if (root / split).is_dir() else root
+        if not base.is_dir():
+            raise SegkitError(f"dataset not found: {base}")
+        classes = sorted(d.name for d in base.iterdir() if d.is_dir() and d.name not in ("train", "val"))
+        if not classes:
+            raise SegkitError(f"{base}: no class sub-folders (expected {base}/CLASS/*.jpg)")
+        items = [(p, i) for i, c in enumerate(classes) for p in list_images(base / c)]
+        if base == root:
+            keep = set(deterministic_split([str(p) for p, _ in items], split, val_fraction))
+            items = [(p, i) for p, i in items if str(p) in keep]
+        if not items:
+            raise SegkitError(f"{base}: split '{split}' has no images")
+        self.items = items
+        self.info = DatasetInfo(classes=classes)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, label = self.items[index]
+        return {"image": read_image(path), "label": label, "name": path.stem}
+
+
+class CSVMultiLabel(ClassificationSource):
+    """``root/{split}.csv`` (or ``labels.csv``) rows ``image,label1|label2`` + ``root/images/``."""
+
+    task = "multilabel"
+
+    def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2) -> None:
+        import csv
+
+        from segkit.data.folders import deterministic_split
+
+        root = Path(root)
+        csv_path = root / f"{split}.csv"
+        split_rows = csv_path.is_file()
+        if not split_rows:
+            csv_path = root / "labels.csv"
+        if not csv_path.is_file():
+            raise SegkitError(f"label file not found: {root / (split + '.csv')} or {root / 'labels.csv'}")
+        with open(csv_path, newline="") as f:
+            rows = [r for r in csv.reader(f) if r]
+        if rows and rows[0][0].lower() in ("image", "file", "filename"):
+            rows = rows[1:]
+        names = sorted({lab for r in rows for lab in (r[1].split("|") if len(r) > 1 else []) if lab})
+        if not split_rows:
+            keep = set(deterministic_split([r[0] for r in rows], split, val_fraction))
+            rows = [r for r in rows if r[0] in keep]
+        index = {n: i for i, n in enumerate(names)}
+        self.items = []
+        for r in rows:
+            path = root / "images" / r[0]
+            if not path.is_file():
+                raise SegkitError(f"{csv_path}: image '{r[0]}' not found in {root / 'images'}")
+            target = np.zeros(len(names), np.float32)
+            for lab in (r[1].split("|") if len(r) > 1 else []):
+                if lab:
+                    target[index[lab]] = 1
+            self.items.append((path, target))
+        self.info = DatasetInfo(classes=names)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, target = self.items[index]
+        return {"image": read_image(path), "labels": target.copy(), "name": path.stem}

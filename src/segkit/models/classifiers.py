@@ -1,0 +1,89 @@
+"""Image classifiers by name: LeNet-5, torchvision VGG/ResNet/GoogLeNet/DenseNet, any timm model."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from segkit.config import ModelConfig
+from segkit.errors import SegkitError
+
+TORCHVISION = ("vgg11", "resnet18", "resnet34", "resnet50", "resnet101", "googlenet", "densenet121")
+
+
+class LeNet5(nn.Module):
+    """The classic LeNet-5: 5x5 convs (6, 16), sigmoid, 2x2 average pooling, 120-84-C, Xavier."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, kernel_size=5, padding=2), nn.Sigmoid(),
+            nn.AvgPool2d(kernel_size=2, stride=2),
+            nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(),
+            nn.AvgPool2d(kernel_size=2, stride=2),
+            nn.AdaptiveAvgPool2d((5, 5)),  # identity at 28x28; lets other sizes in
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.Sigmoid(),
+            nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, num_classes),
+        )
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Replace the first Conv2d so the model takes ``in_channels`` (e.g. 1 for MNIST)."""
+    for module in model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, nn.Conv2d):
+                if child.in_channels == in_channels:
+                    return
+                new = nn.Conv2d(in_channels, child.out_channels, child.kernel_size, child.stride,
+                                child.padding, child.dilation, child.groups, child.bias is not None)
+                with torch.no_grad():
+                    new.weight.copy_(child.weight.mean(1, keepdim=True).repeat(1, in_channels, 1, 1))
+                setattr(module, name, new)
+                return
+
+
+def build_classifier(cfg: ModelConfig, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """``lenet``, a torchvision name, or ``timm:NAME`` / any timm model name."""
+    name = cfg.name.lower()
+    pretrained = cfg.weights == "imagenet"
+    if name == "lenet":
+        return LeNet5(num_classes, in_channels)
+    if name in TORCHVISION:
+        kwargs: dict = {"weights": "DEFAULT" if pretrained else None}
+        if name == "googlenet":
+            kwargs.update(aux_logits=False, init_weights=not pretrained)
+        model = getattr(torchvision.models, name)(**kwargs)
+        replace_head(model, num_classes)
+    else:
+        import timm
+
+        timm_name = name.split(":", 1)[1] if name.startswith("timm:") else name
+        if not timm.list_models(timm_name):
+            raise SegkitError(f"unknown model '{cfg.name}': not a segkit, torchvision or timm model")
+        model = timm.create_model(timm_name, pretrained=pretrained, num_classes=num_classes,
+                                  in_chans=in_channels)
+    adapt_first_conv(model, in_channels)
+    return model
+
+
+def replace_head(model: nn.Module, num_classes: int) -> None:
+    """Swap the last Linear layer for feature_dim -> num_classes."""
+    for attr in ("fc", "classifier"):
+        head = getattr(model, attr, None)
+        if isinstance(head, nn.Linear):
+            setattr(model, attr, nn.Linear(head.in_features, num_classes))
+            return
+        if isinstance(head, nn.Sequential) and isinstance(head[-1], nn.Linear):
+            head[-1] = nn.Linear(head[-1].in_features, num_classes)
+            return
+    raise SegkitError(f"cannot find the classification head of {type(model).__name__}")

@@ -1,0 +1,98 @@
+"""The web service over real HTTP on loopback: good, huge, non-image, truncated, concurrent."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from segkit.engine.inference import Predictor
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(trained_run):
+    import uvicorn
+
+    from segkit.serve import create_app
+
+    port = _free_port()
+    config = uvicorn.Config(create_app(trained_run, max_upload_mb=0.5), host="127.0.0.1",
+                            port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+def _png(seed: int, size=(40, 52)) -> bytes:
+    arr = np.random.default_rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_health_model_and_page(server) -> None:
+    assert httpx.get(f"{server}/health").json() == {"status": "ok"}
+    m = httpx.get(f"{server}/model").json()
+    assert m["task"] == "segment" and m["classes"][0] == "background"
+    assert "<input type=\"file\"" in httpx.get(f"{server}/").text
+
+
+def test_predict_png_and_json(server, trained_run) -> None:
+    data = _png(0)
+    r = httpx.post(f"{server}/predict", files={"file": ("x.png", data, "image/png")})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    mask = np.asarray(Image.open(io.BytesIO(r.content)))
+    expected, _ = Predictor.from_checkpoint(trained_run).predict_array(
+        np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    np.testing.assert_array_equal(mask, expected)
+    j = httpx.post(f"{server}/predict?format=json", files={"file": ("x.png", data)}).json()
+    assert (j["width"], j["height"]) == (52, 40)
+    assert sum(c["percent"] for c in j["classes"]) == pytest.approx(100.0)
+    assert j["overlay_png"] and j["mask_png"]
+
+
+def test_bad_uploads(server) -> None:
+    big = _png(1, size=(600, 600))  # random pixels do not compress: > 0.5 MB
+    assert len(big) > 0.5 * 2**20
+    assert httpx.post(f"{server}/predict", files={"file": ("big.png", big)}).status_code == 413
+    r = httpx.post(f"{server}/predict", files={"file": ("a.png", b"hello, not an image")})
+    assert r.status_code == 400 and "not an image" in r.json()["detail"]
+    jpeg = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(jpeg, format="JPEG")
+    r = httpx.post(f"{server}/predict", files={"file": ("t.jpg", jpeg.getvalue()[:200])})
+    assert r.status_code == 400 and "truncated" in r.json()["detail"]
+    assert httpx.post(f"{server}/predict", files={"file": ("e.png", b"")}).status_code == 400
+
+
+def test_twenty_concurrent_requests_do_not_mix(server, trained_run) -> None:
+    predictor = Predictor.from_checkpoint(trained_run)
+    payloads = [_png(100 + i, size=(30 + i, 40)) for i in range(20)]
+
+    def call(data: bytes) -> np.ndarray:
+        r = httpx.post(f"{server}/predict", files={"file": ("x.png", data)}, timeout=60)
+        return np.asarray(Image.open(io.BytesIO(r.content)))
+
+    with ThreadPoolExecutor(20) as pool:
+        masks = list(pool.map(call, payloads))
+    for data, mask in zip(payloads, masks):
+        expected, _ = predictor.predict_array(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+        np.testing.assert_array_equal(mask, expected)
