@@ -18,7 +18,7 @@ from segkit.models.stats import count_parameters, gflops  # noqa: E402
 
 ENCODER = {"deeplabv3": "mobilenet_v3_large"}
 SIZE = (64, 64)
-BUDGET = {"data.num_train": 300, "data.num_val": 100, "run.epochs": 6, "data.batch_size": 16,
+BUDGET = {"data.num_train": 200, "data.num_val": 100, "run.epochs": 5, "data.batch_size": 16,
           "optim.lr": 0.002, "optim.scheduler": "cosine", "run.progress": False,
           "run.grid_images": 0}
 

@@ -96,3 +96,23 @@ def test_twenty_concurrent_requests_do_not_mix(server, trained_run) -> None:
     for data, mask in zip(payloads, masks):
         expected, _ = predictor.predict_array(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
         np.testing.assert_array_equal(mask, expected)
+
+
+def test_classifier_service_returns_top_k(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from conftest import tiny_overrides
+    from segkit.config import build_config
+    from segkit.engine.train import train
+    from segkit.serve import create_app
+
+    over = tiny_overrides(tmp_path / "cls", **{"task": "classify", "data.name": "shapes-cls",
+                                               "model.name": "lenet", "data.image_size": [28, 28],
+                                               "run.grid_images": 0})
+    run = train(build_config(overrides=over)).run_dir
+    client = TestClient(create_app(run))
+    assert client.get("/model").json()["task"] == "classify"
+    r = client.post("/predict?top_k=3", files={"file": ("x.png", _png(5))})
+    labels = r.json()["labels"]
+    assert r.status_code == 200 and len(labels) == 3
+    assert labels[0]["score"] >= labels[1]["score"] >= labels[2]["score"]

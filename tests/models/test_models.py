@@ -29,7 +29,7 @@ def test_every_registered_model_is_covered() -> None:
     assert segment == set(FAST)
 
 
-@pytest.mark.parametrize("name", ["fcn", "unet", "deeplabv3"])
+@pytest.mark.parametrize("name", sorted(FAST))
 def test_few_train_steps_lower_loss(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(name=name, encoder=FAST[name]), 2).train()
@@ -65,3 +65,14 @@ def test_deeplabv3_resnet50_builds() -> None:
     model = build_model(ModelConfig(name="deeplabv3", encoder="resnet50"), 19).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 33, 47)).shape == (1, 19, 33, 47)
+
+
+def test_imagenet_weights_offline_is_a_clear_error(monkeypatch) -> None:
+    from urllib.error import URLError
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr("torch.hub.load_state_dict_from_url", offline)
+    with pytest.raises(SegkitError, match="could not download imagenet weights for 'fcn'"):
+        build_model(ModelConfig(name="fcn", weights="imagenet"), 2)

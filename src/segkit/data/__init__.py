@@ -95,7 +95,7 @@ def _shapes_ml(cfg: DataConfig, split: str) -> Any:
 def _idx(cfg: DataConfig, split: str) -> Any:
     from segkit.data.classification import IDXClassification
 
-    return IDXClassification(_need_root(cfg), split)
+    return IDXClassification(_need_root(cfg), split, download=cfg.download)
 
 
 @DATASETS.register("imagefolder", "ImageFolder: root/[split/]CLASS/*.jpg", task="classify")

@@ -31,8 +31,8 @@ class ClassificationSource:
                          for i in range(len(self))])
 
 
-class ShapesClassification(ClassificationSource):
-    """One generated shape per image; the label is its kind (5 classes)."""
+class _GeneratedShapes(ClassificationSource):
+    """Seeded, file-free images of the shape classes (background excluded from the labels)."""
 
     def __init__(self, split: str, length: int, size: tuple[int, int], seed: int = 0) -> None:
         self.split, self.length, self.size, self.seed = split, length, tuple(size), seed
@@ -41,6 +41,10 @@ class ShapesClassification(ClassificationSource):
 
     def __len__(self) -> int:
         return self.length
+
+
+class ShapesClassification(_GeneratedShapes):
+    """One generated shape per image; the label is its kind (5 classes)."""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
@@ -51,18 +55,10 @@ class ShapesClassification(ClassificationSource):
         return {"image": image, "label": kind - 1, "name": f"{self.split}_{index:05d}"}
 
 
-class ShapesMultiLabel(ClassificationSource):
+class ShapesMultiLabel(_GeneratedShapes):
     """Several generated shapes per image; labels = the kinds visible (>= 20 pixels)."""
 
     task = "multilabel"
-
-    def __init__(self, split: str, length: int, size: tuple[int, int], seed: int = 0) -> None:
-        self.split, self.length, self.size, self.seed = split, length, tuple(size), seed
-        self.offset = _SPLIT_OFFSET.get(split, 7)
-        self.info = DatasetInfo(classes=SHAPE_CLASSES[1:])
-
-    def __len__(self) -> int:
-        return self.length
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
@@ -109,11 +105,30 @@ def _find(root: Path, stem: str) -> Path:
     raise SegkitError(f"IDX file not found: {root / stem}(.gz); expected MNIST/Fashion-MNIST files")
 
 
+IDX_URLS = {
+    "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "fashion-mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+}
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def download_idx(root: str | Path, kind: str = "fashion-mnist") -> None:
+    """Fetch the four IDX archives of MNIST or Fashion-MNIST into ``root``."""
+    from torchvision.datasets.utils import download_url
+
+    for name in IDX_FILES:
+        if not (Path(root) / name).is_file():
+            download_url(IDX_URLS[kind] + name, str(root), name)
+
+
 class IDXClassification(ClassificationSource):
     """MNIST / Fashion-MNIST: ``train-images-idx3-ubyte(.gz)`` etc.; 1-channel 28x28."""
 
-    def __init__(self, root: str | Path, split: str = "train") -> None:
+    def __init__(self, root: str | Path, split: str = "train", download: bool = False) -> None:
         root = Path(root)
+        if download:
+            download_idx(root, "fashion-mnist" if "fashion" in str(root).lower() else "mnist")
         prefix = "train" if split == "train" else "t10k"
         self.images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
         self.labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))

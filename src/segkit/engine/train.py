@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -26,6 +27,11 @@ from segkit.engine.checkpoint import AtomicCheckpointIO
 from segkit.engine.task import SegmentationTask
 from segkit.errors import SegkitError
 from segkit.losses import inverse_frequency_weights, loss_needs_class_weights
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()
+)
 
 
 @dataclass

@@ -50,7 +50,13 @@ def build_model(cfg: ModelConfig, out_channels: int) -> nn.Module:
     if entry.tags.get("task", "segment") != "segment":
         raise SegkitError(f"'{cfg.name}' is an image classifier; use it with --task classify or "
                           "multilabel, or pick a segmentation model (unet, fcn, deeplabv3, ...)")
-    net = entry.builder(cfg, out_channels)
+    try:
+        net = entry.builder(cfg, out_channels)
+    except OSError as err:  # URLError and socket errors: no way to fetch pretrained weights
+        if cfg.weights != "imagenet":
+            raise
+        raise SegkitError(f"could not download imagenet weights for '{cfg.name}' (offline?): "
+                          f"{str(err)[:120]}; pass a local file with --weights PATH") from None
     replace_batchnorm(net, cfg.norm)
     if cfg.weights and cfg.weights != "imagenet":
         if not Path(cfg.weights).is_file():
