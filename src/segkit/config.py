@@ -130,6 +130,14 @@ class Config(_Section):
     run: RunConfig = RunConfig()
 
     @model_validator(mode="after")
+    def _task_default_model(self) -> Config:
+        # The default model is a segmentation U-Net; recognition tasks default to the
+        # write-ups' ResNets unless a model was named.
+        if self.task != "segment" and "name" not in self.model.model_fields_set:
+            self.model.name = "resnet101" if self.task == "multilabel" else "resnet18"
+        return self
+
+    @model_validator(mode="after")
     def _crop_fits(self) -> Config:
         crop = self.aug.crop_size
         if crop and (crop[0] > self.data.image_size[0] or crop[1] > self.data.image_size[1]):

@@ -110,7 +110,7 @@ def multilabel_scores(scores: torch.Tensor, targets: torch.Tensor, threshold: fl
     topk = torch.zeros_like(targets)
     k = min(top_k, targets.shape[1])
     topk.scatter_(1, scores.topk(k, dim=1).indices, 1.0)
-    for prefix, pred in (("", (scores > threshold).float()), (f"top{k}_", topk)):
+    for prefix, pred in (("", (scores > threshold).float()), (f"top{top_k}_", topk)):
         tp = (pred * targets).sum(0)
         npred, npos = pred.sum(0), targets.sum(0)
         cp = torch.where(npred > 0, tp / npred.clamp_min(1), torch.zeros_like(tp)).mean()

@@ -76,3 +76,45 @@ def test_classifier_predict_and_evaluate_cli(tmp_path, capsys) -> None:
     assert len(rows) == 1 and len(rows[0]["labels"].split("|")) == 3
     assert main(["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "e")]) == 0
     assert "accuracy (micro)" in capsys.readouterr().out
+
+
+def test_recognition_tasks_default_to_resnets() -> None:
+    assert build_config(overrides={"task": "multilabel"}).model.name == "resnet101"
+    assert build_config(overrides={"task": "classify"}).model.name == "resnet18"
+    assert build_config(overrides={"task": "classify", "model.name": "lenet"}).model.name == "lenet"
+    assert build_config().model.name == "unet"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["imagefolder", "csv-multilabel", "coco-multilabel"])
+def test_train_end_to_end_on_recognition_formats(tmp_path, fmt) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from fake_data import make_coco
+
+    root = tmp_path / "data"
+    if fmt == "imagefolder":
+        for c in ("a", "b"):
+            (root / c).mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(np.full((16, 16, 3), 100 * (c == "a") + i, np.uint8)).save(root / c / f"{i}.png")
+        task = "classify"
+    elif fmt == "csv-multilabel":
+        (root / "images").mkdir(parents=True)
+        rows = ["image,labels"]
+        for i in range(8):
+            Image.new("RGB", (16, 16), (30 * i, 0, 0)).save(root / "images" / f"{i}.png")
+            rows.append(f"{i}.png,{'x|y' if i % 2 else 'y'}")
+        (root / "labels.csv").write_text("\n".join(rows))
+        task = "multilabel"
+    else:
+        make_coco(root, "train", "2017")
+        make_coco(root, "val", "2017", n=3)
+        task = "multilabel"
+    over = tiny_overrides(tmp_path / "run", **{"task": task, "data.name": fmt, "data.root": str(root),
+                                               "model.name": "resnet18", "data.batch_size": 2,
+                                               "data.val_fraction": 0.34, "run.grid_images": 0})
+    result = train(build_config(overrides=over))
+    key = "mAP" if task == "multilabel" else "accuracy"
+    assert 0.0 <= result.metrics[key] <= 1.0
