@@ -9,13 +9,13 @@ from typing import Any
 from segkit.config import Config
 from segkit.data import build_dataset
 from segkit.data.robust import count_skipped
-from segkit.engine.evaluate import evaluate
+from segkit.engine.evaluate import evaluate, write_prediction_grid
 from segkit.engine.inference import Predictor
 
 
 def finish_run(result: Any, cfg: Config) -> dict[str, Any]:
     """Evaluate the best checkpoint on val and write curves.png, val_grid.png, report.md."""
-    from segkit.viz import plot_curves, prediction_grid
+    from segkit.viz import plot_curves
 
     run_dir: Path = result.run_dir
     if result.history:
@@ -31,12 +31,8 @@ def finish_run(result: Any, cfg: Config) -> dict[str, Any]:
     if n:
         predictor = Predictor.from_checkpoint(result.best_checkpoint)
         source = build_dataset(cfg.data, cfg.data.val_split)
-        rows = []
-        for i in range(min(n, len(source))):
-            s = source[i]
-            rows.append((s["image"], s["mask"], predictor.predict_array(s["image"])[0]))
-        scale = max(1, 128 // max(rows[0][0].shape[:2]))
-        prediction_grid(rows, predictor.info.palette, run_dir / "val_grid.png", scale=scale)
+        write_prediction_grid(predictor, source, list(range(min(n, len(source)))),
+                              run_dir / "val_grid.png")
     write_report(run_dir, cfg, metrics, result.history)
     return metrics
 

@@ -50,3 +50,24 @@ def test_binary_threshold_sweep(tmp_path) -> None:
     assert sweep[0.5]["dice"] == pytest.approx(m["dice"], abs=1e-9)
     assert (tmp_path / "ev" / "threshold_sweep.png").is_file()
     assert "threshold sweep" in (tmp_path / "ev" / "results.txt").read_text()
+
+
+def test_per_image_miou_matches_confusion_scores() -> None:
+    import math
+
+    import torch
+
+    from segkit.engine.evaluate import per_image_miou
+    from segkit.metrics import confusion_matrix, scores_from_confusion
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 4, (5, 9, 7), generator=g)
+    target[1, :3] = 255
+    target[2] = 0  # one class only
+    pred = torch.randint(0, 4, (5, 9, 7), generator=g)
+    pred[2] = 0
+    ours = per_image_miou(pred, target, 4, 255)
+    for k in range(5):
+        ref = scores_from_confusion(confusion_matrix(pred[k], target[k], 4))["mIoU"]
+        assert (math.isnan(ref) and math.isnan(float(ours[k]))) or float(ours[k]) == pytest.approx(ref)
+    assert float(ours[2]) == 1.0

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -90,31 +91,35 @@ def evaluate_classifier(run: str | Path, split: str = "val", out: str | Path | N
 
 
 @torch.inference_mode()
+def classify_image(task: Any, image: np.ndarray, top_k: int = 5,
+                   threshold: float = 0.5) -> list[tuple[str, float]]:
+    """(label, score) pairs for one HxWx3 image: top-k softmax classes, or sigmoid labels
+    above ``threshold`` (at most ``top_k``) for multi-label models."""
+    cfg = task.config
+    tf = build_classification_augmentation(cfg.aug, tuple(cfg.data.image_size), False,
+                                           cfg.task == "multilabel")
+    if task.in_channels == 1:
+        image = image.mean(-1, keepdims=True).astype(np.uint8)
+    x = Augmented([{"image": image}], tf)[0]["image"][None]
+    logits = task(x.to(next(task.parameters()).device))[0].float().cpu()
+    names = task.info.classes
+    if cfg.task == "multilabel":
+        probs = torch.sigmoid(logits)
+        order = torch.argsort(probs, descending=True)
+        return [(names[i], float(probs[i])) for i in order if probs[i] > threshold][: max(top_k, 1)]
+    probs = torch.softmax(logits, 0)
+    top = probs.topk(min(top_k, len(probs)))
+    return [(names[i], float(p)) for p, i in zip(top.values, top.indices)]
+
+
 def predict_labels(run: str | Path, inputs: list[str | Path], out: str | Path, top_k: int = 5,
                    threshold: float = 0.5, device: str = "cpu") -> list[dict[str, Any]]:
     """Top-k classes (classify) or labels above ``threshold`` (multilabel) per image -> CSV."""
     from segkit.engine.predict import expand_inputs
 
     task = load_task(run, device)
-    cfg = task.config
-    tf = build_classification_augmentation(cfg.aug, tuple(cfg.data.image_size), False,
-                                           cfg.task == "multilabel")
-    rows = []
-    for path in expand_inputs(inputs):
-        image = read_image(path)
-        if task.in_channels == 1:
-            image = image.mean(-1, keepdims=True).astype("uint8")
-        x = Augmented([{"image": image, "name": path.stem}], tf)[0]["image"][None].to(device)
-        logits = task(x)[0].float()
-        if cfg.task == "multilabel":
-            probs = torch.sigmoid(logits)
-            picked = [(task.info.classes[i], float(probs[i])) for i in torch.argsort(probs, descending=True)
-                      if probs[i] > threshold][: max(top_k, 1)]
-        else:
-            probs = torch.softmax(logits, 0)
-            top = probs.topk(min(top_k, len(probs)))
-            picked = [(task.info.classes[i], float(p)) for p, i in zip(top.values, top.indices)]
-        rows.append({"image": str(path), "labels": picked})
+    rows = [{"image": str(path), "labels": classify_image(task, read_image(path), top_k, threshold)}
+            for path in expand_inputs(inputs)]
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "predictions.csv", "w", newline="") as f:

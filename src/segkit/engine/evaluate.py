@@ -8,9 +8,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from segkit.config import build_config
@@ -20,7 +20,7 @@ from segkit.data.transforms import Augmented
 from segkit.engine.checkpoint import run_dir_of
 from segkit.engine.inference import InferenceOptions, Predictor
 from segkit.engine.task import headline_scores
-from segkit.metrics import SegmentationMetrics, confusion_matrix, scores_from_confusion
+from segkit.metrics import SegmentationMetrics, scores_from_confusion
 
 
 def _describe_tta(options: InferenceOptions) -> str:
@@ -70,6 +70,35 @@ def metrics_report(scores: dict[str, Any], classes: list[str], binary: bool) -> 
         "fwIoU": scores["fwIoU"],
         "per_class": per_class,
     }
+
+
+def per_image_miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
+                   ignore_index: int) -> torch.Tensor:
+    """mIoU of each image of a batch (macro over classes present), from one bincount."""
+    b = pred.shape[0]
+    t = target.reshape(b, -1).long()
+    p = pred.reshape(b, -1).long().clamp(0, num_classes - 1)
+    keep = (t != ignore_index) & (t < num_classes)
+    offset = torch.arange(b, device=t.device)[:, None] * num_classes**2
+    idx = (offset + t * num_classes + p)[keep]
+    cm = torch.bincount(idx, minlength=b * num_classes**2).reshape(b, num_classes, num_classes)
+    tp = cm.diagonal(dim1=1, dim2=2).double()
+    union = cm.sum(1) + cm.sum(2) - tp
+    iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+    return iou.nanmean(1)
+
+
+def write_prediction_grid(predictor: Predictor, source: Any, indices: list[int], path: Path) -> None:
+    """A PNG of image | target | prediction rows for ``indices`` of ``source``."""
+    from segkit.viz import prediction_grid
+
+    rows = []
+    for i in indices:
+        sample = source[i]
+        rows.append((sample["image"], sample["mask"], predictor.predict_array(sample["image"])[0]))
+    if rows:
+        scale = max(1, 128 // max(rows[0][0].shape[:2]))
+        prediction_grid(rows, predictor.info.palette, path, scale=scale)
 
 
 class ThresholdSweep:
@@ -130,7 +159,7 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a run directory or checkpoint on ``split``; returns metrics.json contents."""
-    from segkit.viz import plot_confusion, prediction_grid
+    from segkit.viz import plot_confusion
 
     options = options or InferenceOptions()
     predictor = Predictor.from_checkpoint(run, device, options)
@@ -156,10 +185,8 @@ def evaluate(
         metric.update(pred, target)
         if sweep is not None:
             sweep.update(probs[:, 1], target, info.ignore_index)
-        for p, t in zip(pred, target):
-            s = scores_from_confusion(confusion_matrix(p, t, info.num_classes, info.ignore_index))
-            item = (-s["mIoU"] if not math.isnan(s["mIoU"]) else 0.0, index)
-            heapq.heappush(worst_heap, item)
+        for score in per_image_miou(pred, target, info.num_classes, info.ignore_index).tolist():
+            heapq.heappush(worst_heap, (-score if not math.isnan(score) else 0.0, index))
             if len(worst_heap) > worst:
                 heapq.heappop(worst_heap)
             index += 1
@@ -184,14 +211,8 @@ def evaluate(
     (out_dir / "results.txt").write_text(text)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_confusion(cm.numpy(), info.classes, out_dir / "confusion_matrix.png")
-    rows = []
-    for _, i in sorted(worst_heap, key=lambda x: (-x[0], x[1])):
-        sample = source[i]
-        pred_i, _ = predictor.predict_array(sample["image"])
-        rows.append((sample["image"], sample["mask"], pred_i))
-    if rows:
-        scale = max(1, 128 // max(rows[0][0].shape[:2]))
-        prediction_grid(rows, info.palette, out_dir / "worst_images.png", scale=scale)
+    worst_first = [i for _, i in sorted(worst_heap, key=lambda x: (-x[0], x[1]))]
+    write_prediction_grid(predictor, source, worst_first, out_dir / "worst_images.png")
     metrics["results_txt"] = str(out_dir / "results.txt")
     return metrics
 

@@ -148,7 +148,6 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
                           f"is '{cfg.task}'; add --task {kind} or choose another dataset")
     if len(train_src) == 0 or len(val_src) == 0:
         raise SegkitError(f"dataset '{cfg.data.name}' has an empty train or val split")
-    info = train_src.info
     if cfg.data.on_bad_image == "skip":
         train_src = SkipBadSamples(train_src, run_dir / "skipped_files.txt")
         val_src = SkipBadSamples(val_src, run_dir / "skipped_files.txt")

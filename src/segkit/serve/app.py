@@ -86,30 +86,11 @@ class Service:
 
     def classify(self, image: np.ndarray, top_k: int = 5, threshold: float = 0.5) -> dict[str, Any]:
         """Top-k classes or multi-label scores for one image."""
-        import torch
+        from segkit.engine.classify_eval import classify_image
 
-        from segkit.data.transforms import Augmented, build_classification_augmentation
-
-        cfg = self.task.config
-        tf = build_classification_augmentation(cfg.aug, tuple(cfg.data.image_size), False,
-                                               self.kind == "multilabel")
-        if self.task.in_channels == 1:
-            image = image.mean(-1, keepdims=True).astype(np.uint8)
-        x = Augmented([{"image": image}], tf)[0]["image"][None]
-        with self.lock, torch.inference_mode():
-            logits = self.task(x.to(next(self.task.parameters()).device))[0].float().cpu()
-        names = self.task.info.classes
-        if self.kind == "multilabel":
-            scores = torch.sigmoid(logits)
-            order = torch.argsort(scores, descending=True)
-            labels = [{"label": names[i], "score": float(scores[i])} for i in order
-                      if scores[i] > threshold]
-        else:
-            probs = torch.softmax(logits, 0)
-            top = probs.topk(min(top_k, len(probs)))
-            labels = [{"label": names[i], "score": float(p)} for p, i in zip(top.values, top.indices)]
-        return {"task": self.kind, "labels": labels}
-
+        with self.lock:
+            picked = classify_image(self.task, image, top_k, threshold)
+        return {"task": self.kind, "labels": [{"label": n, "score": p} for n, p in picked]}
 
 def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0,
                max_pixels: int = 40_000_000):
