@@ -58,7 +58,7 @@ def main(names: list[str] | None = None) -> dict:
             rows[name] = bench_model(name, Path(tmp))
             print(name, rows[name], flush=True)
     save("models", {"budget": BUDGET, "size": SIZE, "rows": rows})
-    print(f"\n| model | encoder | params (M) | GFLOPs @64x64 | CPU infer img/s | CPU train img/s | val mIoU |")
+    print("\n| model | encoder | params (M) | GFLOPs @64x64 | CPU infer img/s | CPU train img/s | val mIoU |")
     print("|---|---|---|---|---|---|---|")
     for n, r in rows.items():
         print(f"| {n} | {r['encoder']} | {r['params_M']} | {r['gflops_64x64']} | "

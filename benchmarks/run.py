@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark, results merged into benchmarks/results.json."""
+"""`make bench`: every benchmark, results merged into benchmarks/results.json (about 40 min on 2 CPU cores)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import models  # noqa: E402
 import multilabel  # noqa: E402
+import speed  # noqa: E402
 import tta  # noqa: E402
 
 if __name__ == "__main__":
+    speed.main()
     models.main()
     multilabel.main()
     if Path("runs/demo/checkpoints/best.ckpt").is_file():

@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
+# Lightning binds its log handler to sys.stderr at import; import it here, before any test's
+# capsys swaps stderr, so CLI tests run in-process see clean output.
+import lightning.pytorch  # noqa: E402,F401
+
 
 def tiny_overrides(out: Path, **extra: object) -> dict[str, object]:
     """Config overrides for a seconds-long run on 32x32 generated shapes."""

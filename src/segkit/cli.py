@@ -11,6 +11,10 @@ from typing import Any
 from segkit.errors import SegkitError
 
 
+def _devices(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(",") if v.strip())
 
@@ -52,6 +56,7 @@ TRAIN_FLAGS = {
     "image_size": "data.image_size", "crop_size": "aug.crop_size", "aug": "aug.preset",
     "device": "run.device", "precision": "run.precision", "accumulate": "run.accumulate",
     "seed": "run.seed", "out": "run.out", "workers": "data.num_workers", "task": "task",
+    "devices": "run.devices", "num_nodes": "run.num_nodes", "strategy": "run.strategy",
 }
 
 
@@ -69,6 +74,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides[key] = list(value) if isinstance(value, (list, tuple)) else value
     if args.no_progress:
         overrides["run.progress"] = False
+    for flag in ("sync_bn", "compile", "channels_last"):
+        if getattr(args, flag):
+            overrides[f"run.{flag}"] = True
     from segkit.config import parse_override
 
     for item in args.set or []:
@@ -85,6 +93,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, overrides)
     result = train(cfg, resume=bool(args.resume))
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return 0
     m = result.metrics
     print(f"\nrun directory: {result.run_dir}")
     print(f"best checkpoint: {result.best_checkpoint}")
@@ -165,7 +177,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """segkit serve."""
     from segkit.serve import serve
 
-    serve(args.run, args.host, args.port, args.device, args.max_upload_mb)
+    serve(args.run, args.host, args.port, args.device, args.max_upload_mb, args.timeout)
     return 0
 
 
@@ -237,6 +249,17 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_sample(args: argparse.Namespace) -> int:
+    """segkit data sample."""
+    from segkit.data.samples import write_sample
+
+    root = write_sample(args.format, args.out, args.train, args.val,
+                        tuple(args.size) if args.size else None, args.seed)
+    print(f"wrote {args.train} train + {args.val} val {args.format} samples to {root}; "
+          f"use --data {args.format} --data-root {root}")
+    return 0
+
+
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     """segkit data prepare."""
     from segkit.data.prepare import prepare_dataset
@@ -280,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.ckpt")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--devices", type=_devices, help="devices (processes) per node, or 'auto'")
+    t.add_argument("--num-nodes", type=int, help="machines taking part (torchrun / SLURM set ranks)")
+    t.add_argument("--strategy", choices=["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"])
+    t.add_argument("--sync-bn", action="store_true", help="synchronised BatchNorm across processes")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    t.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="metrics of a trained run on a split")
@@ -316,9 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--device", default="cpu")
     sv.add_argument("--max-upload-mb", type=float, default=10.0)
+    sv.add_argument("--timeout", type=float, default=30.0,
+                    help="seconds a request may wait for the model before a 503")
     sv.set_defaults(func=cmd_serve)
 
-    d = sub.add_parser("data", help="check or prepare a dataset")
+    d = sub.add_parser("data", help="check, prepare or write sample data")
     dsub = d.add_subparsers(dest="data_command", required=True)
     for name, func, helptext in (("check", cmd_data_check, "find defects; class balance"),
                                  ("prepare", cmd_data_prepare, "resized PNG copy (folder layout)")):
@@ -332,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
             dp.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
             dp.add_argument("--workers", type=int, default=4)
         dp.set_defaults(func=func)
+    ds = dsub.add_parser("sample", help="write small learnable data in a real dataset's layout")
+    ds.add_argument("format", help="voc, cityscapes, carvana, idx or folder")
+    ds.add_argument("--out", required=True, help="dataset root to create")
+    ds.add_argument("--train", type=int, default=64, help="training samples")
+    ds.add_argument("--val", type=int, default=16, help="validation samples")
+    ds.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
+    ds.add_argument("--seed", type=int, default=0)
+    ds.set_defaults(func=cmd_data_sample)
 
     mo = sub.add_parser("models", help="list models (with --stats: parameters and GFLOPs)")
     mo.add_argument("--stats", action="store_true", help="build each model and count")
@@ -349,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(message)s")
+    logging.basicConfig(format="%(message)s", force=True)  # bind to the current stderr
     logging.getLogger("segkit").setLevel(logging.INFO)
     debug = args.debug or os.environ.get("SEGKIT_DEBUG") == "1"
     try:
@@ -362,6 +401,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segkit: interrupted; resume with `segkit train --resume RUN_DIR`", file=sys.stderr)
         return 130
+    except OSError as err:
+        if debug:
+            raise
+        from segkit.errors import describe_os_error
+
+        print(f"segkit: error: {describe_os_error(err, 'a file operation')}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - the CLI's promise: one line, traceback on --debug
+        if debug:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        print(f"segkit: error: unexpected {type(err).__name__}: {first} (run with --debug for the "
+              "traceback and report it)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -116,6 +116,19 @@ class RunConfig(_Section):
     limit_val_batches: float | int | None = None
     progress: bool = True
     grid_images: int = Field(6, ge=0)
+    devices: int | Literal["auto"] = Field(1, description="devices (processes) per node")
+    num_nodes: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = "auto"
+    sync_bn: bool = Field(False, description="synchronise BatchNorm statistics across processes")
+    compile: bool = Field(False, description="torch.compile the model for training")
+    channels_last: bool = Field(False, description="NHWC memory format (faster convs on some hardware)")
+
+    @field_validator("devices")
+    @classmethod
+    def _positive_devices(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("devices must be at least 1 (or 'auto')")
+        return v
 
 
 class Config(_Section):
@@ -131,10 +144,12 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _task_default_model(self) -> Config:
-        # The default model is a segmentation U-Net; recognition tasks default to the
-        # write-ups' ResNets unless a model was named.
+        # The defaults are a segmentation U-Net on shapes; recognition tasks default to the
+        # write-ups' ResNets and the matching built-in data unless they were named.
         if self.task != "segment" and "name" not in self.model.model_fields_set:
             self.model.name = "resnet101" if self.task == "multilabel" else "resnet18"
+        if self.task != "segment" and "name" not in self.data.model_fields_set:
+            self.data.name = "shapes-multilabel" if self.task == "multilabel" else "shapes-cls"
         return self
 
     @model_validator(mode="after")

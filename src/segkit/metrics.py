@@ -12,12 +12,16 @@ from torchmetrics import Metric
 def confusion_matrix(
     pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
 ) -> torch.Tensor:
-    """Rows = true class, columns = predicted class; ignore-index pixels dropped."""
-    t = target.reshape(-1).long()
-    p = pred.reshape(-1).long()
-    keep = (t != ignore_index) & (t >= 0) & (t < num_classes)
-    idx = t[keep] * num_classes + p[keep].clamp(0, num_classes - 1)
-    return torch.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)
+    """Rows = true class, columns = predicted class; ignore-index pixels dropped.
+
+    Ignored pixels go to one extra bin instead of being filtered out: no boolean compaction,
+    int32 indices, one pass (3-7x faster than masking on CPU, see benchmarks/speed.py).
+    """
+    n = num_classes
+    t = target.reshape(-1).to(torch.int32)
+    idx = t * n + pred.reshape(-1).to(torch.int32).clamp(0, n - 1)
+    idx.masked_fill_((t < 0) | (t >= n) | (t == ignore_index), n * n)
+    return torch.bincount(idx, minlength=n * n + 1)[: n * n].reshape(n, n)
 
 
 def scores_from_confusion(cm: torch.Tensor) -> dict[str, Any]:

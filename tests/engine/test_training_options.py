@@ -73,3 +73,19 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path) -> None:
         pytest.skip("has a GPU")
     with pytest.raises(SegkitError, match="16-mixed needs a CUDA GPU"):
         train(build_config(overrides=tiny_overrides(tmp_path / "r", **{"run.precision": "16-mixed"})))
+
+
+@pytest.mark.slow
+def test_compile_and_channels_last_keep_plain_checkpoints(tmp_path) -> None:
+    from segkit.engine.checkpoint import load_task, safe_load
+
+    cfg = build_config(overrides=tiny_overrides(
+        tmp_path / "c", **{"task": "classify", "data.name": "shapes-cls", "model.name": "lenet",
+                           "data.image_size": [28, 28], "run.compile": True,
+                           "run.channels_last": True, "run.grid_images": 0}))
+    result = train(cfg)
+    state = safe_load(result.last_checkpoint)["state_dict"]
+    assert state and not any("_orig_mod" in k for k in state)
+    task = load_task(result.last_checkpoint)
+    assert not task.config.run.compile or task.__dict__.get("_compiled") is None
+    assert torch.isfinite(torch.tensor(result.history[-1]["train_loss"]))

@@ -28,7 +28,7 @@ def rle_decode(rle: str, shape: tuple[int, int], source: str = "RLE") -> np.ndar
     try:
         values = [int(v) for v in rle.split()]
     except ValueError:
-        raise SegkitError(f"{source}: RLE string holds non-integers: '{rle[:40]}'") from None
+        raise SegkitError(f"{source}: RLE string holds non-integers: {rle[:40]!r}") from None
     if len(values) % 2:
         raise SegkitError(f"{source}: RLE string has an odd number of values ({len(values)})")
     out = np.zeros(h * w, dtype=np.uint8)
@@ -92,7 +92,7 @@ class CarvanaSegmentation(SegmentationSource):
         stem = self.stems[index]
         image = read_image(self.root / "train" / f"{stem}.jpg")
         if self.rle is not None:
-            mask = rle_decode(self.rle[stem], image.shape[:2], f"train_masks.csv row '{stem}'")
+            mask = rle_decode(self.rle[stem], image.shape[:2], f"{self.root / 'train_masks.csv'} row '{stem}'")
             mask_path = self.root / "train_masks.csv"
         else:
             mask_path = self.root / "train_masks" / f"{stem}_mask.gif"

@@ -7,7 +7,9 @@ Samples are ``{'image': HxWxC uint8, 'label': int}`` (classification) or
 from __future__ import annotations
 
 import gzip
+import math
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +81,7 @@ def read_idx(path: Path) -> np.ndarray:
     """An IDX file (gz or raw) as a numpy array; clear errors for bad magic or short bodies."""
     try:
         data = _open_maybe_gz(path)
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         raise SegkitError(f"{path}: cannot decompress ({err}); re-download it") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise SegkitError(f"{path}: not an IDX file of unsigned bytes (wrong magic number)")
@@ -88,7 +90,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < header:
         raise SegkitError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(dims))
+    expected = math.prod(dims)  # Python ints: no overflow on hostile headers
     if len(data) - header < expected:
         raise SegkitError(f"{path}: truncated IDX body ({len(data) - header} of {expected} bytes)")
     return np.frombuffer(data, dtype=np.uint8, count=expected, offset=header).reshape(dims)

@@ -25,17 +25,35 @@ def find_annotations(root: Path, split: str) -> tuple[Path, Path]:
                       f"(or {split}2017)")
 
 
+def _check_coco_fields(dataset: Any) -> None:
+    """KeyError/TypeError naming what an instances file lacks (pycocotools checks little)."""
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(dataset.get(key), list):
+            raise KeyError(key)
+    for kind, fields in (("images", ("id", "file_name")), ("categories", ("id", "name")),
+                         ("annotations", ("image_id", "category_id"))):
+        for entry in dataset[kind]:
+            if not isinstance(entry, dict):
+                raise TypeError(f"an entry of '{kind}' is not an object")
+            for field in fields:
+                if field not in entry:
+                    raise KeyError(f"{kind}[].{field}")
+
+
 def load_coco(ann: Path) -> Any:
     """A pycocotools COCO object with a clear error for broken JSON."""
     from pycocotools.coco import COCO
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(ann))
+            coco = COCO(str(ann))
+        _check_coco_fields(coco.dataset)
+        return coco
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SegkitError(f"{ann}: not valid JSON ({err}); re-download the annotations") from None
-    except (KeyError, TypeError) as err:
-        raise SegkitError(f"{ann}: not a COCO instances file (missing {err})") from None
+    except (KeyError, TypeError, AssertionError, AttributeError, IndexError, ValueError) as err:
+        what = f"missing {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise SegkitError(f"{ann}: not a COCO instances file ({what[:120]})") from None
 
 
 class COCOSegmentation(SegmentationSource):

@@ -22,9 +22,10 @@ def _open(path: Path) -> Image.Image:
         img.load()
     except UnidentifiedImageError:
         raise SegkitError(f"{path}: not an image file; remove it or fix its suffix") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - any decoder failure means a damaged file
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
         raise SegkitError(
-            f"{path}: corrupt or truncated image ({err}); re-download it or use "
+            f"{path}: corrupt or truncated image ({reason}); re-download it or use "
             "--set data.on_bad_image=skip"
         ) from None
     return img

@@ -12,6 +12,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from tqdm.auto import tqdm
 
+from segkit.errors import describe_os_error
+
 EPOCH_KEYS = {
     "segment": ("train/loss", "val/loss", "val/mIoU", "val/dice", "val/pixel_accuracy",
                 "val/mean_accuracy", "train/examples_per_s"),
@@ -93,8 +95,11 @@ class EpochSummary(Callback):
         for r in self.history:
             fields += [k for k in r if k not in fields]
         tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.history)
-        tmp.replace(self.csv_path)
+        try:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(self.history)
+            tmp.replace(self.csv_path)
+        except OSError as err:
+            raise describe_os_error(err, f"writing {self.csv_path}") from None

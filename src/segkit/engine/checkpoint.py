@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, describe_os_error
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -25,9 +25,20 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        kept = " (the previous checkpoint is kept)" if path.exists() else ""
+        raise describe_os_error(err, f"writing checkpoint {path}{kept}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete half-written ``.NAME.PID.tmp`` files a killed save left behind."""
+    stale = list(folder.glob(".*.ckpt.*.tmp")) if folder.is_dir() else []
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return len(stale)
 
 
 def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -60,6 +71,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = True) -> dict[str, Any]:
         return safe_load(path, map_location or "cpu")
+
+
+def check_resumable(ckpt: Path, model: dict[str, Any], classes: list[str]) -> None:
+    """Refuse to resume ``ckpt`` into a different model or class list, naming the difference."""
+    meta = safe_load(ckpt).get("segkit") or {}
+    old_model = meta.get("config", {}).get("model", {})
+    for key in ("name", "encoder", "norm", "decoder_channels"):
+        if key in old_model and old_model[key] != model.get(key):
+            raise SegkitError(
+                f"{ckpt} was trained with model.{key}={old_model[key]!r}, this run asks for "
+                f"{model.get(key)!r}; --resume continues the same model: drop the change, or start "
+                f"a new --out with --weights {ckpt}")
+    old_classes = meta.get("info", {}).get("classes")
+    if old_classes is not None and list(old_classes) != list(classes):
+        raise SegkitError(
+            f"{ckpt} was trained on {len(old_classes)} classes ({', '.join(old_classes[:4])}...), "
+            f"the data now has {len(classes)}; resume with the same data, or start a new --out")
 
 
 def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:

@@ -56,7 +56,7 @@ class ClassificationTask(BaseTask):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits [B, C]."""
         x = self.normalize(images) if images.dtype == torch.uint8 else images
-        return self.model(x)
+        return self.run_model(x)
 
     def _loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         if self.multilabel:
@@ -67,11 +67,12 @@ class ClassificationTask(BaseTask):
         logits = self(batch["image"])
         loss = self._loss(logits, batch)
         self.check_finite(loss)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=logits.shape[0])
         if not self.multilabel:
             acc = (logits.argmax(1) == batch["label"]).float().mean()
-            self.log("train/accuracy", acc, on_step=False, on_epoch=True, batch_size=logits.shape[0])
+            self.log("train/accuracy", acc, on_step=False, on_epoch=True, batch_size=logits.shape[0],
+                     sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -104,4 +105,4 @@ class ClassificationTask(BaseTask):
             self.seen.zero_()
         self.last_val_scores = scores
         for key, value in heads.items():
-            self.log(f"val/{key}", float(value), prog_bar=key in ("accuracy", "mAP"))
+            self.log(f"val/{key}", float(value), prog_bar=key in ("accuracy", "mAP"), sync_dist=True)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
 from segkit.config import Config
+from segkit.errors import SegkitError
 from segkit.data.base import DatasetInfo
 from segkit.losses import build_loss
 from segkit.metrics import SegmentationMetrics
 from segkit.models import build_model
+
+
+class TrainingDiverged(SegkitError):
+    """The loss became NaN or infinite."""
 
 
 def headline_scores(scores: dict[str, Any], binary: bool) -> dict[str, float]:
@@ -46,15 +52,35 @@ class BaseTask(pl.LightningModule):
         self.extra_meta: dict[str, Any] = {}
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B,C,H,W] -> normalised float."""
-        return (images.float() - self.mean) / self.std
+        """uint8 [B,C,H,W] -> normalised float (NHWC when ``run.channels_last``)."""
+        x = (images.float() - self.mean) / self.std
+        if self.config.run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def run_model(self, x: torch.Tensor) -> torch.Tensor:
+        """The network, compiled while training when ``run.compile`` is set."""
+        compiled = self.__dict__.get("_compiled")
+        return compiled(x) if compiled is not None and self.training else self.model(x)
+
+    def on_fit_start(self) -> None:
+        if self.config.run.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.config.run.compile:
+            # Kept out of the module tree so checkpoints hold the plain model's keys.
+            self.__dict__["_compiled"] = torch.compile(self.model)
 
     def check_finite(self, loss: torch.Tensor) -> None:
-        """Stop with the step and a hint when the loss turns NaN/inf."""
+        """Stop with the step and a hint when the loss turns NaN/inf (checkpoints stay as they were)."""
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss became {loss.item()} at epoch {self.current_epoch} step {self.global_step}; "
-                "lower the learning rate (--lr) or use --precision 32"
+            last = Path(self.config.run.out) / "checkpoints" / "last.ckpt"
+            kept = (f"the last good checkpoint {last} is kept (continue with --resume "
+                    f"{self.config.run.out} after lowering --lr)" if last.is_file()
+                    else "no checkpoint was written yet")
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at epoch {self.current_epoch + 1} step "
+                f"{self.global_step}; lower the learning rate (--lr), add warmup "
+                f"(--set optim.warmup_epochs=1) or use --precision 32; {kept}"
             )
 
     def configure_optimizers(self) -> Any:
@@ -81,6 +107,10 @@ class BaseTask(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     def on_train_epoch_start(self) -> None:
+        # Every epoch's randomness (augmentation, mixing, dropout) is a function of
+        # (seed, epoch, rank), so a run resumed from an epoch checkpoint repeats it exactly.
+        pl.seed_everything(self.config.run.seed + 1000 * self.current_epoch + self.global_rank,
+                           workers=True, verbose=False)
         opt_cfg = self.config.optim
         if opt_cfg.scheduler == "plateau" and self.current_epoch < opt_cfg.warmup_epochs:
             for group in self.optimizers().optimizer.param_groups:  # type: ignore[union-attr]
@@ -121,7 +151,7 @@ class SegmentationTask(BaseTask):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits [B,C,H,W] (C=1 for binary) for uint8 or already-normalised float input."""
         x = self.normalize(images) if images.dtype == torch.uint8 else images
-        return self.model(x)
+        return self.run_model(x)
 
     def logits_to_classes(self, logits: torch.Tensor) -> torch.Tensor:
         """Class-index map from logits."""
@@ -137,7 +167,7 @@ class SegmentationTask(BaseTask):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, _ = self._shared_step(batch)
         self.check_finite(loss)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=batch["image"].shape[0])
         return loss
 
@@ -152,7 +182,9 @@ class SegmentationTask(BaseTask):
         self.val_metrics.reset()
         self.last_val_scores = scores
         for key, value in headline_scores(scores, self.binary).items():
-            self.log(f"val/{key}", 0.0 if math.isnan(value) else value, prog_bar=key == "mIoU")
+            # Already reduced over processes by the metric; sync_dist only silences Lightning.
+            self.log(f"val/{key}", 0.0 if math.isnan(value) else value, prog_bar=key == "mIoU",
+                     sync_dist=True)
 
 
 def epoch_lr_factor(kind: str, epochs: int, warmup: int, factor: float, step_size: int):

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_only
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader
 
 from segkit.config import Config
 from segkit.data import build_dataset, dataset_task
@@ -23,7 +23,8 @@ from segkit.data.mixing import Mixing, rare_classes
 from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented, build_augmentation, build_classification_augmentation
 from segkit.engine.callbacks import EPOCH_KEYS, EpochSummary, read_history
-from segkit.engine.checkpoint import AtomicCheckpointIO
+from segkit.engine.checkpoint import AtomicCheckpointIO, check_resumable, remove_stale_temporaries
+from segkit.engine.loaders import RunData
 from segkit.engine.task import SegmentationTask
 from segkit.errors import SegkitError
 from segkit.losses import inverse_frequency_weights, loss_needs_class_weights
@@ -59,7 +60,7 @@ def prepare_run_dir(out: str | Path) -> Path:
     run_dir = Path(out)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
@@ -74,7 +75,9 @@ def class_pixel_counts(source: Any, run_dir: Path) -> list[int]:
     if cache.is_file():
         return json.loads(cache.read_text())["counts"]
     counts = [int(c) for c in source.class_pixel_counts()]
-    cache.write_text(json.dumps({"classes": source.info.classes, "counts": counts}))
+    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"classes": source.info.classes, "counts": counts}))
+    tmp.replace(cache)
     return counts
 
 
@@ -93,20 +96,6 @@ def training_source(cfg: Config, source: Any, run_dir: Path) -> Any:
     if cfg.aug.copyblob_prob and blob is None:
         blob = rare_classes(np.asarray(class_pixel_counts(source, run_dir)))
     return Mixing(source, cfg.aug.cutmix_prob, cfg.aug.copyblob_prob, blob)
-
-
-def make_loader(dataset: Any, cfg: Config, train: bool) -> DataLoader:
-    """DataLoader with the run's batch size and workers; uint8 tensors keep transfers small."""
-    workers = cfg.data.num_workers
-    return DataLoader(
-        dataset,
-        batch_size=cfg.data.batch_size,
-        shuffle=train,
-        drop_last=train and len(dataset) > cfg.data.batch_size,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(),
-    )
 
 
 def build_task(cfg: Config, train_src: Any, run_dir: Path) -> tuple[Any, Any, Any]:
@@ -130,15 +119,21 @@ def build_task(cfg: Config, train_src: Any, run_dir: Path) -> tuple[Any, Any, An
             build_classification_augmentation(cfg.aug, size, False, multilabel))
 
 
-def train(cfg: Config, resume: bool = False) -> TrainResult:
-    """Train ``cfg``; with ``resume`` continue from ``run.out``'s last checkpoint."""
+def train(cfg: Config, resume: bool = False, callbacks: list[pl.Callback] | None = None) -> TrainResult:
+    """Train ``cfg``; with ``resume`` continue from ``run.out``'s last checkpoint.
+
+    ``callbacks`` are extra Lightning callbacks (progress hooks, custom logging).
+    """
     run_dir = prepare_run_dir(cfg.run.out)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if resume and not last.is_file():
         raise SegkitError(f"nothing to resume: {last} does not exist; drop --resume to start anew")
+    if rank_zero_only.rank == 0:
+        remove_stale_temporaries(ckpt_dir)
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    cfg.save(run_dir / "config.yaml")
+    if rank_zero_only.rank == 0:
+        cfg.save(run_dir / "config.yaml")
 
     train_src = build_dataset(cfg.data, cfg.data.train_split)
     val_src = build_dataset(cfg.data, cfg.data.val_split)
@@ -151,12 +146,17 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     if cfg.data.on_bad_image == "skip":
         train_src = SkipBadSamples(train_src, run_dir / "skipped_files.txt")
         val_src = SkipBadSamples(val_src, run_dir / "skipped_files.txt")
+    if resume:
+        check_resumable(last, cfg.to_dict()["model"], train_src.info.classes)
     task, train_tf, val_tf = build_task(cfg, train_src, run_dir)
     mixed = training_source(cfg, train_src, run_dir) if cfg.task == "segment" else train_src
-    train_loader = make_loader(Augmented(mixed, train_tf), cfg, True)
-    val_loader = make_loader(Augmented(val_src, val_tf), cfg, False)
+    data = RunData(Augmented(mixed, train_tf), Augmented(val_src, val_tf), cfg)
+    steps_per_epoch = max(1, len(mixed) // cfg.data.batch_size)
 
     accelerator = accelerator_for(cfg.run.device)
+    if cfg.run.sync_bn and (accelerator == "cpu" or not torch.cuda.is_available()):
+        raise SegkitError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU kernel); "
+                          "drop --sync-bn for CPU runs")
     if cfg.run.precision == "16-mixed" and not torch.cuda.is_available():
         raise SegkitError("--precision 16-mixed needs a CUDA GPU; use bf16-mixed or 32 on CPU")
     checkpoint = ModelCheckpoint(
@@ -164,16 +164,20 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
         save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
     )
     summary = EpochSummary(run_dir / "metrics.csv", EPOCH_KEYS[cfg.task])
-    callbacks: list[pl.Callback] = [checkpoint, summary]
+    callbacks = [checkpoint, summary, *(callbacks or [])]
     if cfg.run.progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 20)))
     if cfg.run.early_stop_patience:
         callbacks.append(EarlyStopping(task.monitor, mode="max", patience=cfg.run.early_stop_patience))
     logger = TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False)
     trainer = pl.Trainer(
         max_epochs=cfg.run.epochs,
         accelerator=accelerator,
-        devices=1,
+        devices=cfg.run.devices,
+        num_nodes=cfg.run.num_nodes,
+        strategy=cfg.run.strategy,
+        sync_batchnorm=cfg.run.sync_bn,
+        use_distributed_sampler=False,
         precision=cfg.run.precision,
         accumulate_grad_batches=cfg.run.accumulate,
         deterministic=cfg.run.deterministic,
@@ -183,7 +187,7 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
         enable_progress_bar=cfg.run.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        log_every_n_steps=max(1, min(50, len(train_loader))),
+        log_every_n_steps=max(1, min(50, steps_per_epoch)),
         limit_train_batches=cfg.run.limit_train_batches,
         limit_val_batches=cfg.run.limit_val_batches,
         default_root_dir=str(run_dir),
@@ -191,7 +195,8 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*number of training batches.*")
-        trainer.fit(task, train_loader, val_loader, ckpt_path=str(last) if resume else None,
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning vs torch pytree API
+        trainer.fit(task, datamodule=data, ckpt_path=str(last) if resume else None,
                     weights_only=True)
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last

@@ -9,6 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from segkit.config import ModelConfig
+from segkit.models.stats import conv_out, count_parameters, gflops  # noqa: F401
 from segkit.models.wrappers import PadToMultiple
 from segkit.registry import Registry
 

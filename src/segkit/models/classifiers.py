@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import torch
 import torchvision
 from torch import nn
@@ -69,7 +71,10 @@ def build_classifier(cfg: ModelConfig, num_classes: int, in_channels: int = 3) -
 
         timm_name = name.split(":", 1)[1] if name.startswith("timm:") else name
         if not timm.list_models(timm_name):
-            raise SegkitError(f"unknown model '{cfg.name}': not a segkit, torchvision or timm model")
+            close = difflib.get_close_matches(name, ["lenet", "ssgrl", *TORCHVISION], n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise SegkitError(f"unknown model '{cfg.name}'; {hint}not a segkit, torchvision or "
+                              "timm model (list them with `segkit models`)")
         model = timm.create_model(timm_name, pretrained=pretrained, num_classes=num_classes,
                                   in_chans=in_channels)
     adapt_first_conv(model, in_channels)

@@ -23,22 +23,31 @@ PAGE = (Path(__file__).with_name("page.html")).read_text()
 
 
 def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
-    """Bytes -> HxWx3 uint8, sniffing the content (never trusting a name or suffix)."""
+    """Bytes -> HxWx3 uint8, sniffing the content (never trusting a name or suffix).
+
+    ValueError for anything that is not a readable image, OverflowError above ``max_pixels``.
+    """
     if not data:
         raise ValueError("empty upload")
     try:
         with Image.open(io.BytesIO(data)) as probe:
-            if probe.width * probe.height > max_pixels:
-                raise OverflowError(f"image of {probe.width}x{probe.height} pixels is over the "
-                                    f"{max_pixels} pixel limit")
-            probe.verify()
+            size = probe.width * probe.height
+    except (UnidentifiedImageError, SyntaxError):
+        raise ValueError("not an image (content is not a known image format)") from None
+    except Image.DecompressionBombError as err:
+        raise OverflowError(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - any header parse failure is a bad upload
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
+        raise ValueError(f"corrupt or truncated image ({reason})") from None
+    if size > max_pixels:
+        raise OverflowError(f"image of {size} pixels is over the {max_pixels} pixel limit")
+    try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, SyntaxError):
-        raise ValueError("not an image (content is not a known image format)") from None
-    except OSError as err:
-        raise ValueError(f"corrupt or truncated image ({err})") from None
+    except Exception as err:  # noqa: BLE001 - a decoder failure means a damaged upload
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
+        raise ValueError(f"corrupt or truncated image ({reason})") from None
 
 
 def _png_b64(array_or_image: Any) -> str:
@@ -51,7 +60,7 @@ def _png_b64(array_or_image: Any) -> str:
 class Service:
     """Holds the model; one lock keeps concurrent requests from sharing a forward pass."""
 
-    def __init__(self, run: str | Path, device: str = "cpu") -> None:
+    def __init__(self, run: str | Path, device: str = "cpu", wait_s: float = 30.0) -> None:
         from segkit.engine.checkpoint import load_task
         from segkit.engine.inference import Predictor
 
@@ -59,6 +68,12 @@ class Service:
         self.kind = self.task.config.task
         self.predictor = Predictor(self.task) if self.kind == "segment" else None
         self.lock = threading.Lock()
+        self.wait_s = wait_s
+
+    def _acquire(self) -> None:
+        # A request waits at most wait_s for the model, then gets 503 instead of hanging.
+        if not self.lock.acquire(timeout=self.wait_s):
+            raise TimeoutError(f"model busy for more than {self.wait_s:g} s; retry later")
 
     def describe(self) -> dict[str, Any]:
         """GET /model."""
@@ -71,8 +86,11 @@ class Service:
         """Mask and JSON summary (class pixel shares, overlay) for one image."""
         from segkit.viz import overlay, palette_png
 
-        with self.lock:
+        self._acquire()
+        try:
             mask, _ = self.predictor.predict_array(image)
+        finally:
+            self.lock.release()
         info = self.task.info
         counts = np.bincount(mask.ravel(), minlength=info.num_classes)
         total = max(int(counts.sum()), 1)
@@ -88,16 +106,20 @@ class Service:
         """Top-k classes or multi-label scores for one image."""
         from segkit.engine.classify_eval import classify_image
 
-        with self.lock:
+        self._acquire()
+        try:
             picked = classify_image(self.task, image, top_k, threshold)
+        finally:
+            self.lock.release()
         return {"task": self.kind, "labels": [{"label": n, "score": p} for n, p in picked]}
 
 def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0,
-               max_pixels: int = 40_000_000):
+               max_pixels: int = 40_000_000, timeout_s: float = 30.0):
     """The FastAPI application serving ``run``."""
-    service = Service(run, device)
+    service = Service(run, device, timeout_s)
     limit = int(max_upload_mb * 2**20)
     app = FastAPI(title="segkit", version="1")
+    app.state.service = service
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -114,6 +136,10 @@ def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0
     @app.post("/predict")
     def predict(request: Request, file: UploadFile, format: str = "png", top_k: int = 5,
                 threshold: float = 0.5) -> Any:
+        if format not in ("png", "json"):
+            raise HTTPException(400, f"format must be 'png' or 'json', not '{format}'")
+        if not 1 <= top_k <= 1000 or not 0.0 <= threshold <= 1.0:
+            raise HTTPException(400, "top_k must be 1..1000 and threshold 0..1")
         declared = int(request.headers.get("content-length") or 0)
         data = file.file.read(limit + 1)
         if declared > limit + 4096 or len(data) > limit:
@@ -124,9 +150,12 @@ def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0
             raise HTTPException(413, str(err)) from None
         except ValueError as err:
             raise HTTPException(400, f"{file.filename or 'upload'}: {err}") from None
-        if service.kind != "segment":
-            return service.classify(image, top_k, threshold)
-        mask, summary = service.segment(image)
+        try:
+            if service.kind != "segment":
+                return service.classify(image, top_k, threshold)
+            mask, summary = service.segment(image)
+        except TimeoutError as err:
+            raise HTTPException(503, str(err), headers={"Retry-After": "5"}) from None
         if format == "json":
             return summary
         return Response(base64.b64decode(summary["mask_png"]), media_type="image/png")
@@ -135,10 +164,12 @@ def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0
 
 
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
-          max_upload_mb: float = 10.0) -> None:
-    """Run the service with uvicorn (loopback by default)."""
+          max_upload_mb: float = 10.0, timeout_s: float = 30.0) -> None:
+    """Run the service with uvicorn (loopback by default; idle connections closed after 5 s,
+    at most 64 connections at once, each request waits at most ``timeout_s`` for the model)."""
     import uvicorn
 
     if not Path(run).exists():
         raise SegkitError(f"no such run directory or checkpoint: {run}")
-    uvicorn.run(create_app(run, device, max_upload_mb), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(run, device, max_upload_mb, timeout_s=timeout_s), host=host, port=port,
+                log_level="info", timeout_keep_alive=5, limit_concurrency=64)
