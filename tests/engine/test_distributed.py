@@ -64,3 +64,28 @@ def test_sync_bn_on_cpu_is_a_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "--sync-bn needs CUDA" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_ddp_under_slurm_environment(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "slurm"
+    procs = []
+    for rank in range(2):  # what `srun --ntasks-per-node=2` starts: one process per task
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "SLURM_NTASKS": "2",
+               "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank),
+               "SLURM_NODEID": "0", "SLURM_JOB_NAME": "segkit-test", "SLURM_JOB_ID": "4242",
+               "SLURM_NODELIST": "127.0.0.1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        cmd = [sys.executable, "-m", "segkit.cli", "train", "--devices", "2", "--strategy", "ddp",
+               "--out", str(run), *TINY]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, out[-2000:] + err[-2000:]
+    assert "run directory:" in outputs[0][0] and "run directory:" not in outputs[1][0]
+    _assert_val_equals_single_process(run)
