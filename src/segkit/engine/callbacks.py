@@ -73,8 +73,8 @@ class EpochSummary(Callback):
         for key in self.keys:
             if key in metrics:
                 row[key.replace("/", "_")] = float(metrics[key])
-        if self._train_time > 0:
-            row["train_examples_per_s"] = self._examples / self._train_time
+        if self._train_time > 0:  # all processes together (each sees an equal shard)
+            row["train_examples_per_s"] = self._examples * trainer.world_size / self._train_time
         row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
         self.history = [r for r in self.history if r["epoch"] != row["epoch"]] + [row]
         if not trainer.is_global_zero:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
@@ -56,6 +54,3 @@ class RunData(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(self.val_set, self.cfg, False)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
