@@ -80,3 +80,15 @@ def test_prepare_resizes_gif_masks_and_is_reused(tmp_path) -> None:
     prepare_dataset(DataConfig(name="carvana", root=str(root), val_fraction=0.34), out,
                     size=(16, 24), progress=False)
     assert (out / "images" / "train_000000.png").stat().st_mtime_ns == stamp
+
+
+def test_frequency_table_marks_absent_and_rare_classes() -> None:
+    import numpy as np
+
+    from segkit.data.check import CheckReport
+
+    report = CheckReport("d", classes=["road", "car", "sky", "bike"])
+    report.counts = np.array([900, 90, 0, 10])
+    lines = report.frequency_table().splitlines()[1:]
+    marks = {line.split()[0]: line.split("<- ")[-1] if "<-" in line else "" for line in lines}
+    assert marks == {"road": "", "car": "rare", "sky": "absent", "bike": "rare"}

@@ -31,14 +31,16 @@ class CheckReport:
         return not self.problems
 
     def frequency_table(self) -> str:
-        """Per-class pixel share, rarest marked."""
+        """Per-class pixel share; absent classes and rare ones (under half an even share of the
+        classes present) marked."""
         total = max(int(self.counts.sum()), 1)
+        present = max(int((self.counts > 0).sum()), 1)
         lines = [f"{'class':<20} {'pixels':>12} {'share':>8}"]
-        order = np.argsort(self.counts)
-        rare = set(order[: max(1, len(order) // 4)].tolist())
         for i, name in enumerate(self.classes):
-            mark = "  <- rare" if i in rare and self.counts[i] < total / len(self.classes) else ""
-            lines.append(f"{name:<20} {int(self.counts[i]):>12d} {self.counts[i] / total:8.4f}{mark}")
+            share = self.counts[i] / total
+            mark = ("  <- absent" if self.counts[i] == 0
+                    else "  <- rare" if share < 0.5 / present else "")
+            lines.append(f"{name:<20} {int(self.counts[i]):>12d} {share:8.4f}{mark}")
         return "\n".join(lines)
 
 
