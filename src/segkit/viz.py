@@ -147,11 +147,14 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | Path) -> 
 
 
 def plot_class_bars(values: Sequence[float], classes: Sequence[str], path: str | Path,
-                    ylabel: str = "fraction of pixels") -> Path:
-    """A bar chart per class (class frequencies, per-class IoU, ...)."""
+                    ylabel: str = "fraction of pixels", log: bool = False) -> Path:
+    """A bar chart per class (class frequencies, per-class IoU, ...); ``log`` for a log y axis."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5.0, 0.4 * len(classes) + 2), 3.8))
     ax.bar(range(len(classes)), values, color="tab:blue")
+    if log:
+        ax.set_yscale("log")
+        ylabel += " (log scale)"
     ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right")
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)

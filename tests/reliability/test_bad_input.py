@@ -299,3 +299,9 @@ def test_coco_json_is_read_once_and_names_missing_keys(capsys, tmp_path) -> None
     del data["categories"]
     ann.write_text(json.dumps(data))
     assert "not a COCO instances file" in train_error(capsys, tmp_path, "coco", root)
+
+
+def test_images_too_small_for_the_network(capsys, tmp_path) -> None:
+    err = cli_error(capsys, "train", "--task", "classify", "-m", "densenet121", "--image-size",
+                    "28", "28", "--out", str(tmp_path / "r"), *TINY[:7])
+    assert "28x28 inputs are too small" in err and "--image-size 32 32" in err

@@ -81,7 +81,9 @@ def check_dataset(cfg: DataConfig, splits: tuple[str, ...] = ("train", "val"),
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         share = report.counts / max(int(report.counts.sum()), 1)
-        plot_class_bars(share.tolist(), report.classes, out / "class_frequency.png")
+        nonzero = share[share > 0]
+        skewed = nonzero.size > 1 and nonzero.max() > 20 * nonzero.min()
+        plot_class_bars(share.tolist(), report.classes, out / "class_frequency.png", log=bool(skewed))
         (out / "data_check.json").write_text(json.dumps({
             "dataset": report.dataset, "samples": report.samples, "classes": report.classes,
             "pixel_counts": report.counts.tolist(), "problems": report.problems}, indent=2))

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from segkit.engine.task import BaseTask
+from segkit.errors import SegkitError
 from segkit.metrics import MultiLabelMetrics, SegmentationMetrics
 
 
@@ -25,11 +26,25 @@ def build_classification_model(task: str, cfg: Any, classes: list[str], in_chann
         return SSGRL(len(classes), encoder, emb, cfg.ssgrl_rank, cfg.ssgrl_steps,
                      pretrained=cfg.weights == "imagenet")
     if cfg.name.lower() in MODELS and MODELS.get(cfg.name).tags.get("task", "segment") == "segment":
-        from segkit.errors import SegkitError
-
         raise SegkitError(f"'{cfg.name}' is a segmentation model; for --task {task} use lenet, "
                           "vgg11, resnet18..101, googlenet, densenet121, ssgrl or a timm name")
     return build_classifier(cfg, len(classes), in_channels)
+
+
+@torch.no_grad()
+def check_input_size(model: torch.nn.Module, in_channels: int, size: tuple[int, int]) -> None:
+    """One tiny forward at the training size, so a too-small input is a clear error up front."""
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, in_channels, *size))
+    except RuntimeError as err:
+        if "too small" not in str(err) and "Kernel size can't be greater" not in str(err):
+            raise
+        raise SegkitError(f"{size[0]}x{size[1]} inputs are too small for this network (it "
+                          "downsamples them to nothing); use --image-size 32 32 or larger") from None
+    finally:
+        model.train(was_training)
 
 
 class ClassificationTask(BaseTask):

@@ -106,13 +106,14 @@ def build_task(cfg: Config, train_src: Any, run_dir: Path) -> tuple[Any, Any, An
         weights = class_weights_for(cfg, train_src, run_dir)
         task = SegmentationTask(cfg.to_dict(), info.to_dict(), weights, in_channels)
         return task, build_augmentation(cfg.aug, True), build_augmentation(cfg.aug, False)
-    from segkit.engine.classify_task import ClassificationTask
+    from segkit.engine.classify_task import ClassificationTask, check_input_size
     from segkit.models.ssgrl import cooccurrence_matrix
 
     adjacency = None
     if cfg.model.name.lower() == "ssgrl":
         adjacency = cooccurrence_matrix(train_src.labels_matrix()).tolist()
     task = ClassificationTask(cfg.to_dict(), info.to_dict(), in_channels, adjacency)
+    check_input_size(task.model, in_channels, tuple(cfg.data.image_size))
     multilabel = cfg.task == "multilabel"
     size = tuple(cfg.data.image_size)
     return (task, build_classification_augmentation(cfg.aug, size, True, multilabel),
