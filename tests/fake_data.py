@@ -127,13 +127,10 @@ def make_folder(root: Path, n: int = 8, size=(32, 40), classes: int = 4, splits:
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
     """Write an unsigned-byte IDX file (MNIST format), gzipped or raw."""
-    import gzip
-    import struct
+    from segkit.data.samples import idx_bytes
 
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(data) if gz else data)
+    path.write_bytes(idx_bytes(array, gz))
 
 
 def make_idx(root: Path, n_train: int = 300, n_test: int = 100, gz: bool = True) -> Path:

@@ -244,8 +244,7 @@ def test_fuzz_idx_files(tmp_path_factory, cut, flips, gz) -> None:
     from segkit.data.classification import read_idx
 
     header = bytes([0, 0, 8, 3]) + (12).to_bytes(4, "big") + (6).to_bytes(4, "big") * 2
-    raw = header + bytes(range(12 * 36 % 256)) * 2 + bytes(12 * 36)
-    raw = raw[: 16 + 12 * 36]
+    raw = header + bytes(i % 256 for i in range(12 * 36))
     data = _mutate(gzip.compress(raw) if gz else raw, cut, flips)
     path = tmp_path_factory.mktemp("idx") / ("f-idx3-ubyte" + (".gz" if gz else ""))
     path.write_bytes(data)

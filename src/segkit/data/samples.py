@@ -100,9 +100,11 @@ def write_carvana(root: Path, n_train: int, n_val: int, size: tuple[int, int], s
     return root
 
 
-def _idx_bytes(array: np.ndarray) -> bytes:
+def idx_bytes(array: np.ndarray, gz: bool = True) -> bytes:
+    """An unsigned-byte IDX file (MNIST format), gzipped unless ``gz`` is False."""
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return gzip.compress(header + array.astype(np.uint8).tobytes())
+    data = header + array.astype(np.uint8).tobytes()
+    return gzip.compress(data) if gz else data
 
 
 def write_idx(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int) -> Path:
@@ -115,8 +117,8 @@ def write_idx(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed:
         samples = [source[i] for i in range(n)]
         images = np.stack([s["image"].mean(-1) for s in samples])
         labels = np.array([s["label"] for s in samples])
-        (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(_idx_bytes(images))
-        (root / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(_idx_bytes(labels))
+        (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(idx_bytes(images))
+        (root / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(idx_bytes(labels))
     return root
 
 

@@ -7,10 +7,11 @@ imported at the top level (postponed annotations would otherwise turn them into 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, UploadFile
@@ -70,10 +71,15 @@ class Service:
         self.lock = threading.Lock()
         self.wait_s = wait_s
 
-    def _acquire(self) -> None:
+    @contextlib.contextmanager
+    def _model(self) -> Iterator[None]:
         # A request waits at most wait_s for the model, then gets 503 instead of hanging.
         if not self.lock.acquire(timeout=self.wait_s):
             raise TimeoutError(f"model busy for more than {self.wait_s:g} s; retry later")
+        try:
+            yield
+        finally:
+            self.lock.release()
 
     def describe(self) -> dict[str, Any]:
         """GET /model."""
@@ -86,11 +92,8 @@ class Service:
         """Mask and JSON summary (class pixel shares, overlay) for one image."""
         from segkit.viz import overlay, palette_png
 
-        self._acquire()
-        try:
+        with self._model():
             mask, _ = self.predictor.predict_array(image)
-        finally:
-            self.lock.release()
         info = self.task.info
         counts = np.bincount(mask.ravel(), minlength=info.num_classes)
         total = max(int(counts.sum()), 1)
@@ -106,11 +109,8 @@ class Service:
         """Top-k classes or multi-label scores for one image."""
         from segkit.engine.classify_eval import classify_image
 
-        self._acquire()
-        try:
+        with self._model():
             picked = classify_image(self.task, image, top_k, threshold)
-        finally:
-            self.lock.release()
         return {"task": self.kind, "labels": [{"label": n, "score": p} for n, p in picked]}
 
 def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0,
