@@ -52,6 +52,26 @@ def test_checkpoint_is_weights_only_loadable(trained_run) -> None:
     assert any(k.startswith("model.") for k in ckpt["state_dict"])
 
 
+def test_best_holds_weights_and_last_holds_everything_to_resume(trained_run) -> None:
+    best = safe_load(trained_run / "checkpoints" / "best.ckpt")
+    last = safe_load(trained_run / "checkpoints" / "last.ckpt")
+    assert "optimizer_states" not in best and "callbacks" not in best
+    assert best["segkit"]["val_scores"] and best["state_dict"].keys() == last["state_dict"].keys()
+    assert last["optimizer_states"]
+    best_state = next(v for k, v in last["callbacks"].items() if "val/mIoU" in k)
+    assert best_state["best_model_path"].endswith("best.ckpt")
+    assert float(best_state["best_model_score"]) == pytest.approx(
+        max(float(r) for r in _column(trained_run / "metrics.csv", "val_mIoU")), abs=1e-4)
+    size = (trained_run / "checkpoints" / "best.ckpt").stat().st_size
+    assert size < 0.5 * (trained_run / "checkpoints" / "last.ckpt").stat().st_size
+
+
+def _column(csv_path, name: str) -> list[str]:
+    lines = csv_path.read_text().splitlines()
+    i = lines[0].split(",").index(name)
+    return [line.split(",")[i] for line in lines[1:]]
+
+
 @pytest.mark.slow
 def test_resume_continues_from_saved_epoch(tmp_path) -> None:
     over = tiny_overrides(tmp_path / "run", **{"run.epochs": 2, "run.grid_images": 0})

@@ -160,12 +160,16 @@ def train(cfg: Config, resume: bool = False, callbacks: list[pl.Callback] | None
                           "drop --sync-bn for CPU runs")
     if cfg.run.precision == "16-mixed" and not torch.cuda.is_available():
         raise SegkitError("--precision 16-mixed needs a CUDA GPU; use bf16-mixed or 32 on CPU")
+    # best.ckpt is for evaluation and deployment: weights only, a third of a full checkpoint
+    # with Adam. last.ckpt is written after it each epoch, so it holds best's state for resume.
     checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor=task.monitor, mode="max", save_last=True,
-        save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
+        dirpath=ckpt_dir, filename="best", monitor=task.monitor, mode="max", save_top_k=1,
+        save_weights_only=True, enable_version_counter=False, auto_insert_metric_name=False,
     )
+    last_checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1,
+                                      enable_version_counter=False)
     summary = EpochSummary(run_dir / "metrics.csv", EPOCH_KEYS[cfg.task])
-    callbacks = [checkpoint, summary, *(callbacks or [])]
+    callbacks = [checkpoint, last_checkpoint, summary, *(callbacks or [])]
     if cfg.run.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 20)))
     if cfg.run.early_stop_patience:
