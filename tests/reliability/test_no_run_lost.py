@@ -154,6 +154,31 @@ def test_disk_full_while_checkpointing_is_one_clear_line(tmp_path, monkeypatch, 
     assert not list((out / "checkpoints").glob(".*.tmp"))
 
 
+def test_too_little_disk_is_refused_before_training(tmp_path, monkeypatch, capsys) -> None:
+    import shutil
+
+    import segkit.engine.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 5 * 2**20, 5 * 2**20))
+    out = tmp_path / "run"
+    code = main(["train", "--out", str(out), "--epochs", "2", *TINY])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "5 MB free" in err and "free disk space or choose --out on another disk" in err
+    assert not (out / "metrics.csv").exists() and not list((out / "checkpoints").iterdir())
+
+
+def test_checkpoint_size_estimate_matches_the_files(trained_run) -> None:
+    from segkit.engine.checkpoint import checkpoint_sizes, load_task
+
+    task = load_task(trained_run / "checkpoints" / "best.ckpt")
+    best, last = checkpoint_sizes(task, "adam")
+    assert best == pytest.approx((trained_run / "checkpoints" / "best.ckpt").stat().st_size, rel=0.05)
+    assert last == pytest.approx((trained_run / "checkpoints" / "last.ckpt").stat().st_size, rel=0.05)
+    assert checkpoint_sizes(task, "sgd", momentum=0.0) == (best, best)
+
+
 def test_unwritable_metrics_file_is_one_clear_line(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     (out / "metrics.csv.tmp").mkdir(parents=True)  # the write target cannot be a file

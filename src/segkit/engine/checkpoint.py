@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,32 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2}  # state tensors per trainable parameter
+
+
+def checkpoint_sizes(model: torch.nn.Module, optimizer: str, momentum: float = 0.9) -> tuple[int, int]:
+    """Estimated bytes of best.ckpt (weights only) and last.ckpt (weights + optimiser state)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    slots = 0 if optimizer == "sgd" and not momentum else OPTIMIZER_SLOTS.get(optimizer, 2)
+    return weights, weights + slots * trainable
+
+
+def check_disk_space(folder: Path, best_bytes: int, last_bytes: int) -> None:
+    """Refuse to start when the disk cannot hold the checkpoints and their temporary copies."""
+    # Peak: old last + new last being written, plus best; existing files are overwritten.
+    need = 2 * last_bytes + best_bytes
+    need -= sum(f.stat().st_size for f in (folder / "last.ckpt", folder / "best.ckpt") if f.is_file())
+    need = int(need * 1.1)  # logs, plots and the report
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        mb = 1024 * 1024
+        raise SegkitError(
+            f"{folder}: {free // mb} MB free on its disk, training needs about {need // mb} MB for "
+            f"checkpoints (last.ckpt {last_bytes // mb} MB, best.ckpt {best_bytes // mb} MB and a "
+            "temporary copy while writing); free disk space or choose --out on another disk")
 
 
 def remove_stale_temporaries(folder: Path) -> int:

@@ -23,7 +23,8 @@ from segkit.data.mixing import Mixing, rare_classes
 from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented, build_augmentation, build_classification_augmentation
 from segkit.engine.callbacks import EPOCH_KEYS, EpochSummary, read_history
-from segkit.engine.checkpoint import AtomicCheckpointIO, check_resumable, remove_stale_temporaries
+from segkit.engine.checkpoint import (AtomicCheckpointIO, check_disk_space, check_resumable,
+                                     checkpoint_sizes, remove_stale_temporaries)
 from segkit.engine.loaders import RunData
 from segkit.engine.task import SegmentationTask
 from segkit.errors import SegkitError
@@ -150,6 +151,9 @@ def train(cfg: Config, resume: bool = False, callbacks: list[pl.Callback] | None
     if resume:
         check_resumable(last, cfg.to_dict()["model"], train_src.info.classes)
     task, train_tf, val_tf = build_task(cfg, train_src, run_dir)
+    if rank_zero_only.rank == 0:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        check_disk_space(ckpt_dir, *checkpoint_sizes(task, cfg.optim.name, cfg.optim.momentum))
     mixed = training_source(cfg, train_src, run_dir) if cfg.task == "segment" else train_src
     data = RunData(Augmented(mixed, train_tf), Augmented(val_src, val_tf), cfg)
     steps_per_epoch = max(1, len(mixed) // cfg.data.batch_size)
