@@ -57,6 +57,7 @@ TRAIN_FLAGS = {
     "device": "run.device", "precision": "run.precision", "accumulate": "run.accumulate",
     "seed": "run.seed", "out": "run.out", "workers": "data.num_workers", "task": "task",
     "devices": "run.devices", "num_nodes": "run.num_nodes", "strategy": "run.strategy",
+    "val_window": "run.val_window",
 }
 
 
@@ -293,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--scheduler", choices=["plateau", "poly", "cosine", "step", "none"])
     t.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"))
     t.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"))
+    t.add_argument("--val-window", type=int, nargs=2, metavar=("H", "W"),
+                   help="validate big images in sliding windows of this size (less memory)")
     t.add_argument("--aug", choices=["none", "light", "strong"])
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "gpu", "mps"])
     t.add_argument("--precision", choices=["32", "16-mixed", "bf16-mixed"])

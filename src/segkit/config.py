@@ -116,6 +116,8 @@ class RunConfig(_Section):
     limit_val_batches: float | int | None = None
     progress: bool = True
     grid_images: int = Field(6, ge=0)
+    val_window: tuple[int, int] | None = Field(
+        None, description="validate with sliding windows of this size (bounded memory on big images)")
     devices: int | Literal["auto"] = Field(1, description="devices (processes) per node")
     num_nodes: int = Field(1, ge=1)
     strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = "auto"

@@ -10,7 +10,7 @@ from segkit.config import Config
 from segkit.data import build_dataset
 from segkit.data.robust import count_skipped
 from segkit.engine.evaluate import evaluate, write_prediction_grid
-from segkit.engine.inference import Predictor
+from segkit.engine.inference import InferenceOptions, Predictor
 
 
 def finish_run(result: Any, cfg: Config) -> dict[str, Any]:
@@ -26,10 +26,12 @@ def finish_run(result: Any, cfg: Config) -> dict[str, Any]:
         metrics = evaluate_classifier(result.best_checkpoint, cfg.data.val_split, progress=False)
         write_classifier_report(run_dir, cfg, metrics, result.history)
         return metrics
-    metrics = evaluate(result.best_checkpoint, cfg.data.val_split, progress=False)
+    window = tuple(cfg.run.val_window) if cfg.run.val_window else None
+    options = InferenceOptions(window=window)  # score the way validation did
+    metrics = evaluate(result.best_checkpoint, cfg.data.val_split, options, progress=False)
     n = cfg.run.grid_images
     if n:
-        predictor = Predictor.from_checkpoint(result.best_checkpoint)
+        predictor = Predictor.from_checkpoint(result.best_checkpoint, options=options)
         source = build_dataset(cfg.data, cfg.data.val_split)
         write_prediction_grid(predictor, source, list(range(min(n, len(source)))),
                               run_dir / "val_grid.png")

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from conftest import tiny_overrides
+from segkit.cli import main
 from segkit.config import build_config
 from segkit.engine.checkpoint import safe_load
 from segkit.engine.train import train
@@ -105,3 +106,29 @@ def test_binary_training_uses_one_channel(tmp_path) -> None:
     assert head[0].shape[0] == 1
     assert result.metrics["dice_kind"] == "foreground class"
     assert torch.isfinite(torch.tensor(result.metrics["dice"]))
+
+
+@pytest.mark.slow
+def test_validation_in_sliding_windows_matches_windowed_evaluation(tmp_path, monkeypatch) -> None:
+    import segkit.engine.task as task_module
+
+    calls: list[tuple[int, ...]] = []
+    real = task_module.sliding_window_logits
+
+    def spy(model, x, window, *args, **kwargs):
+        calls.append(tuple(x.shape))
+        return real(model, x, window, *args, **kwargs)
+
+    monkeypatch.setattr(task_module, "sliding_window_logits", spy)
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--epochs", "1", "--image-size", "32", "32",
+                 "--set", "data.num_train=16", "--set", "data.num_val=6", "--batch-size", "4",
+                 "--device", "cpu", "--no-progress", "--val-window", "16", "16"]) == 0
+    assert calls and all(shape[-2:] == (32, 32) for shape in calls)
+    assert sum(shape[0] for shape in calls) == 6  # every validation image, in windows
+    val_scores = safe_load(run / "checkpoints" / "best.ckpt")["segkit"]["val_scores"]
+    final = json.loads((run / "metrics.json").read_text())  # evaluate() with the same windows
+    assert val_scores["support"] == [row["pixels"] for row in final["per_class"].values()]
+    assert val_scores["mIoU"] == pytest.approx(final["mIoU"], abs=1e-9)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["run"]["val_window"] == [16, 16]

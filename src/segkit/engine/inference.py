@@ -8,6 +8,7 @@ logits so large images run in bounded memory.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,29 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return sorted(set(starts))
 
 
+def sliding_window_logits(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, window: tuple[int, int],
+    overlap: float = 0.5, window_batch: int = 8,
+) -> tuple[torch.Tensor, int]:
+    """Logits of ``model`` over overlapping windows of ``x``, averaged; and the windows run."""
+    b, _, h, w = x.shape
+    wh, ww = min(window[0], h), min(window[1], w)
+    sh, sw = max(1, int(wh * (1 - overlap))), max(1, int(ww * (1 - overlap)))
+    boxes = [(y, xx) for y in window_starts(h, wh, sh) for xx in window_starts(w, ww, sw)]
+    out: torch.Tensor | None = None
+    count = x.new_zeros(1, 1, h, w)
+    for i in range(0, len(boxes), window_batch):
+        chunk = boxes[i : i + window_batch]
+        logits = model(torch.cat([x[:, :, y : y + wh, xx : xx + ww] for y, xx in chunk]))
+        if out is None:
+            out = x.new_zeros(b, logits.shape[1], h, w)
+        for j, (y, xx) in enumerate(chunk):
+            out[:, :, y : y + wh, xx : xx + ww] += logits[j * b : (j + 1) * b]
+            count[:, :, y : y + wh, xx : xx + ww] += 1
+    assert out is not None
+    return out / count, len(boxes) * b
+
+
 class Predictor:
     """Runs a trained SegmentationTask on uint8 images of any size."""
 
@@ -78,25 +102,10 @@ class Predictor:
         return torch.softmax(logits.float(), dim=1)
 
     def _window_logits(self, x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
-        b, _, h, w = x.shape
-        wh, ww = min(window[0], h), min(window[1], w)
-        sh = max(1, int(wh * (1 - self.options.overlap)))
-        sw = max(1, int(ww * (1 - self.options.overlap)))
-        boxes = [(y, xx) for y in window_starts(h, wh, sh) for xx in window_starts(w, ww, sw)]
-        out: torch.Tensor | None = None
-        count = x.new_zeros(1, 1, h, w)
-        for i in range(0, len(boxes), self.options.window_batch):
-            chunk = boxes[i : i + self.options.window_batch]
-            crops = torch.cat([x[:, :, y : y + wh, xx : xx + ww] for y, xx in chunk])
-            logits = self.task.model(crops)
-            self.windows_run += len(chunk) * b
-            if out is None:
-                out = x.new_zeros(b, logits.shape[1], h, w)
-            for j, (y, xx) in enumerate(chunk):
-                out[:, :, y : y + wh, xx : xx + ww] += logits[j * b : (j + 1) * b]
-                count[:, :, y : y + wh, xx : xx + ww] += 1
-        assert out is not None
-        return out / count
+        logits, windows = sliding_window_logits(self.task.model, x, window, self.options.overlap,
+                                                self.options.window_batch)
+        self.windows_run += windows
+        return logits
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 
 from segkit.config import Config
+from segkit.engine.inference import sliding_window_logits
 from segkit.errors import SegkitError
 from segkit.data.base import DatasetInfo
 from segkit.losses import build_loss
@@ -172,7 +173,13 @@ class SegmentationTask(BaseTask):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        loss, logits = self._shared_step(batch)
+        window = self.config.run.val_window
+        if window is None:
+            loss, logits = self._shared_step(batch)
+        else:
+            logits, _ = sliding_window_logits(self.run_model, self.normalize(batch["image"]),
+                                              tuple(window))
+            loss = self.criterion(logits, batch["mask"].long())
         self.val_metrics.update(self.logits_to_classes(logits), batch["mask"])
         self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=batch["image"].shape[0], sync_dist=True)
