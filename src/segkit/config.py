@@ -33,6 +33,18 @@ class DataConfig(_Section):
     val_split: str = "val"
     on_bad_image: Literal["fail", "skip"] = "fail"
     download: bool = Field(False, description="download the public archive if missing (online)")
+    label_map: dict[int, int] | None = Field(
+        None, description="folder: remap mask values, e.g. {255: 1} for 0/255 binary masks")
+    reduce_zero_label: bool = Field(
+        False, description="folder: mask value 0 -> ignore, k -> k-1 (ADE20K style)")
+
+    @field_validator("label_map")
+    @classmethod
+    def _byte_labels(cls, v: dict[int, int] | None) -> dict[int, int] | None:
+        bad = [k for pair in (v or {}).items() for k in pair if not 0 <= k <= 255]
+        if bad:
+            raise ValueError(f"mask values are 0..255 (255 = ignore), got {bad[0]}")
+        return v
 
     @field_validator("image_size")
     @classmethod

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from fake_data import make_carvana, make_cityscapes, make_coco, make_folder, make_voc
-from segkit.config import DataConfig
+from segkit.config import DataConfig, build_config, parse_override
 from segkit.data import build_dataset
 from segkit.data.carvana import rle_decode, rle_encode
 from segkit.data.cityscapes import LABELS, TRAIN_CLASSES, id_to_train_id_lut
@@ -113,3 +113,43 @@ def test_folder_with_and_without_split_files(tmp_path) -> None:
     assert not {p for p, _ in train.items} & {p for p, _ in val.items}
     make_folder(tmp_path / "b", n=6, splits=True)
     assert len(build_dataset(DataConfig(name="folder", root=str(tmp_path / "b")), "val")) == 2
+
+
+def _binary_folder(root, values=(0, 255), n=4):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        mask = np.full((16, 16), values[0], np.uint8)
+        mask[4:12, 4 + i : 10 + i] = values[1]
+        Image.fromarray(np.dstack([mask] * 3)).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask, mode="L").save(root / "masks" / f"{i}.png")
+    return root
+
+
+def test_folder_of_0_255_masks_says_how_to_map_them(tmp_path) -> None:
+    root = str(_binary_folder(tmp_path / "bin"))
+    with pytest.raises(SegkitError, match=r"only 0 and 255.*data.label_map=\{255: 1\}"):
+        build_dataset(DataConfig(name="folder", root=root), "train")
+    cfg = build_config(overrides={"data.name": "folder", "data.root": root,
+                                  "data.label_map": parse_override("x={255: 1}")[1]})
+    ds = build_dataset(cfg.data, "train")
+    assert ds.info.num_classes == 2
+    masks = [ds[i]["mask"] for i in range(len(ds))]
+    assert set(np.unique(np.stack(masks)).tolist()) == {0, 1}
+    assert all(m.sum() == 48 for m in masks)  # every foreground pixel kept, none ignored
+
+
+def test_reduce_zero_label_shifts_classes_and_ignores_zero(tmp_path) -> None:
+    root = str(_binary_folder(tmp_path / "ade", values=(0, 3)))
+    ds = build_dataset(DataConfig(name="folder", root=root, reduce_zero_label=True), "train")
+    assert ds.info.num_classes == 3  # raw values 1..3 -> classes 0..2
+    mask = ds[0]["mask"]
+    assert set(np.unique(mask).tolist()) == {2, 255}
+    both = build_dataset(DataConfig(name="folder", root=root, reduce_zero_label=True,
+                                    label_map={3: 0}), "train")[0]["mask"]
+    assert set(np.unique(both).tolist()) == {0, 255}  # label_map names raw values
+
+
+def test_label_map_outside_mask_range_is_a_config_error() -> None:
+    with pytest.raises(SegkitError, match="0..255"):
+        build_config(overrides={"data.label_map": {300: 1}})

@@ -38,10 +38,11 @@ def _shapes_binary(cfg: DataConfig, split: str) -> SegmentationSource:
 
 @DATASETS.register("folder", "images/ + masks/ with matching stems, optional splits/*.txt")
 def _folder(cfg: DataConfig, split: str) -> SegmentationSource:
-    from segkit.data.folders import FolderDataset
+    from segkit.data.folders import FolderDataset, mask_lut
 
     return FolderDataset(_need_root(cfg), split, val_fraction=cfg.val_fraction,
-                         strict=cfg.on_bad_image == "fail")
+                         strict=cfg.on_bad_image == "fail",
+                         lut=mask_lut(cfg.label_map, cfg.reduce_zero_label))
 
 
 @DATASETS.register("voc", "Pascal VOC 2012: JPEGImages + palette PNGs, 21 classes, 255 = void")

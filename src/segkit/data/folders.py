@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from segkit.data.base import DatasetInfo, SegmentationSource
 from segkit.data.io import list_images, read_image, read_mask
 from segkit.errors import SegkitError
@@ -29,6 +31,19 @@ def read_split_file(path: Path) -> list[str]:
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
 
 
+def mask_lut(label_map: dict[int, int] | None, reduce_zero_label: bool = False) -> np.ndarray | None:
+    """A 256-entry lookup table remapping raw mask values, or None for no remapping."""
+    if not label_map and not reduce_zero_label:
+        return None
+    lut = np.arange(256, dtype=np.uint8)
+    if reduce_zero_label:
+        lut = np.roll(lut, 1)  # 0 -> 255, k -> k-1
+        lut[255] = 255
+    for raw, new in (label_map or {}).items():
+        lut[raw] = new
+    return lut
+
+
 class FolderDataset(SegmentationSource):
     """``root/images/*.{jpg,png,...}`` paired with ``root/masks/<stem>.png`` (class indices).
 
@@ -37,9 +52,10 @@ class FolderDataset(SegmentationSource):
 
     def __init__(
         self, root: str | Path, split: str = "train", classes: list[str] | None = None,
-        val_fraction: float = 0.2, strict: bool = True,
+        val_fraction: float = 0.2, strict: bool = True, lut: np.ndarray | None = None,
     ) -> None:
         self.root = Path(root)
+        self.lut = lut
         img_dir, mask_dir = self.root / "images", self.root / "masks"
         for d in (img_dir, mask_dir):
             if not d.is_dir():
@@ -73,12 +89,21 @@ class FolderDataset(SegmentationSource):
         if classes is None and classes_file.is_file():
             classes = read_split_file(classes_file)
         if classes is None:
-            top = 0
+            seen = np.zeros(256, dtype=bool)
             for _, m in self.items[:50]:
-                values = read_mask(m)
-                top = max(top, int(values[values != 255].max(initial=0)))
+                seen[self._read_mask(m)] = True
+            if lut is None and np.flatnonzero(seen).tolist() == [0, 255]:
+                raise SegkitError(
+                    f"{self.items[0][1]}: masks hold only 0 and 255, and 255 means 'ignore', so "
+                    "nothing would be learned; for binary 0/255 masks add "
+                    "--set 'data.label_map={255: 1}'")
+            top = int(np.flatnonzero(seen[:255]).max(initial=0))
             classes = [f"class{i}" for i in range(max(top + 1, 2))]
         self.info = DatasetInfo(classes=list(classes), binary=False)
+
+    def _read_mask(self, path: Path) -> np.ndarray:
+        mask = read_mask(path)
+        return mask if self.lut is None else self.lut[mask]
 
     def _by_stem(self, paths: list[Path]) -> dict[str, Path]:
         out: dict[str, Path] = {}
@@ -96,6 +121,6 @@ class FolderDataset(SegmentationSource):
         from segkit.data.voc import check_pair
 
         img_path, mask_path = self.items[index]
-        image, mask = read_image(img_path), read_mask(mask_path)
+        image, mask = read_image(img_path), self._read_mask(mask_path)
         check_pair(image, mask, mask_path, self.info.num_classes)
         return {"image": image, "mask": mask, "name": img_path.stem}
