@@ -26,8 +26,7 @@ def finish_run(result: Any, cfg: Config) -> dict[str, Any]:
         metrics = evaluate_classifier(result.best_checkpoint, cfg.data.val_split, progress=False)
         write_classifier_report(run_dir, cfg, metrics, result.history)
         return metrics
-    window = tuple(cfg.run.val_window) if cfg.run.val_window else None
-    options = InferenceOptions(window=window)  # score the way validation did
+    options = InferenceOptions(window=cfg.run.val_window)  # score the way validation did
     metrics = evaluate(result.best_checkpoint, cfg.data.val_split, options, progress=False)
     n = cfg.run.grid_images
     if n:

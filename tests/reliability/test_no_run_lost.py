@@ -193,8 +193,8 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monke
 
     real = SegmentationTask._shared_step
 
-    def diverging(self, batch):
-        loss, logits = real(self, batch)
+    def diverging(self, batch, *args):
+        loss, logits = real(self, batch, *args)
         if self.training and self.current_epoch == 1:
             loss = loss * float("nan")
         return loss, logits

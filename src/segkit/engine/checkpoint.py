@@ -34,14 +34,12 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             tmp.unlink()
 
 
-OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2}  # state tensors per trainable parameter
-
-
 def checkpoint_sizes(model: torch.nn.Module, optimizer: str, momentum: float = 0.9) -> tuple[int, int]:
     """Estimated bytes of best.ckpt (weights only) and last.ckpt (weights + optimiser state)."""
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    slots = 0 if optimizer == "sgd" and not momentum else OPTIMIZER_SLOTS.get(optimizer, 2)
+    # state tensors per trainable parameter: Adam/AdamW two moments, SGD one momentum buffer
+    slots = (1 if momentum else 0) if optimizer == "sgd" else 2
     return weights, weights + slots * trainable
 
 

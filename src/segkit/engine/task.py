@@ -149,10 +149,13 @@ class SegmentationTask(BaseTask):
         self.criterion = build_loss(self.config.loss, self.binary, weights)
         self.val_metrics = SegmentationMetrics(self.info.num_classes, self.info.ignore_index)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits [B,C,H,W] (C=1 for binary) for uint8 or already-normalised float input."""
+    def forward(self, images: torch.Tensor, window: tuple[int, int] | None = None) -> torch.Tensor:
+        """Logits [B,C,H,W] (C=1 for binary) for uint8 or already-normalised float input;
+        with ``window``, blended over overlapping windows of that size."""
         x = self.normalize(images) if images.dtype == torch.uint8 else images
-        return self.run_model(x)
+        if window is None:
+            return self.run_model(x)
+        return sliding_window_logits(self.run_model, x, window)[0]
 
     def logits_to_classes(self, logits: torch.Tensor) -> torch.Tensor:
         """Class-index map from logits."""
@@ -160,8 +163,9 @@ class SegmentationTask(BaseTask):
             return (logits[:, 0] > 0).long()
         return logits.argmax(1)
 
-    def _shared_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch["image"])
+    def _shared_step(self, batch: dict[str, Any], window: tuple[int, int] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["image"], window)
         loss = self.criterion(logits, batch["mask"].long())
         return loss, logits
 
@@ -173,13 +177,7 @@ class SegmentationTask(BaseTask):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        window = self.config.run.val_window
-        if window is None:
-            loss, logits = self._shared_step(batch)
-        else:
-            logits, _ = sliding_window_logits(self.run_model, self.normalize(batch["image"]),
-                                              tuple(window))
-            loss = self.criterion(logits, batch["mask"].long())
+        loss, logits = self._shared_step(batch, self.config.run.val_window)
         self.val_metrics.update(self.logits_to_classes(logits), batch["mask"])
         self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=batch["image"].shape[0], sync_dist=True)
