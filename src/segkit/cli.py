@@ -144,7 +144,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         onnx_predictor = OnnxPredictor(args.onnx, args.threshold)
         if onnx_predictor.task != "segment":
-            raise SegkitError("--onnx prediction is for segmentation exports")
+            from segkit.engine.classify_eval import predict_labels
+
+            predict_labels(None, args.inputs, args.out, args.top_k, args.threshold,
+                           scorer=onnx_predictor.label_scores)
+            print(f"wrote {Path(args.out) / 'predictions.csv'} (ONNX runtime)")
+            return 0
         written = predict(None, args.inputs, args.out, predictor=onnx_predictor)  # type: ignore[arg-type]
         print(f"wrote {len(written)} masks and overlays to {args.out} (ONNX runtime)")
         return 0
@@ -235,12 +240,19 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     """segkit data check."""
     from segkit.data.check import check_dataset
 
-    report = check_dataset(_data_config(args), tuple(args.splits), args.out)
+    splits = tuple(args.splits) if args.splits else None
+    report = check_dataset(_data_config(args), splits, args.out)
     print(f"\n{report.dataset}: " + ", ".join(f"{k} {v} samples" for k, v in report.samples.items()))
     if report.classes:
+        print(report.describe_sizes())
         print(report.frequency_table())
+    if "labels_per_image" in report.extra:
+        spread = ", ".join(f"{k}: {v}" for k, v in report.extra["labels_per_image"].items())
+        print(f"labels per image: mean {report.extra['mean_labels_per_image']:.2f} ({spread})")
     if args.out:
         print(f"wrote {Path(args.out) / 'class_frequency.png'} and data_check.json")
+    for w in report.warnings:
+        print(f"warning: {w}")
     if report.problems:
         print(f"\n{len(report.problems)} problem(s):")
         for p in report.problems:
@@ -266,7 +278,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     from segkit.data.prepare import prepare_dataset
 
     written = prepare_dataset(_data_config(args), args.out, tuple(args.size) if args.size else None,
-                              tuple(args.splits), args.workers)
+                              tuple(args.splits or ("train", "val")), args.workers)
     print(f"wrote {written} to {args.out}; train on it with --data folder --data-root {args.out}")
     return 0
 
@@ -359,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
         dp = dsub.add_parser(name, help=helptext)
         dp.add_argument("--data", required=True)
         dp.add_argument("--data-root")
-        dp.add_argument("--splits", nargs="+", default=["train", "val"])
+        dp.add_argument("--splits", nargs="+",
+                        help="default: the config's train and val splits")
         dp.add_argument("--set", action="append", metavar="KEY=VALUE")
         dp.add_argument("--out", required=name == "prepare", help="output folder")
         if name == "prepare":
@@ -367,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
             dp.add_argument("--workers", type=int, default=4)
         dp.set_defaults(func=func)
     ds = dsub.add_parser("sample", help="write small learnable data in a real dataset's layout")
-    ds.add_argument("format", help="voc, cityscapes, carvana, idx or folder")
+    ds.add_argument("format", help="voc, cityscapes, carvana, coco, idx, folder, imagefolder or csv-multilabel")
     ds.add_argument("--out", required=True, help="dataset root to create")
     ds.add_argument("--train", type=int, default=64, help="training samples")
     ds.add_argument("--val", type=int, default=16, help="validation samples")

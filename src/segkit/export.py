@@ -169,6 +169,30 @@ class OnnxPredictor:
         out = self.session.run(None, {"image": x})[0][0]
         return out[:, :h, :w] if self.task == "segment" else out
 
+    def label_scores(self, image: np.ndarray, top_k: int = 5,
+                     threshold: float = 0.5) -> list[tuple[str, float]]:
+        """Classifiers: (label, score) pairs as ``classify_image`` gives them from PyTorch."""
+        from segkit.config import AugConfig
+        from segkit.data.transforms import build_classification_augmentation
+
+        size = tuple(json.loads(self.metadata["image_size"]))
+        multilabel = self.task == "multilabel"
+        tf = build_classification_augmentation(AugConfig(), size, False, multilabel)
+        if self.channels == 1 and image.shape[-1] != 1:
+            image = image.mean(-1, keepdims=True).astype(np.uint8)
+        x = tf(image=image)["image"]
+        x = (x if x.ndim == 3 else x[..., None]).transpose(2, 0, 1)[None].astype(np.float32)
+        logits = self.session.run(None, {"image": x})[0][0].astype(np.float64)
+        names = self.info.classes
+        if multilabel:
+            probs = 1 / (1 + np.exp(-logits))
+            order = np.argsort(-probs, kind="stable")
+            return [(names[i], float(probs[i])) for i in order if probs[i] > threshold][: max(top_k, 1)]
+        e = np.exp(logits - logits.max())
+        probs = e / e.sum()
+        order = np.argsort(-probs, kind="stable")[: min(top_k, len(probs))]
+        return [(names[i], float(probs[i])) for i in order]
+
     def predict_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Like Predictor.predict_array: (HxW uint8 classes, CxHxW probabilities)."""
         logits = self.logits(image)

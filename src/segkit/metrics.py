@@ -149,3 +149,93 @@ class MultiLabelMetrics(Metric):
 
         return multilabel_scores(dim_zero_cat(self.scores).cpu(), dim_zero_cat(self.targets).cpu(),
                                  self.threshold)
+
+
+def per_image_miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
+                   ignore_index: int) -> torch.Tensor:
+    """mIoU of each image of a batch (macro over classes present), from one bincount."""
+    b = pred.shape[0]
+    t = target.reshape(b, -1).long()
+    p = pred.reshape(b, -1).long().clamp(0, num_classes - 1)
+    keep = (t != ignore_index) & (t < num_classes)
+    offset = torch.arange(b, device=t.device)[:, None] * num_classes**2
+    idx = (offset + t * num_classes + p)[keep]
+    cm = torch.bincount(idx, minlength=b * num_classes**2).reshape(b, num_classes, num_classes)
+    tp = cm.diagonal(dim1=1, dim2=2).double()
+    union = cm.sum(1) + cm.sum(2) - tp
+    iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+    return iou.nanmean(1)
+
+
+class ThresholdSweep:
+    """Foreground Dice and IoU of a binary model at thresholds 0.1 ... 0.9."""
+
+    def __init__(self, thresholds: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(1, 10))):
+        self.thresholds = thresholds
+        self.tp = torch.zeros(len(thresholds), dtype=torch.long)
+        self.fp = torch.zeros_like(self.tp)
+        self.fn = torch.zeros_like(self.tp)
+
+    def update(self, fg_prob: torch.Tensor, target: torch.Tensor, ignore_index: int) -> None:
+        """Add a batch of foreground probabilities [B,H,W] and targets."""
+        valid = target != ignore_index
+        gt = (target == 1) & valid
+        for j, t in enumerate(self.thresholds):
+            p = (fg_prob > t) & valid
+            self.tp[j] += int((p & gt).sum())
+            self.fp[j] += int((p & ~gt).sum())
+            self.fn[j] += int((~p & gt).sum())
+
+    def compute(self) -> list[dict[str, float]]:
+        """One row per threshold: threshold, dice, iou."""
+        rows = []
+        for j, t in enumerate(self.thresholds):
+            tp, fp, fn = int(self.tp[j]), int(self.fp[j]), int(self.fn[j])
+            dice = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+            iou = tp / (tp + fp + fn) if tp + fp + fn else float("nan")
+            rows.append({"threshold": t, "dice": float(dice), "iou": float(iou)})
+        return rows
+
+
+def accuracy_scores(scores: torch.Tensor, targets: torch.Tensor, num_classes: int,
+                    top_k: int = 5) -> dict[str, Any]:
+    """Accuracy (micro), top-k accuracy, per-class accuracy and its macro mean (over classes
+    with support), support and the confusion matrix, from scores [N,C] and labels [N]."""
+    cm = confusion_matrix(scores.argmax(1), targets, num_classes, ignore_index=-1)
+    k = min(top_k, scores.shape[1])
+    hits = int((scores.topk(k, 1).indices == targets[:, None]).any(1).sum())
+    return scores_from_counts(cm, hits, int(targets.numel()), k)
+
+
+def scores_from_counts(cm: torch.Tensor, topk_hits: int, seen: int, k: int) -> dict[str, Any]:
+    """Classification scores from a confusion matrix and top-k hit counts."""
+    s = scores_from_confusion(cm)
+    return {"accuracy": s["pixel_accuracy"], "mean_class_accuracy": s["mean_accuracy"],
+            "top5_accuracy": topk_hits / max(seen, 1), "top_k": k,
+            "per_class_accuracy": s["per_class_accuracy"], "support": s["support"],
+            "confusion_matrix": cm.tolist()}
+
+
+class ClassificationMetrics(Metric):
+    """Confusion matrix and top-5 hits of single-label predictions, summed across processes."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, top_k: int = 5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_classes, self.top_k = num_classes, min(top_k, num_classes)
+        self.add_state("confmat", default=torch.zeros(num_classes, num_classes, dtype=torch.long),
+                       dist_reduce_fx="sum")
+        self.add_state("topk_hits", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("seen", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add a batch of scores (logits or probabilities) [B,C] and labels [B]."""
+        targets = targets.long()
+        self.confmat += confusion_matrix(scores.argmax(1), targets, self.num_classes, -1)
+        self.topk_hits += (scores.topk(self.top_k, 1).indices == targets[:, None]).any(1).sum()
+        self.seen += targets.numel()
+
+    def compute(self) -> dict[str, Any]:
+        """accuracy, mean_class_accuracy, top5_accuracy and per-class figures."""
+        return scores_from_counts(self.confmat, int(self.topk_hits), int(self.seen), self.top_k)

@@ -163,3 +163,31 @@ def plot_class_bars(values: Sequence[float], classes: Sequence[str], path: str |
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def png_base64(array_or_image: np.ndarray | Image.Image) -> str:
+    """A PNG of the array or image, base64-encoded (for JSON answers)."""
+    import base64
+    import io
+
+    img = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plot_threshold_sweep(rows: list[dict[str, float]], path: str | Path) -> Path:
+    """Dice and IoU of a binary model against its foreground threshold."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key in ("dice", "iou"):
+        ax.plot([r["threshold"] for r in rows], [r[key] for r in rows], marker="o", label=key)
+    ax.set_xlabel("foreground threshold")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkit.engine.checkpoint import safe_load
+from segkit.checkpoint_io import safe_load
 
 TINY = ["--set", "data.num_train=48", "--set", "data.num_val=30", "--set", "data.image_size=[32,32]",
         "--batch-size", "8", "--epochs", "2", "--no-progress", "--device", "cpu",

@@ -23,7 +23,7 @@ def test_evaluate_writes_reports(trained_run, tmp_path) -> None:
 
 
 def test_evaluate_matches_training_validation(trained_run) -> None:
-    from segkit.engine.checkpoint import safe_load
+    from segkit.checkpoint_io import safe_load
 
     ckpt = safe_load(trained_run / "checkpoints" / "best.ckpt")
     m = evaluate(trained_run / "checkpoints" / "best.ckpt", "val", progress=False)

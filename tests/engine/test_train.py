@@ -11,7 +11,7 @@ import yaml
 from conftest import tiny_overrides
 from segkit.cli import main
 from segkit.config import build_config
-from segkit.engine.checkpoint import safe_load
+from segkit.checkpoint_io import safe_load
 from segkit.engine.train import train
 from segkit.errors import SegkitError
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from segkit.cli import main
-from segkit.engine.checkpoint import atomic_torch_save, safe_load
+from segkit.checkpoint_io import atomic_torch_save, safe_load
 
 DRIVER = textwrap.dedent('''
     import os, signal, sys
@@ -112,7 +112,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path) -> None:
     script = tmp_path / "crash.py"
     script.write_text(textwrap.dedent(f'''
         import os, signal, torch
-        from segkit.engine.checkpoint import atomic_torch_save
+        from segkit.checkpoint_io import atomic_torch_save
         def half(obj, f, *a, **k):
             f.write(b"PK\\x03\\x04 partial")
             f.flush()
@@ -131,7 +131,7 @@ TINY = ["--image-size", "32", "32", "--set", "data.num_train=8", "--set", "data.
 
 
 def test_disk_full_while_checkpointing_is_one_clear_line(tmp_path, monkeypatch, capsys) -> None:
-    import segkit.engine.checkpoint as checkpoint
+    import segkit.checkpoint_io as checkpoint
 
     real_save, calls = torch.save, [0]
 
@@ -157,7 +157,7 @@ def test_disk_full_while_checkpointing_is_one_clear_line(tmp_path, monkeypatch, 
 def test_too_little_disk_is_refused_before_training(tmp_path, monkeypatch, capsys) -> None:
     import shutil
 
-    import segkit.engine.checkpoint as checkpoint
+    import segkit.checkpoint_io as checkpoint
 
     monkeypatch.setattr(checkpoint.shutil, "disk_usage",
                         lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 5 * 2**20, 5 * 2**20))
@@ -170,7 +170,8 @@ def test_too_little_disk_is_refused_before_training(tmp_path, monkeypatch, capsy
 
 
 def test_checkpoint_size_estimate_matches_the_files(trained_run) -> None:
-    from segkit.engine.checkpoint import checkpoint_sizes, load_task
+    from segkit.checkpoint_io import checkpoint_sizes
+    from segkit.engine.checkpoint import load_task
 
     task = load_task(trained_run / "checkpoints" / "best.ckpt")
     best, last = checkpoint_sizes(task, "adam")

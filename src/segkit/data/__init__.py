@@ -20,7 +20,8 @@ def _need_root(cfg: DataConfig) -> str:
     return cfg.root
 
 
-@DATASETS.register("shapes", "generated textured shapes, 6 classes (no files needed)")
+@DATASETS.register("shapes", "generated textured shapes, 6 classes (no files needed)",
+                   family="shapes")
 def _shapes(cfg: DataConfig, split: str) -> SegmentationSource:
     from segkit.data.synthetic import ShapesDataset
 
@@ -28,7 +29,8 @@ def _shapes(cfg: DataConfig, split: str) -> SegmentationSource:
     return ShapesDataset(split, n, cfg.image_size, cfg.seed, binary=False)
 
 
-@DATASETS.register("shapes-binary", "generated shapes vs background, binary (no files needed)")
+@DATASETS.register("shapes-binary", "generated shapes vs background, binary (no files needed)",
+                   family="shapes")
 def _shapes_binary(cfg: DataConfig, split: str) -> SegmentationSource:
     from segkit.data.synthetic import ShapesDataset
 
@@ -36,7 +38,8 @@ def _shapes_binary(cfg: DataConfig, split: str) -> SegmentationSource:
     return ShapesDataset(split, n, cfg.image_size, cfg.seed, binary=True)
 
 
-@DATASETS.register("folder", "images/ + masks/ with matching stems, optional splits/*.txt")
+@DATASETS.register("folder", "images/ + masks/ with matching stems, optional splits/*.txt",
+                   family="folder")
 def _folder(cfg: DataConfig, split: str) -> SegmentationSource:
     from segkit.data.folders import FolderDataset, mask_lut
 
@@ -67,14 +70,16 @@ def _carvana(cfg: DataConfig, split: str) -> SegmentationSource:
     return CarvanaSegmentation(_need_root(cfg), split, cfg.val_fraction)
 
 
-@DATASETS.register("coco", "COCO instances JSON -> semantic masks (categories in sorted order)")
+@DATASETS.register("coco", "COCO instances JSON -> semantic masks (categories in sorted order)",
+                   family="coco")
 def _coco(cfg: DataConfig, split: str) -> SegmentationSource:
     from segkit.data.coco import COCOSegmentation
 
     return COCOSegmentation(_need_root(cfg), split)
 
 
-@DATASETS.register("shapes-cls", "generated: one shape per image, 5 classes", task="classify")
+@DATASETS.register("shapes-cls", "generated: one shape per image, 5 classes", task="classify",
+                   family="shapes")
 def _shapes_cls(cfg: DataConfig, split: str) -> Any:
     from segkit.data.classification import ShapesClassification
 
@@ -83,7 +88,7 @@ def _shapes_cls(cfg: DataConfig, split: str) -> Any:
 
 
 @DATASETS.register("shapes-multilabel", "generated: several shapes per image, 5 labels",
-                   task="multilabel")
+                   task="multilabel", family="shapes")
 def _shapes_ml(cfg: DataConfig, split: str) -> Any:
     from segkit.data.classification import ShapesMultiLabel
 
@@ -99,7 +104,8 @@ def _idx(cfg: DataConfig, split: str) -> Any:
     return IDXClassification(_need_root(cfg), split, download=cfg.download)
 
 
-@DATASETS.register("imagefolder", "ImageFolder: root/[split/]CLASS/*.jpg", task="classify")
+@DATASETS.register("imagefolder", "ImageFolder: root/[split/]CLASS/*.jpg", task="classify",
+                   family="folder")
 def _imagefolder(cfg: DataConfig, split: str) -> Any:
     from segkit.data.classification import ImageFolderClassification
 
@@ -107,7 +113,7 @@ def _imagefolder(cfg: DataConfig, split: str) -> Any:
 
 
 @DATASETS.register("csv-multilabel", "images/ + {split}.csv or labels.csv rows 'image,a|b'",
-                   aliases=("folder-multilabel",), task="multilabel")
+                   aliases=("folder-multilabel",), task="multilabel", family="folder")
 def _csv_ml(cfg: DataConfig, split: str) -> Any:
     from segkit.data.classification import CSVMultiLabel
 
@@ -115,7 +121,7 @@ def _csv_ml(cfg: DataConfig, split: str) -> Any:
 
 
 @DATASETS.register("coco-multilabel", "COCO instances JSON -> multi-label targets (cached)",
-                   task="multilabel")
+                   task="multilabel", family="coco", cache=True)
 def _coco_ml(cfg: DataConfig, split: str) -> Any:
     from segkit.data.coco import COCOMultiLabel
 
@@ -127,9 +133,27 @@ def dataset_task(name: str) -> str:
     return DATASETS.get(name).tags.get("task", "segment")
 
 
+def check_task_fits(name: str, task: str) -> None:
+    """SegkitError naming the dataset that fits ``task`` when dataset ``name`` is for another."""
+    entry = DATASETS.get(name)
+    kind = entry.tags.get("task", "segment")
+    if kind == task:
+        return
+    family = entry.tags.get("family")
+    siblings = [e.name for e in DATASETS if family and e.tags.get("family") == family
+                and e.tags.get("task", "segment") == task]
+    others = [e.name for e in DATASETS if e.tags.get("task", "segment") == task]
+    fix = (f"did you mean --data {siblings[0]}? (the same data, read for --task {task}); or add "
+           f"--task {kind}" if siblings else
+           f"add --task {kind}, or choose a {task} dataset ({', '.join(others)})")
+    raise SegkitError(f"dataset '{entry.name}' is for --task {kind}, but the run's task is "
+                      f"'{task}'; {fix}")
+
+
 def build_dataset(cfg: DataConfig, split: str) -> Any:
     """The source dataset named in ``cfg`` for ``split``."""
     return DATASETS.get(cfg.name).builder(cfg, split)
 
 
-__all__ = ["DATASETS", "DatasetInfo", "SegmentationSource", "build_dataset", "dataset_task"]
+__all__ = ["DATASETS", "DatasetInfo", "SegmentationSource", "build_dataset", "check_task_fits",
+           "dataset_task"]

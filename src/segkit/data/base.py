@@ -36,6 +36,8 @@ class DatasetInfo:
     ignore_index: int = IGNORE_INDEX
 
     def __post_init__(self) -> None:
+        self.classes = [str(c) for c in self.classes]
+        self.binary, self.ignore_index = bool(self.binary), int(self.ignore_index)
         if not self.palette:
             self.palette = voc_colormap(len(self.classes))
         self.palette = [tuple(int(v) for v in c) for c in self.palette]  # type: ignore[misc]

@@ -160,10 +160,15 @@ class ImageFolderClassification(ClassificationSource):
         base = root / split if (root / split).is_dir() else root
         if not base.is_dir():
             raise SegkitError(f"dataset not found: {base}")
-        classes = sorted(d.name for d in base.iterdir() if d.is_dir() and d.name not in ("train", "val"))
+        split_dirs = [root / s for s in ("train", "val", "test") if (root / s).is_dir()]
+        # one class list for every split: a class missing from val keeps its index
+        classes = sorted({d.name for folder in (split_dirs if base != root else [root])
+                          for d in folder.iterdir()
+                          if d.is_dir() and d.name not in ("train", "val", "test")})
         if not classes:
             raise SegkitError(f"{base}: no class sub-folders (expected {base}/CLASS/*.jpg)")
-        items = [(p, i) for i, c in enumerate(classes) for p in list_images(base / c)]
+        items = [(p, i) for i, c in enumerate(classes) if (base / c).is_dir()
+                 for p in list_images(base / c)]
         if base == root:
             keep = set(deterministic_split([str(p) for p, _ in items], split, val_fraction))
             items = [(p, i) for p, i in items if str(p) in keep]
@@ -180,14 +185,23 @@ class ImageFolderClassification(ClassificationSource):
         return {"image": read_image(path), "label": label, "name": path.stem}
 
 
+def _label_rows(path: Path) -> list[list[str]]:
+    """Rows ``image,label1|label2`` of a label CSV, without its header."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r]
+    if rows and rows[0][0].lower() in ("image", "file", "filename"):
+        rows = rows[1:]
+    return rows
+
+
 class CSVMultiLabel(ClassificationSource):
     """``root/{split}.csv`` (or ``labels.csv``) rows ``image,label1|label2`` + ``root/images/``."""
 
     task = "multilabel"
 
     def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2) -> None:
-        import csv
-
         from segkit.data.folders import deterministic_split
 
         root = Path(root)
@@ -197,11 +211,12 @@ class CSVMultiLabel(ClassificationSource):
             csv_path = root / "labels.csv"
         if not csv_path.is_file():
             raise SegkitError(f"label file not found: {root / (split + '.csv')} or {root / 'labels.csv'}")
-        with open(csv_path, newline="") as f:
-            rows = [r for r in csv.reader(f) if r]
-        if rows and rows[0][0].lower() in ("image", "file", "filename"):
-            rows = rows[1:]
-        names = sorted({lab for r in rows for lab in (r[1].split("|") if len(r) > 1 else []) if lab})
+        rows = _label_rows(csv_path)
+        # one class list for every split: the labels of all the root's label files
+        label_files = [p for p in (root / f"{s}.csv" for s in ("train", "val", "test")) if p.is_file()]
+        every_row = [r for p in label_files or [csv_path] for r in _label_rows(p)]
+        names = sorted({lab for r in every_row for lab in (r[1].split("|") if len(r) > 1 else [])
+                        if lab})
         if not split_rows:
             keep = set(deterministic_split([r[0] for r in rows], split, val_fraction))
             rows = [r for r in rows if r[0] in keep]

@@ -107,8 +107,10 @@ class COCOMultiLabel:
         cache = ann.with_name(f".segkit_multilabel_{ann.stem}_{stat.st_size}_{int(stat.st_mtime)}.npz")
         if cache.is_file():
             data = np.load(cache, allow_pickle=False)
-            self.files, self.targets = list(data["files"]), data["targets"]
-            names = list(data["classes"])
+            # np.load gives numpy.str_: keep plain str, they end up in checkpoints and JSON
+            self.files = [str(f) for f in data["files"]]
+            self.targets = data["targets"]
+            names = [str(c) for c in data["classes"]]
             self.cache_hit = True
         else:
             coco = load_coco(ann)

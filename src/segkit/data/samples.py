@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import gzip
+import json
 import struct
 from pathlib import Path
 from typing import Callable
@@ -137,7 +138,84 @@ def write_folder(root: Path, n_train: int, n_val: int, size: tuple[int, int], se
     return root
 
 
+# shapes class -> COCO category (id, name): ids are not contiguous, as in COCO
+COCO_CATEGORIES = [(1, "person"), (3, "car"), (18, "dog"), (44, "bottle"), (62, "chair")]
+
+
+def write_coco(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
+               year: str = "2014") -> Path:
+    """COCO 2014 layout: {train,val}2014/COCO_{split}2014_%012d.jpg and
+    annotations/instances_{split}2014.json, one RLE instance per shape (read as semantic masks
+    by ``coco`` and as label vectors by ``coco-multilabel``)."""
+    from pycocotools import mask as mask_utils
+
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    categories = [{"id": cid, "name": name, "supercategory": "shape"} for cid, name in COCO_CATEGORIES]
+    index, ann_id = 0, 1
+    for split, n in (("train", n_train), ("val", n_val)):
+        folder = root / f"{split}{year}"
+        folder.mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for k in range(n):
+            image, shapes = _pair(seed, index, size)
+            index += 1
+            img_id = 100 + index
+            name = f"COCO_{split}{year}_{img_id:012d}.jpg"
+            Image.fromarray(image).save(folder / name, quality=92)
+            images.append({"id": img_id, "file_name": name, "height": size[0], "width": size[1]})
+            for kind in np.unique(shapes[shapes > 0]):
+                binary = np.asfortranarray((shapes == kind).astype(np.uint8))
+                rle = mask_utils.encode(binary)
+                x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+                annotations.append({
+                    "id": ann_id, "image_id": img_id, "category_id": COCO_CATEGORIES[kind - 1][0],
+                    "iscrowd": 0, "area": float(mask_utils.area(rle)), "bbox": [x, y, w, h],
+                    "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode()},
+                })
+                ann_id += 1
+        (root / "annotations" / f"instances_{split}{year}.json").write_text(json.dumps(
+            {"images": images, "annotations": annotations, "categories": categories}))
+    return root
+
+
+def write_imagefolder(root: Path, n_train: int, n_val: int, size: tuple[int, int],
+                      seed: int) -> Path:
+    """ImageFolder layout: {train,val}/CLASS/NAME.jpg, one generated shape per image."""
+    from segkit.data.classification import ShapesClassification
+
+    for split, n in (("train", n_train), ("val", n_val)):
+        source = ShapesClassification(split, n, size, seed=seed)
+        for i in range(n):
+            sample = source[i]
+            folder = root / split / source.info.classes[sample["label"]]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(sample["image"]).save(folder / f"{sample['name']}.jpg", quality=92)
+    return root
+
+
+def write_csv_multilabel(root: Path, n_train: int, n_val: int, size: tuple[int, int],
+                         seed: int) -> Path:
+    """images/*.jpg + train.csv / val.csv rows ``image,label1|label2`` (several shapes each)."""
+    from segkit.data.classification import ShapesMultiLabel
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("val", n_val)):
+        source = ShapesMultiLabel(split, n, size, seed=seed)
+        rows = ["image,labels"]
+        for i in range(n):
+            sample = source[i]
+            Image.fromarray(sample["image"]).save(root / "images" / f"{sample['name']}.jpg",
+                                                  quality=92)
+            names = [c for c, on in zip(source.info.classes, sample["labels"]) if on]
+            rows.append(f"{sample['name']}.jpg,{'|'.join(names)}")
+        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
 WRITERS: dict[str, tuple[Callable[..., Path], tuple[int, int]]] = {
+    "coco": (write_coco, (96, 128)),
+    "imagefolder": (write_imagefolder, (64, 64)),
+    "csv-multilabel": (write_csv_multilabel, (96, 96)),
     "voc": (write_voc, (96, 128)),
     "cityscapes": (write_cityscapes, (64, 128)),
     "carvana": (write_carvana, (64, 96)),
@@ -146,9 +224,15 @@ WRITERS: dict[str, tuple[Callable[..., Path], tuple[int, int]]] = {
 }
 
 
+# dataset names that read another writer's layout
+WRITER_ALIASES = {"coco-multilabel": "coco", "minicity": "cityscapes", "mnist": "idx",
+                  "fashion-mnist": "idx", "folder-multilabel": "csv-multilabel"}
+
+
 def write_sample(fmt: str, root: str | Path, n_train: int = 64, n_val: int = 16,
                  size: tuple[int, int] | None = None, seed: int = 0) -> Path:
     """Write ``n_train``/``n_val`` learnable samples of ``fmt`` under ``root``; returns root."""
+    fmt = WRITER_ALIASES.get(fmt, fmt)
     if fmt not in WRITERS:
         close = difflib.get_close_matches(fmt, list(WRITERS), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""

@@ -1,101 +1,14 @@
-"""Checkpoints: atomic writes, safe (weights-only) loading, run-directory lookup."""
+"""Segkit checkpoints as tasks: rebuild a trained task, check a resume, read the task name."""
 
 from __future__ import annotations
 
-import os
-import pickle
-import shutil
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from segkit.errors import SegkitError, describe_os_error
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        kept = " (the previous checkpoint is kept)" if path.exists() else ""
-        raise describe_os_error(err, f"writing checkpoint {path}{kept}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def checkpoint_sizes(model: torch.nn.Module, optimizer: str, momentum: float = 0.9) -> tuple[int, int]:
-    """Estimated bytes of best.ckpt (weights only) and last.ckpt (weights + optimiser state)."""
-    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    # state tensors per trainable parameter: Adam/AdamW two moments, SGD one momentum buffer
-    slots = (1 if momentum else 0) if optimizer == "sgd" else 2
-    return weights, weights + slots * trainable
-
-
-def check_disk_space(folder: Path, best_bytes: int, last_bytes: int) -> None:
-    """Refuse to start when the disk cannot hold the checkpoints and their temporary copies."""
-    # Peak: old last + new last being written, plus best; existing files are overwritten.
-    need = 2 * last_bytes + best_bytes
-    need -= sum(f.stat().st_size for f in (folder / "last.ckpt", folder / "best.ckpt") if f.is_file())
-    need = int(need * 1.1)  # logs, plots and the report
-    free = shutil.disk_usage(folder).free
-    if free < need:
-        mb = 1024 * 1024
-        raise SegkitError(
-            f"{folder}: {free // mb} MB free on its disk, training needs about {need // mb} MB for "
-            f"checkpoints (last.ckpt {last_bytes // mb} MB, best.ckpt {best_bytes // mb} MB and a "
-            "temporary copy while writing); free disk space or choose --out on another disk")
-
-
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete half-written ``.NAME.PID.tmp`` files a killed save left behind."""
-    stale = list(folder.glob(".*.ckpt.*.tmp")) if folder.is_dir() else []
-    for f in stale:
-        f.unlink(missing_ok=True)
-    return len(stale)
-
-
-def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; corrupt files get a clear error."""
-    path = Path(path)
-    if not path.is_file():
-        raise SegkitError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise SegkitError(
-            f"{path}: refused to load: it holds Python objects, not only weights "
-            f"({str(err).splitlines()[0][:160]})"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise SegkitError(
-            f"{path}: checkpoint is truncated or corrupt ({str(err).splitlines()[0][:120]}); "
-            "use another checkpoint (e.g. last.ckpt / best.ckpt)"
-        ) from None
-    if not isinstance(obj, dict):
-        raise SegkitError(f"{path}: not a checkpoint (expected a dict, got {type(obj).__name__})")
-    return obj
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that never leaves a half-written file and loads safely."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        atomic_torch_save(checkpoint, path)
-
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = True) -> dict[str, Any]:
-        return safe_load(path, map_location or "cpu")
+from segkit.checkpoint_io import resolve_checkpoint, safe_load
+from segkit.errors import SegkitError
 
 
 def check_resumable(ckpt: Path, model: dict[str, Any], classes: list[str]) -> None:
@@ -113,24 +26,6 @@ def check_resumable(ckpt: Path, model: dict[str, Any], classes: list[str]) -> No
         raise SegkitError(
             f"{ckpt} was trained on {len(old_classes)} classes ({', '.join(old_classes[:4])}...), "
             f"the data now has {len(classes)}; resume with the same data, or start a new --out")
-
-
-def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:
-    """A run directory -> its best checkpoint (else last); a file -> itself."""
-    p = Path(run_or_ckpt)
-    if p.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (p / "checkpoints" / name).is_file():
-                return p / "checkpoints" / name
-        raise SegkitError(f"{p}: no checkpoints/best.ckpt or last.ckpt; train first")
-    if not p.exists():
-        raise SegkitError(f"no such run directory or checkpoint: {p}")
-    return p
-
-
-def run_dir_of(ckpt: Path) -> Path:
-    """The run directory a checkpoint belongs to (its parent's parent)."""
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
 def checkpoint_task(run_or_ckpt: str | Path) -> str:

@@ -17,7 +17,8 @@ from segkit.config import build_config
 from segkit.data import build_dataset
 from segkit.data.io import read_image
 from segkit.data.transforms import Augmented, build_classification_augmentation
-from segkit.engine.checkpoint import load_task, run_dir_of
+from segkit.checkpoint_io import run_dir_of, to_builtin
+from segkit.engine.checkpoint import load_task
 from segkit.metrics import confusion_matrix, multilabel_scores, scores_from_confusion
 
 
@@ -85,7 +86,7 @@ def evaluate_classifier(run: str | Path, split: str = "val", out: str | Path | N
     metrics.update({"checkpoint": str(task.checkpoint_path), "split": split, "task": cfg.task,
                     "images": len(targets)})
     (out_dir / "results.txt").write_text("\n".join(lines) + "\n")
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps(to_builtin(metrics), indent=2))
     metrics["results_txt"] = str(out_dir / "results.txt")
     return metrics
 
@@ -112,13 +113,21 @@ def classify_image(task: Any, image: np.ndarray, top_k: int = 5,
     return [(names[i], float(p)) for p, i in zip(top.values, top.indices)]
 
 
-def predict_labels(run: str | Path, inputs: list[str | Path], out: str | Path, top_k: int = 5,
-                   threshold: float = 0.5, device: str = "cpu") -> list[dict[str, Any]]:
-    """Top-k classes (classify) or labels above ``threshold`` (multilabel) per image -> CSV."""
+def predict_labels(run: str | Path | None, inputs: list[str | Path], out: str | Path, top_k: int = 5,
+                   threshold: float = 0.5, device: str = "cpu",
+                   scorer: Any = None) -> list[dict[str, Any]]:
+    """Top-k classes (classify) or labels above ``threshold`` (multilabel) per image -> CSV.
+
+    ``scorer(image, top_k, threshold)`` replaces the checkpoint (e.g. an ONNX predictor's)."""
     from segkit.engine.predict import expand_inputs
 
-    task = load_task(run, device)
-    rows = [{"image": str(path), "labels": classify_image(task, read_image(path), top_k, threshold)}
+    if scorer is None:
+        task = load_task(run, device)
+
+        def scorer(image: np.ndarray, k: int, t: float) -> list[tuple[str, float]]:
+            return classify_image(task, image, k, t)
+
+    rows = [{"image": str(path), "labels": scorer(read_image(path), top_k, threshold)}
             for path in expand_inputs(inputs)]
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

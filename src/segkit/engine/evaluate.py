@@ -17,7 +17,7 @@ from segkit.config import build_config
 from segkit.data import build_dataset
 from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented
-from segkit.engine.checkpoint import run_dir_of
+from segkit.checkpoint_io import run_dir_of, to_builtin
 from segkit.engine.inference import InferenceOptions, Predictor
 from segkit.engine.task import headline_scores
 from segkit.metrics import SegmentationMetrics, scores_from_confusion
@@ -209,7 +209,7 @@ def evaluate(
             f"  {r['threshold']:.2f}  {r['dice']:.4f}  {r['iou']:.4f}" for r in metrics["threshold_sweep"])
         text += f"\nthreshold used above: {options.threshold}\n"
     (out_dir / "results.txt").write_text(text)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps(to_builtin(metrics), indent=2))
     plot_confusion(cm.numpy(), info.classes, out_dir / "confusion_matrix.png")
     worst_first = [i for _, i in sorted(worst_heap, key=lambda x: (-x[0], x[1]))]
     write_prediction_grid(predictor, source, worst_first, out_dir / "worst_images.png")

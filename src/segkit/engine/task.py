@@ -9,6 +9,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from segkit.checkpoint_io import to_builtin
 from segkit.config import Config
 from segkit.engine.inference import sliding_window_logits
 from segkit.errors import SegkitError
@@ -121,13 +122,13 @@ class BaseTask(pl.LightningModule):
                 group["lr"] = opt_cfg.lr
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["segkit"] = {
+        checkpoint["segkit"] = to_builtin({
             "config": self.config.to_dict(),
             "info": self.info.to_dict(),
             "in_channels": self.in_channels,
             "val_scores": dict(self.last_val_scores),
             **self.extra_meta,
-        }
+        })
 
 
 class SegmentationTask(BaseTask):

@@ -18,13 +18,13 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from segkit.config import Config
-from segkit.data import build_dataset, dataset_task
+from segkit.data import build_dataset, check_task_fits
 from segkit.data.mixing import Mixing, rare_classes
 from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented, build_augmentation, build_classification_augmentation
 from segkit.engine.callbacks import EPOCH_KEYS, EpochSummary, read_history
-from segkit.engine.checkpoint import (AtomicCheckpointIO, check_disk_space, check_resumable,
-                                     checkpoint_sizes, remove_stale_temporaries)
+from segkit.checkpoint_io import AtomicCheckpointIO, check_disk_space, checkpoint_sizes, remove_stale_temporaries
+from segkit.engine.checkpoint import check_resumable
 from segkit.engine.loaders import RunData
 from segkit.engine.task import SegmentationTask
 from segkit.errors import SegkitError
@@ -137,12 +137,9 @@ def train(cfg: Config, resume: bool = False, callbacks: list[pl.Callback] | None
     if rank_zero_only.rank == 0:
         cfg.save(run_dir / "config.yaml")
 
+    check_task_fits(cfg.data.name, cfg.task)
     train_src = build_dataset(cfg.data, cfg.data.train_split)
     val_src = build_dataset(cfg.data, cfg.data.val_split)
-    kind = dataset_task(cfg.data.name)
-    if kind != cfg.task:
-        raise SegkitError(f"dataset '{cfg.data.name}' is for --task {kind}, but the run's task "
-                          f"is '{cfg.task}'; add --task {kind} or choose another dataset")
     if len(train_src) == 0 or len(val_src) == 0:
         raise SegkitError(f"dataset '{cfg.data.name}' has an empty train or val split")
     if cfg.data.on_bad_image == "skip":

@@ -42,7 +42,7 @@ def _candidates(model: nn.Module) -> dict[str, nn.Module]:
 
 def load_weights(model: nn.Module, path: str | Path) -> str:
     """Copy every tensor of ``path`` whose name and shape fit; returns a one-line summary."""
-    from segkit.engine.checkpoint import safe_load
+    from segkit.checkpoint_io import safe_load
 
     path = Path(path)
     source = {_strip(k): v for k, v in _state_dict_of(safe_load(path)).items()}

@@ -1,0 +1,301 @@
+"""What every task shares, and the hooks each task fills in (as TorchGeo's trainers do).
+
+A task is a LightningModule subclass that says, in one place, which models fit it, which
+losses and metrics it trains with, how its data is transformed and checked, how logits become
+predictions, how predictions are written, evaluated, served and reported. The fronts (CLI,
+train, evaluate, predict, export, serve, report) look a task up in ``TASKS`` and call these
+hooks; none of them compares task names.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from segkit.checkpoint_io import to_builtin
+from segkit.config import TASK_DEFAULTS, Config
+from segkit.data.base import DatasetInfo
+from segkit.errors import SegkitError
+from segkit.tasks.tta import InferenceOptions, Logits
+
+
+class TrainingDiverged(SegkitError):
+    """The loss became NaN or infinite."""
+
+
+class Task(pl.LightningModule):
+    """Base task: config, class info, device-side normalisation, optimiser and schedule.
+
+    Subclasses set the class attributes below and implement ``configure_models``,
+    ``configure_losses``, ``configure_metrics``, the steps, and the inference / evaluation /
+    writing hooks.
+
+    Args:
+        config: the run's resolved config as a plain dict.
+        info: the dataset's ``DatasetInfo.to_dict()``.
+        in_channels: image channels (1 for MNIST-style data).
+        extras: data-derived settings the task computed in ``prepare`` (class weights, label
+            graph); saved in checkpoints.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    target_key: ClassVar[str] = ""  # what samples of this task carry: mask, label or labels
+    monitor: ClassVar[str] = ""
+    headline: ClassVar[str] = ""  # the metric printed after training and in summaries
+    epoch_keys: ClassVar[tuple[str, ...]] = ()
+    spatial: ClassVar[bool] = False  # outputs keep the input's height and width
+    loss_mode: ClassVar[str] = ""
+    extra_keys: ClassVar[tuple[str, ...]] = ()  # extras saved in checkpoints and reloaded
+
+    def __init__(self, config: dict[str, Any], info: dict[str, Any], in_channels: int = 3,
+                 extras: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.config = Config.model_validate(config)
+        self.info = DatasetInfo.from_dict(info)
+        self.in_channels = in_channels
+        self.extras = to_builtin(extras or {})
+        aug = self.config.aug
+        mean, std = list(aug.mean), list(aug.std)
+        if in_channels != 3:
+            mean, std = [sum(mean) / 3] * in_channels, [sum(std) / 3] * in_channels
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
+        self.last_val_scores: dict[str, Any] = {}
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+
+    # ---- what the task is made of -----------------------------------------------------
+    def configure_models(self) -> None:
+        """Build ``self.model``."""
+        raise NotImplementedError
+
+    def configure_losses(self) -> None:
+        """Build ``self.criterion``."""
+        raise NotImplementedError
+
+    def configure_metrics(self) -> None:
+        """Build ``self.val_metrics``."""
+        raise NotImplementedError
+
+    @classmethod
+    def default_model(cls) -> str:
+        """The model a run of this task gets when none is named."""
+        return TASK_DEFAULTS[cls.name]["model"]
+
+    @classmethod
+    def models(cls) -> list[str]:
+        """Registered model names that fit this task."""
+        from segkit.models import MODELS
+
+        return [e.name for e in MODELS if cls.name in e.tags.get("tasks", ())]
+
+    @classmethod
+    def losses(cls) -> list[str]:
+        """Registered loss names that fit this task."""
+        from segkit.losses import LOSSES
+
+        return [e.name for e in LOSSES if cls.loss_modes() & set(e.tags.get("modes", ()))]
+
+    @classmethod
+    def loss_modes(cls) -> set[str]:
+        """The loss modes this task trains with (segmentation has binary and multi-class)."""
+        return {cls.loss_mode}
+
+    # ---- data --------------------------------------------------------------------------
+    @classmethod
+    def prepare(cls, cfg: Config, train_source: Any, run_dir: Path) -> dict[str, Any]:
+        """Data-derived settings (``extras``) computed once from the training set."""
+        return {}
+
+    @classmethod
+    def training_source(cls, cfg: Config, source: Any, run_dir: Path) -> Any:
+        """The training source, with any sample mixing the task supports applied."""
+        return source
+
+    @classmethod
+    def transform(cls, cfg: Config, train: bool) -> Any:
+        """The albumentations pipeline for training (random) or evaluation."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_stats(cls) -> type:
+        """The per-class statistics ``segkit data check`` collects for this task's samples."""
+        raise NotImplementedError
+
+    # ---- inference ---------------------------------------------------------------------
+    @classmethod
+    def probabilities(cls, logits: Logits, pixels: torch.Tensor, info: DatasetInfo,
+                      options: InferenceOptions) -> torch.Tensor:
+        """Probabilities from float pixels 0..255 [B,C,H,W], given the network's logits."""
+        raise NotImplementedError
+
+    @classmethod
+    def prepare_image(cls, image: np.ndarray, image_size: tuple[int, int],
+                      in_channels: int) -> np.ndarray:
+        """One HxWxC uint8 image as the network takes it (channels, evaluation transform)."""
+        if in_channels == 1 and image.shape[-1] != 1:
+            return image.mean(-1, keepdims=True).astype(np.uint8)
+        if in_channels == 3 and image.shape[-1] == 1:
+            return np.repeat(image, 3, axis=-1)
+        return image
+
+    # ---- outputs -----------------------------------------------------------------------
+    @classmethod
+    def evaluator(cls, info: DatasetInfo, options: InferenceOptions) -> Any:
+        """An object with ``update(probs, batch)``, ``compute()`` and ``write(...)``."""
+        raise NotImplementedError
+
+    @classmethod
+    def prediction_writer(cls, out: Path, info: DatasetInfo, options: InferenceOptions,
+                          save_probs: bool = False) -> Any:
+        """An object with ``add(path, image, probs)`` and ``close()`` writing predictions."""
+        raise NotImplementedError
+
+    @classmethod
+    def serve_reply(cls, image: np.ndarray, probs: np.ndarray, info: DatasetInfo,
+                    options: InferenceOptions, fmt: str) -> dict[str, Any] | bytes:
+        """The web service's answer for one image: JSON-able dict, or PNG bytes."""
+        raise NotImplementedError
+
+    @classmethod
+    def summary_line(cls, metrics: dict[str, Any]) -> str:
+        """The line printed after training: the task's headline validation scores."""
+        return f"val {cls.headline} {metrics[cls.headline]:.4f}"
+
+    @classmethod
+    def report_lines(cls, metrics: dict[str, Any], run_dir: Path) -> list[str]:
+        """The task's section of report.md."""
+        raise NotImplementedError
+
+    # ---- training (shared) -------------------------------------------------------------
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 or float pixels [B,C,H,W] -> normalised float (NHWC when channels_last)."""
+        x = (images.float() - self.mean) / self.std
+        if self.config.run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for uint8 pixels, or for already-normalised float input."""
+        x = self.normalize(images) if images.dtype == torch.uint8 else images
+        return self.run_model(x)
+
+    def run_model(self, x: torch.Tensor) -> torch.Tensor:
+        """The network, compiled while training when ``run.compile`` is set."""
+        compiled = self.__dict__.get("_compiled")
+        return compiled(x) if compiled is not None and self.training else self.model(x)
+
+    def pixel_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Logits for float pixels 0..255 (the inference protocol's input)."""
+        return self.model(self.normalize(pixels))
+
+    def check_input_size(self) -> None:
+        """Fail before training when the configured input cannot pass the network."""
+
+    def on_fit_start(self) -> None:
+        if self.config.run.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.config.run.compile:
+            # Kept out of the module tree so checkpoints hold the plain model's keys.
+            self.__dict__["_compiled"] = torch.compile(self.model)
+
+    def check_finite(self, loss: torch.Tensor) -> None:
+        """Stop with the step and a hint when the loss turns NaN/inf (checkpoints kept)."""
+        if not torch.isfinite(loss):
+            last = Path(self.config.run.out) / "checkpoints" / "last.ckpt"
+            kept = (f"the last good checkpoint {last} is kept (continue with --resume "
+                    f"{self.config.run.out} after lowering --lr)" if last.is_file()
+                    else "no checkpoint was written yet")
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at epoch {self.current_epoch + 1} step "
+                f"{self.global_step}; lower the learning rate (--lr), add warmup "
+                f"(--set optim.warmup_epochs=1) or use --precision 32; {kept}"
+            )
+
+    def log_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
+        """Epoch mean of the training loss, reduced over processes."""
+        self.check_finite(loss)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 sync_dist=True, batch_size=batch_size)
+
+    def log_val_loss(self, loss: torch.Tensor, batch_size: int) -> None:
+        """Epoch mean of the validation loss, reduced over processes."""
+        self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=batch_size, sync_dist=True)
+
+    def log_scores(self, heads: dict[str, float]) -> None:
+        """Epoch-level validation scores (already reduced over processes by the metric)."""
+        for key, value in heads.items():
+            value = 0.0 if math.isnan(value) else float(value)
+            self.log(f"val/{key}", value, prog_bar=f"val/{key}" == self.monitor, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        opt_cfg = self.config.optim
+        params = [p for p in self.parameters() if p.requires_grad]
+        if opt_cfg.name == "sgd":
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=opt_cfg.lr, momentum=opt_cfg.momentum,
+                nesterov=opt_cfg.nesterov, weight_decay=opt_cfg.weight_decay,
+            )
+        elif opt_cfg.name == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
+        else:
+            optimizer = torch.optim.Adam(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
+        if opt_cfg.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=opt_cfg.factor, patience=opt_cfg.patience
+            )
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": sched, "monitor": self.monitor,
+                                     "interval": "epoch"}}
+        lam = epoch_lr_factor(opt_cfg.scheduler, self.config.run.epochs, opt_cfg.warmup_epochs,
+                              opt_cfg.factor, opt_cfg.step_size)
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lam)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def on_train_epoch_start(self) -> None:
+        # Every epoch's randomness (augmentation, mixing, dropout) is a function of
+        # (seed, epoch, rank), so a run resumed from an epoch checkpoint repeats it exactly.
+        pl.seed_everything(self.config.run.seed + 1000 * self.current_epoch + self.global_rank,
+                           workers=True, verbose=False)
+        opt_cfg = self.config.optim
+        if opt_cfg.scheduler == "plateau" and self.current_epoch < opt_cfg.warmup_epochs:
+            for group in self.optimizers().optimizer.param_groups:  # type: ignore[union-attr]
+                group["lr"] = opt_cfg.lr * (self.current_epoch + 1) / (opt_cfg.warmup_epochs + 1)
+        elif opt_cfg.scheduler == "plateau" and self.current_epoch == opt_cfg.warmup_epochs > 0:
+            for group in self.optimizers().optimizer.param_groups:  # type: ignore[union-attr]
+                group["lr"] = opt_cfg.lr
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["segkit"] = to_builtin({
+            "config": self.config.to_dict(),
+            "info": self.info.to_dict(),
+            "in_channels": self.in_channels,
+            "val_scores": dict(self.last_val_scores),
+            **{key: self.extras.get(key) for key in self.extra_keys},
+        })
+
+
+def epoch_lr_factor(kind: str, epochs: int, warmup: int, factor: float, step_size: int):
+    """LR multiplier per epoch: linear warmup, then poly / cosine / step / constant."""
+
+    def lam(epoch: int) -> float:
+        if epoch < warmup:
+            return (epoch + 1) / (warmup + 1)
+        progress = (epoch - warmup) / max(1, epochs - warmup)
+        if kind == "poly":
+            return max(0.0, 1 - progress) ** 0.9
+        if kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        if kind == "step":
+            return factor ** ((epoch - warmup) // step_size)
+        return 1.0
+
+    return lam

@@ -1,0 +1,239 @@
+"""Image classification (one label per image): every per-task decision in one place."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from segkit.config import Config
+from segkit.data.base import DatasetInfo
+from segkit.data.check import LabelStats
+from segkit.data.transforms import Augmented, build_classification_augmentation
+from segkit.errors import SegkitError
+from segkit.losses import build_loss
+from segkit.metrics import ClassificationMetrics, accuracy_scores
+from segkit.models import build_model
+from segkit.tasks.base import Task
+from segkit.tasks.tta import InferenceOptions, Logits
+
+LABEL_IGNORE = -100  # no class index is ignored for image labels (255 is a valid class)
+
+
+@torch.no_grad()
+def check_input_size(model: torch.nn.Module, in_channels: int, size: tuple[int, int]) -> None:
+    """One tiny forward at the training size, so a too-small input is a clear error up front."""
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, in_channels, *size))
+    except RuntimeError as err:
+        if "too small" not in str(err) and "Kernel size can't be greater" not in str(err):
+            raise
+        raise SegkitError(f"{size[0]}x{size[1]} inputs are too small for this network (it "
+                          "downsamples them to nothing); use --image-size 32 32 or larger") from None
+    finally:
+        model.train(was_training)
+
+
+class ClassificationTask(Task):
+    """Single-label recognition: softmax over classes, accuracy / top-5 / per-class accuracy."""
+
+    name = "classify"
+    description = "image classification: one label per image"
+    target_key = "label"
+    monitor = "val/accuracy"
+    headline = "accuracy"
+    epoch_keys = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/top5",
+                  "val/mean_class_accuracy", "train/examples_per_s")
+    loss_mode = "classify"
+    multilabel_aug: ClassVar[bool] = False  # multi-scale crops / centre-crop evaluation
+
+    def configure_models(self) -> None:
+        self.model = build_model(self.config.model, self.info.num_classes, self.in_channels,
+                                 self.name, self.info.classes)
+
+    def configure_losses(self) -> None:
+        self.criterion = build_loss(self.config.loss, self.loss_mode, None, LABEL_IGNORE)
+
+    def configure_metrics(self) -> None:
+        self.val_metrics: Any = ClassificationMetrics(self.info.num_classes)
+
+    def check_input_size(self) -> None:
+        """Fail before training when the image size is too small for the network."""
+        check_input_size(self.model, self.in_channels, tuple(self.config.data.image_size))
+
+    def target(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The batch's targets as the loss takes them."""
+        return batch[self.target_key].long()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.criterion(logits.float(), self.target(batch))
+        self.log_train_loss(loss, logits.shape[0])
+        self.log_train_extras(logits, batch)
+        return loss
+
+    def log_train_extras(self, logits: torch.Tensor, batch: dict[str, Any]) -> None:
+        """Training accuracy of the epoch."""
+        acc = (logits.argmax(1) == batch["label"]).float().mean()
+        self.log("train/accuracy", acc, on_step=False, on_epoch=True,
+                 batch_size=logits.shape[0], sync_dist=True)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits = self(batch["image"])
+        self.log_val_loss(self.criterion(logits.float(), self.target(batch)), logits.shape[0])
+        self.val_metrics.update(logits.float(), batch[self.target_key])
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.last_val_scores = scores
+        heads = {"accuracy": scores["accuracy"],
+                 "mean_class_accuracy": scores["mean_class_accuracy"]}
+        if self.info.num_classes > 5:
+            heads["top5"] = scores["top5_accuracy"]
+        self.log_scores(heads)
+
+    # ---- data --------------------------------------------------------------------------
+    @classmethod
+    def transform(cls, cfg: Config, train: bool) -> Any:
+        return build_classification_augmentation(cfg.aug, tuple(cfg.data.image_size), train,
+                                                 multilabel=cls.multilabel_aug)
+
+    @classmethod
+    def check_stats(cls) -> type:
+        return LabelStats
+
+    # ---- inference ---------------------------------------------------------------------
+    @classmethod
+    def probabilities(cls, logits: Logits, pixels: torch.Tensor, info: DatasetInfo,
+                      options: InferenceOptions) -> torch.Tensor:
+        return torch.softmax(logits(pixels).float(), dim=1)
+
+    @classmethod
+    def prepare_image(cls, image: np.ndarray, image_size: tuple[int, int],
+                      in_channels: int) -> np.ndarray:
+        image = super().prepare_image(image, image_size, in_channels)
+        tf = build_classification_augmentation(Config().aug, image_size, False,
+                                               multilabel=cls.multilabel_aug)
+        return Augmented([{"image": image}], tf)[0]["image"].numpy().transpose(1, 2, 0)
+
+    @classmethod
+    def decode(cls, probs: np.ndarray, info: DatasetInfo,
+               options: InferenceOptions) -> list[tuple[str, float]]:
+        """The top-k (label, probability) pairs."""
+        order = np.argsort(-probs, kind="stable")[: min(max(options.top_k, 1), len(probs))]
+        return [(info.classes[i], float(probs[i])) for i in order]
+
+    # ---- outputs -----------------------------------------------------------------------
+    @classmethod
+    def evaluator(cls, info: DatasetInfo, options: InferenceOptions) -> ClassificationEvaluator:
+        return ClassificationEvaluator(info, options)
+
+    @classmethod
+    def prediction_writer(cls, out: Path, info: DatasetInfo, options: InferenceOptions,
+                          save_probs: bool = False) -> LabelWriter:
+        return LabelWriter(out, info, options, cls.decode)
+
+    @classmethod
+    def serve_reply(cls, image: np.ndarray, probs: np.ndarray, info: DatasetInfo,
+                    options: InferenceOptions, fmt: str) -> dict[str, Any] | bytes:
+        picked = cls.decode(probs, info, options)
+        return {"task": cls.name, "labels": [{"label": n, "score": p} for n, p in picked]}
+
+    @classmethod
+    def report_lines(cls, metrics: dict[str, Any], run_dir: Path) -> list[str]:
+        lines = [f"- validation {cls.headline}: {metrics[cls.headline]:.4f}", "", "```",
+                 (run_dir / "results.txt").read_text(), "```"]
+        for name, title in (("confusion_matrix.png", "confusion matrix"),
+                            ("per_class_ap.png", "average precision per class")):
+            if (run_dir / name).is_file():
+                lines += ["", f"![{title}]({name})"]
+        return lines
+
+
+class ClassificationEvaluator:
+    """Collects probabilities and labels of a split; accuracy, top-5, per-class accuracy."""
+
+    def __init__(self, info: DatasetInfo, options: InferenceOptions) -> None:
+        self.info, self.options = info, options
+        self.probs: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def update(self, probs: torch.Tensor, batch: dict[str, Any]) -> None:
+        """Add a batch of probabilities [B,C] and its labels."""
+        self.probs.append(probs.float().cpu())
+        self.targets.append(batch["label"].cpu())
+
+    def compute(self) -> dict[str, Any]:
+        """metrics.json contents."""
+        probs, targets = torch.cat(self.probs), torch.cat(self.targets)
+        s = accuracy_scores(probs, targets, len(self.info.classes))
+        per_class = {c: {"accuracy": s["per_class_accuracy"][i], "support": s["support"][i]}
+                     for i, c in enumerate(self.info.classes)}
+        return {"accuracy": s["accuracy"], "top5_accuracy": s["top5_accuracy"],
+                "top_k": s["top_k"], "mean_class_accuracy": s["mean_class_accuracy"],
+                "per_class": per_class, "confusion_matrix": s["confusion_matrix"],
+                "images": len(targets)}
+
+    def results_text(self, metrics: dict[str, Any], title: str) -> str:
+        """results.txt: per-class accuracy and support, then the means."""
+        lines = [title, "", f"{'class':<20} {'accuracy':>9} {'support':>8}"]
+        for c, row in metrics["per_class"].items():
+            acc = "      n/a" if math.isnan(row["accuracy"]) else f"{row['accuracy']:9.4f}"
+            lines.append(f"{c:<20} {acc} {row['support']:>8d}")
+        lines += ["", f"accuracy (micro)               {metrics['accuracy']:.4f}",
+                  f"top-{metrics['top_k']} accuracy                 {metrics['top5_accuracy']:.4f}",
+                  f"mean class accuracy (macro)    {metrics['mean_class_accuracy']:.4f}"]
+        return "\n".join(lines) + "\n"
+
+    def write_pictures(self, out_dir: Path, metrics: dict[str, Any], predictor: Any,
+                       source: Any, grid: int = 0) -> None:
+        """confusion_matrix.png."""
+        from segkit.viz import plot_confusion
+
+        plot_confusion(np.asarray(metrics["confusion_matrix"]), self.info.classes,
+                       out_dir / "confusion_matrix.png")
+
+
+class LabelWriter:
+    """predictions.csv (image, labels, scores) and predictions.json for a set of images."""
+
+    def __init__(self, out: Path, info: DatasetInfo, options: InferenceOptions, decode: Any) -> None:
+        self.out, self.info, self.options, self.decode = out, info, options, decode
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, path: Path, image: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+        """Decode one image's probabilities into (label, score) pairs."""
+        row = {"image": str(path), "labels": self.decode(probs, self.info, self.options)}
+        self.rows.append(row)
+        return row
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """One row per image: ``image`` and its ``labels`` as (label, score) pairs."""
+        return self.rows
+
+    def close(self) -> None:
+        """Write predictions.csv and predictions.json."""
+        with open(self.out / "predictions.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "labels", "scores"])
+            for r in self.rows:
+                writer.writerow([r["image"], "|".join(c for c, _ in r["labels"]),
+                                 "|".join(f"{p:.4f}" for _, p in r["labels"])])
+        (self.out / "predictions.json").write_text(json.dumps(
+            [{"image": r["image"], "labels": [{"label": c, "score": p} for c, p in r["labels"]]}
+             for r in self.rows], indent=2))
+
+    def describe(self) -> str:
+        """Each image's labels, then where the files are."""
+        lines = [f"{r['image']}: " + (", ".join(f"{c} {p:.3f}" for c, p in r["labels"])
+                                      or "(no label above threshold)") for r in self.rows]
+        return "\n".join([*lines, f"wrote {self.out / 'predictions.csv'} and predictions.json"])

@@ -1,0 +1,144 @@
+"""Multi-label recognition (any number of labels per image): every per-task decision here."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from segkit.config import Config
+from segkit.data.base import DatasetInfo
+from segkit.data.check import MultiLabelStats
+from segkit.metrics import MultiLabelMetrics, multilabel_scores
+from segkit.tasks.classify import ClassificationTask, LabelWriter
+from segkit.tasks.tta import InferenceOptions, Logits
+
+
+class MultiLabelTask(ClassificationTask):
+    """Sigmoid per class: mAP, per-class and overall precision / recall / F1, top-3 figures.
+
+    Models tagged ``label_graph`` (SSGRL) get the training set's label co-occurrence graph.
+    """
+
+    name = "multilabel"
+    description = "multi-label recognition: any number of labels per image"
+    target_key = "labels"
+    monitor = "val/mAP"
+    headline = "mAP"
+    epoch_keys = ("train/loss", "val/loss", "val/mAP", "val/CF1", "val/OF1", "val/top3_CF1",
+                  "val/top3_OF1", "train/examples_per_s")
+    loss_mode = "multilabel"
+    multilabel_aug = True
+    extra_keys: ClassVar[tuple[str, ...]] = ()  # the label graph lives in the model's buffers
+
+    def configure_models(self) -> None:
+        super().configure_models()
+        adjacency = self.extras.get("adjacency")
+        if adjacency is not None and hasattr(self.model, "set_adjacency"):
+            self.model.set_adjacency(np.asarray(adjacency))
+
+    def configure_metrics(self) -> None:
+        self.val_metrics = MultiLabelMetrics()
+
+    def target(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["labels"].float()
+
+    def log_train_extras(self, logits: torch.Tensor, batch: dict[str, Any]) -> None:
+        """Nothing beyond the loss: mAP needs the whole split."""
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits = self(batch["image"])
+        self.log_val_loss(self.criterion(logits.float(), self.target(batch)), logits.shape[0])
+        self.val_metrics.update(torch.sigmoid(logits.float()), batch["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.last_val_scores = scores
+        self.log_scores({k: scores[k] for k in ("mAP", "CF1", "OF1", "top3_CF1", "top3_OF1")})
+
+    # ---- data --------------------------------------------------------------------------
+    @classmethod
+    def prepare(cls, cfg: Config, train_source: Any, run_dir: Path) -> dict[str, Any]:
+        from segkit.models import MODELS
+        from segkit.models.ssgrl import cooccurrence_matrix
+
+        if cfg.model.name in MODELS and MODELS.get(cfg.model.name).tags.get("label_graph"):
+            return {"adjacency": cooccurrence_matrix(train_source.labels_matrix()).tolist()}
+        return {}
+
+    @classmethod
+    def check_stats(cls) -> type:
+        return MultiLabelStats
+
+    # ---- inference ---------------------------------------------------------------------
+    @classmethod
+    def probabilities(cls, logits: Logits, pixels: torch.Tensor, info: DatasetInfo,
+                      options: InferenceOptions) -> torch.Tensor:
+        return torch.sigmoid(logits(pixels).float())
+
+    @classmethod
+    def decode(cls, probs: np.ndarray, info: DatasetInfo,
+               options: InferenceOptions) -> list[tuple[str, float]]:
+        """(label, probability) above ``options.threshold``, most likely first, at most top-k."""
+        order = np.argsort(-probs, kind="stable")
+        picked = [(info.classes[i], float(probs[i])) for i in order if probs[i] > options.threshold]
+        return picked[: max(options.top_k, 1)]
+
+    # ---- outputs -----------------------------------------------------------------------
+    @classmethod
+    def evaluator(cls, info: DatasetInfo, options: InferenceOptions) -> MultiLabelEvaluator:
+        return MultiLabelEvaluator(info, options)
+
+    @classmethod
+    def prediction_writer(cls, out: Path, info: DatasetInfo, options: InferenceOptions,
+                          save_probs: bool = False) -> LabelWriter:
+        return LabelWriter(out, info, options, cls.decode)
+
+
+class MultiLabelEvaluator:
+    """Collects sigmoid scores and 0/1 targets of a split; mAP and the F1 family."""
+
+    def __init__(self, info: DatasetInfo, options: InferenceOptions) -> None:
+        self.info, self.options = info, options
+        self.probs: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def update(self, probs: torch.Tensor, batch: dict[str, Any]) -> None:
+        """Add a batch of probabilities [B,C] and its 0/1 targets."""
+        self.probs.append(probs.float().cpu())
+        self.targets.append(batch["labels"].float().cpu())
+
+    def compute(self) -> dict[str, Any]:
+        """metrics.json contents."""
+        probs, targets = torch.cat(self.probs), torch.cat(self.targets)
+        s = multilabel_scores(probs, targets, self.options.threshold)
+        metrics = {k: v for k, v in s.items() if k != "per_class_ap"}
+        metrics["per_class"] = {c: {"ap": s["per_class_ap"][i], "positives": int(targets[:, i].sum())}
+                                for i, c in enumerate(self.info.classes)}
+        metrics.update({"threshold": self.options.threshold, "images": len(targets)})
+        return metrics
+
+    def results_text(self, metrics: dict[str, Any], title: str) -> str:
+        """results.txt: AP and positives per class, mAP and the precision / recall / F1s."""
+        lines = [title, "", f"{'class':<20} {'AP':>7} {'positives':>10}"]
+        for c, row in metrics["per_class"].items():
+            ap = "    n/a" if math.isnan(row["ap"]) else f"{row['ap']:7.4f}"
+            lines.append(f"{c:<20} {ap} {row['positives']:>10d}")
+        lines += ["", f"mAP (macro over classes with positives)  {metrics['mAP']:.4f}"]
+        for k in ("CP", "CR", "CF1", "OP", "OR", "OF1"):
+            lines.append(f"{k:<4} {metrics[k]:.4f}   top-3 {k}: {metrics['top3_' + k]:.4f}")
+        lines.append(f"(C*/O* at threshold {metrics['threshold']:g})")
+        return "\n".join(lines) + "\n"
+
+    def write_pictures(self, out_dir: Path, metrics: dict[str, Any], predictor: Any,
+                       source: Any, grid: int = 0) -> None:
+        """per_class_ap.png: AP of each class."""
+        from segkit.viz import plot_class_bars
+
+        aps = [0.0 if math.isnan(r["ap"]) else r["ap"] for r in metrics["per_class"].values()]
+        plot_class_bars(aps, list(metrics["per_class"]), out_dir / "per_class_ap.png",
+                        ylabel="average precision")

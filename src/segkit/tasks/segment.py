@@ -1,0 +1,367 @@
+"""Semantic segmentation (binary and multi-class): every per-task decision in one place."""
+
+from __future__ import annotations
+
+import heapq
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from segkit.config import Config
+from segkit.data.base import DatasetInfo
+from segkit.data.check import PixelStats
+from segkit.data.transforms import build_augmentation
+from segkit.losses import build_loss, inverse_frequency_weights, loss_needs_class_weights
+from segkit.metrics import (SegmentationMetrics, ThresholdSweep, per_image_miou,
+                            scores_from_confusion)
+from segkit.models import build_model
+from segkit.tasks.base import Task
+from segkit.tasks.tta import InferenceOptions, Logits, sliding_window_logits, tta_probabilities
+
+
+def headline_scores(scores: dict[str, Any], binary: bool) -> dict[str, float]:
+    """The numbers printed per epoch; for binary tasks Dice is the foreground class's."""
+    dice = scores["per_class_dice"][1] if binary else scores["dice"]
+    return {"mIoU": scores["mIoU"], "dice": float(dice),
+            "pixel_accuracy": scores["pixel_accuracy"], "mean_accuracy": scores["mean_accuracy"]}
+
+
+def metrics_report(scores: dict[str, Any], classes: list[str], binary: bool) -> dict[str, Any]:
+    """metrics.json contents from confusion-matrix scores."""
+    head = headline_scores(scores, binary)
+    per_class = {
+        name: {"iou": scores["per_class_iou"][i], "dice": scores["per_class_dice"][i],
+               "accuracy": scores["per_class_accuracy"][i], "pixels": int(scores["support"][i])}
+        for i, name in enumerate(classes)
+    }
+    return {**head, "dice_kind": "foreground class" if binary else "macro over classes present",
+            "fwIoU": scores["fwIoU"], "per_class": per_class}
+
+
+def format_results(metrics: dict[str, Any], title: str) -> str:
+    """The human-readable results table."""
+    lines = [title, ""]
+    width = max(12, *(len(n) for n in metrics["per_class"]))
+    lines.append(f"{'class':<{width}}  {'IoU':>7}  {'Dice':>7}  {'Acc':>7}  {'pixels':>12}")
+    for name, row in metrics["per_class"].items():
+        cells = [f"{row[k]:7.4f}" if not math.isnan(row[k]) else "    n/a"
+                 for k in ("iou", "dice", "accuracy")]
+        lines.append(f"{name:<{width}}  {'  '.join(cells)}  {row['pixels']:>12d}")
+    lines += [
+        "",
+        f"mIoU (macro over classes present)   {metrics['mIoU']:.4f}",
+        f"pixel accuracy (micro)              {metrics['pixel_accuracy']:.4f}",
+        f"mean class accuracy (macro)         {metrics['mean_accuracy']:.4f}",
+        f"frequency-weighted IoU              {metrics['fwIoU']:.4f}",
+        f"Dice ({metrics['dice_kind']})".ljust(36) + f"{metrics['dice']:.4f}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def class_pixel_counts(source: Any, run_dir: Path) -> list[int]:
+    """Pixels per class of the training set, computed once and cached in the run directory."""
+    cache = run_dir / "class_pixel_counts.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())["counts"]
+    counts = [int(c) for c in source.class_pixel_counts()]
+    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"classes": source.info.classes, "counts": counts}))
+    tmp.replace(cache)
+    return counts
+
+
+def to_probabilities(logits: torch.Tensor, binary: bool) -> torch.Tensor:
+    """Softmax over classes; a binary model's one logit becomes (background, foreground)."""
+    if binary:
+        p = torch.sigmoid(logits[:, :1].float())
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(logits.float(), dim=1)
+
+
+def classes_from_probs(probs: torch.Tensor, binary: bool, threshold: float) -> torch.Tensor:
+    """Class indices [B,H,W] from probabilities; binary models use ``threshold``."""
+    return (probs[:, 1] > threshold).long() if binary else probs.argmax(1)
+
+
+class SegmentationTask(Task):
+    """Trains any registered segmentation model on uint8 batches, normalised on the device."""
+
+    name = "segment"
+    description = "semantic segmentation: a class per pixel (binary or multi-class)"
+    target_key = "mask"
+    monitor = "val/mIoU"
+    headline = "mIoU"
+    epoch_keys = ("train/loss", "val/loss", "val/mIoU", "val/dice", "val/pixel_accuracy",
+                  "val/mean_accuracy", "train/examples_per_s")
+    spatial = True
+    extra_keys: ClassVar[tuple[str, ...]] = ("class_weights",)
+
+    @property
+    def binary(self) -> bool:
+        """One foreground logit instead of a softmax over classes."""
+        return self.info.binary
+
+    @property
+    def class_weights(self) -> list[float] | None:
+        """Per-class loss weights computed from the training set (weighted losses)."""
+        return self.extras.get("class_weights")
+
+    @classmethod
+    def loss_modes(cls) -> set[str]:
+        return {"binary", "multiclass"}
+
+    def configure_models(self) -> None:
+        out = 1 if self.binary else self.info.num_classes
+        self.model = build_model(self.config.model, out, self.in_channels, self.name,
+                                 self.info.classes)
+
+    def configure_losses(self) -> None:
+        weights = self.class_weights
+        mode = "binary" if self.binary else "multiclass"
+        self.criterion = build_loss(self.config.loss, mode,
+                                    torch.tensor(weights) if weights is not None else None,
+                                    self.info.ignore_index)
+
+    def configure_metrics(self) -> None:
+        self.val_metrics = SegmentationMetrics(self.info.num_classes, self.info.ignore_index)
+
+    def forward(self, images: torch.Tensor, window: tuple[int, int] | None = None) -> torch.Tensor:
+        """Logits [B,C,H,W] (C=1 for binary) for uint8 or already-normalised float input;
+        with ``window``, blended over overlapping windows of that size."""
+        x = self.normalize(images) if images.dtype == torch.uint8 else images
+        if window is None:
+            return self.run_model(x)
+        return sliding_window_logits(self.run_model, x, window)[0]
+
+    def logits_to_classes(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class-index map from logits."""
+        return (logits[:, 0] > 0).long() if self.binary else logits.argmax(1)
+
+    def _shared_step(self, batch: dict[str, Any], window: tuple[int, int] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["image"], window)
+        return self.criterion(logits, batch["mask"].long()), logits
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._shared_step(batch)
+        self.log_train_loss(loss, batch["image"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss, logits = self._shared_step(batch, self.config.run.val_window)
+        self.val_metrics.update(self.logits_to_classes(logits), batch["mask"])
+        self.log_val_loss(loss, batch["image"].shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.last_val_scores = scores
+        self.log_scores(headline_scores(scores, self.binary))
+
+    # ---- data --------------------------------------------------------------------------
+    @classmethod
+    def prepare(cls, cfg: Config, train_source: Any, run_dir: Path) -> dict[str, Any]:
+        if cfg.loss.class_weights is not None or not loss_needs_class_weights(cfg.loss.name):
+            return {"class_weights": cfg.loss.class_weights}
+        counts = torch.tensor(class_pixel_counts(train_source, run_dir))
+        return {"class_weights": inverse_frequency_weights(counts).tolist()}
+
+    @classmethod
+    def training_source(cls, cfg: Config, source: Any, run_dir: Path) -> Any:
+        from segkit.data.mixing import Mixing, rare_classes
+
+        if not (cfg.aug.cutmix_prob or cfg.aug.copyblob_prob):
+            return source
+        blob = cfg.aug.copyblob_classes
+        if cfg.aug.copyblob_prob and blob is None:
+            blob = rare_classes(np.asarray(class_pixel_counts(source, run_dir)))
+        return Mixing(source, cfg.aug.cutmix_prob, cfg.aug.copyblob_prob, blob)
+
+    @classmethod
+    def transform(cls, cfg: Config, train: bool) -> Any:
+        return build_augmentation(cfg.aug, train)
+
+    @classmethod
+    def check_stats(cls) -> type:
+        return PixelStats
+
+    # ---- inference ---------------------------------------------------------------------
+    @classmethod
+    def probabilities(cls, logits: Logits, pixels: torch.Tensor, info: DatasetInfo,
+                      options: InferenceOptions) -> torch.Tensor:
+        return tta_probabilities(logits, lambda z: to_probabilities(z, info.binary), pixels,
+                                 options)
+
+    @classmethod
+    def decode(cls, probs: np.ndarray, info: DatasetInfo, options: InferenceOptions) -> np.ndarray:
+        """HxW uint8 class indices from CxHxW probabilities."""
+        classes = classes_from_probs(torch.from_numpy(probs)[None], info.binary, options.threshold)
+        return classes[0].to(torch.uint8).numpy()
+
+    # ---- outputs -----------------------------------------------------------------------
+    @classmethod
+    def evaluator(cls, info: DatasetInfo, options: InferenceOptions) -> SegmentationEvaluator:
+        return SegmentationEvaluator(info, options)
+
+    @classmethod
+    def prediction_writer(cls, out: Path, info: DatasetInfo, options: InferenceOptions,
+                          save_probs: bool = False) -> MaskWriter:
+        return MaskWriter(out, info, options, save_probs)
+
+    @classmethod
+    def serve_reply(cls, image: np.ndarray, probs: np.ndarray, info: DatasetInfo,
+                    options: InferenceOptions, fmt: str) -> dict[str, Any] | bytes:
+        from segkit.viz import overlay, palette_png, png_base64
+
+        mask = cls.decode(probs, info, options)
+        if fmt == "png":
+            buf = io.BytesIO()
+            palette_png(mask, info.palette).save(buf, format="PNG")
+            return buf.getvalue()
+        counts = np.bincount(mask.ravel(), minlength=info.num_classes)
+        total = max(int(counts.sum()), 1)
+        classes = [{"index": i, "name": n, "color": list(info.palette[i]),
+                    "pixels": int(counts[i]), "percent": 100.0 * counts[i] / total}
+                   for i, n in enumerate(info.classes) if counts[i] > 0]
+        return {"task": cls.name, "width": int(mask.shape[1]), "height": int(mask.shape[0]),
+                "classes": classes, "overlay_png": png_base64(overlay(image, mask, info.palette)),
+                "mask_png": png_base64(palette_png(mask, info.palette))}
+
+    @classmethod
+    def summary_line(cls, metrics: dict[str, Any]) -> str:
+        return (f"val mIoU {metrics['mIoU']:.4f} | pixel accuracy "
+                f"{metrics['pixel_accuracy']:.4f} | dice {metrics['dice']:.4f}")
+
+    @classmethod
+    def report_lines(cls, metrics: dict[str, Any], run_dir: Path) -> list[str]:
+        lines = [f"- validation (best checkpoint): mIoU {metrics['mIoU']:.4f} (macro), "
+                 f"pixel accuracy {metrics['pixel_accuracy']:.4f} (micro), dice "
+                 f"{metrics['dice']:.4f} ({metrics['dice_kind']})", "",
+                 "| class | IoU | Dice | pixels |", "|---|---|---|---|"]
+        lines += [f"| {name} | {row['iou']:.4f} | {row['dice']:.4f} | {row['pixels']} |"
+                  for name, row in metrics["per_class"].items()]
+        lines += ["", "![validation predictions: image | target | prediction](val_grid.png)",
+                  "", "![worst validation images](worst_images.png)"]
+        return lines
+
+
+class SegmentationEvaluator:
+    """Confusion matrix, per-image mIoU for the worst images, and a threshold sweep (binary)."""
+
+    def __init__(self, info: DatasetInfo, options: InferenceOptions, worst: int = 6) -> None:
+        self.info, self.options, self.worst = info, options, worst
+        self.metric: SegmentationMetrics | None = None
+        self.sweep = ThresholdSweep() if info.binary else None
+        self.heap: list[tuple[float, int]] = []
+        self.seen = 0
+
+    def update(self, probs: torch.Tensor, batch: dict[str, Any]) -> None:
+        """Add a batch of probabilities [B,C,H,W] and its targets."""
+        info = self.info
+        if self.metric is None:
+            self.metric = SegmentationMetrics(info.num_classes, info.ignore_index).to(probs.device)
+        pred = classes_from_probs(probs, info.binary, self.options.threshold)
+        target = batch["mask"].to(pred.device)
+        self.metric.update(pred, target)
+        if self.sweep is not None:
+            self.sweep.update(probs[:, 1], target, info.ignore_index)
+        for score in per_image_miou(pred, target, info.num_classes, info.ignore_index).tolist():
+            heapq.heappush(self.heap, (-score if not math.isnan(score) else 0.0, self.seen))
+            if len(self.heap) > self.worst:
+                heapq.heappop(self.heap)
+            self.seen += 1
+
+    def compute(self) -> dict[str, Any]:
+        """metrics.json contents: per-class IoU / Dice / accuracy, means, confusion matrix."""
+        assert self.metric is not None, "no batch was evaluated"
+        cm = self.metric.confmat.cpu()
+        metrics = metrics_report(scores_from_confusion(cm), self.info.classes, self.info.binary)
+        metrics.update({"images": self.seen, "tta": self.options.describe(),
+                        "confusion_matrix": cm.tolist()})
+        if self.sweep is not None:
+            metrics["threshold"] = self.options.threshold
+            metrics["threshold_sweep"] = self.sweep.compute()
+        return metrics
+
+    def results_text(self, metrics: dict[str, Any], title: str) -> str:
+        """results.txt: the per-class table and the means (plus the threshold sweep)."""
+        text = format_results(metrics, f"{title}\ninference: {metrics['tta']}")
+        if "threshold_sweep" in metrics:
+            text += "\nforeground threshold sweep (Dice / IoU):\n" + "\n".join(
+                f"  {r['threshold']:.2f}  {r['dice']:.4f}  {r['iou']:.4f}"
+                for r in metrics["threshold_sweep"])
+            text += f"\nthreshold used above: {metrics['threshold']}\n"
+        return text
+
+    def write_pictures(self, out_dir: Path, metrics: dict[str, Any], predictor: Any,
+                       source: Any, grid: int = 0) -> None:
+        """confusion_matrix.png, worst_images.png, threshold_sweep.png, and with ``grid`` the
+        first validation images as val_grid.png."""
+        from segkit.viz import plot_confusion, plot_threshold_sweep
+
+        plot_confusion(np.asarray(metrics["confusion_matrix"]), self.info.classes,
+                       out_dir / "confusion_matrix.png")
+        if self.sweep is not None:
+            plot_threshold_sweep(metrics["threshold_sweep"], out_dir / "threshold_sweep.png")
+        worst_first = [i for _, i in sorted(self.heap, key=lambda x: (-x[0], x[1]))]
+        write_prediction_grid(predictor, source, worst_first, out_dir / "worst_images.png")
+        if grid:
+            write_prediction_grid(predictor, source, list(range(min(grid, len(source)))),
+                                  out_dir / "val_grid.png")
+
+
+def write_prediction_grid(predictor: Any, source: Any, indices: list[int], path: Path) -> None:
+    """A PNG of image | target | prediction rows for ``indices`` of ``source``."""
+    from segkit.viz import prediction_grid
+
+    rows = []
+    for i in indices:
+        sample = source[i]
+        rows.append((sample["image"], sample["mask"], predictor.predict_array(sample["image"])[0]))
+    if rows:
+        scale = max(1, 128 // max(rows[0][0].shape[:2]))
+        prediction_grid(rows, predictor.info.palette, path, scale=scale)
+
+
+class MaskWriter:
+    """Per image a palette PNG mask and an overlay of the input's size (+ probabilities)."""
+
+    def __init__(self, out: Path, info: DatasetInfo, options: InferenceOptions,
+                 save_probs: bool = False) -> None:
+        self.out, self.info, self.options, self.save_probs = out, info, options, save_probs
+        self.written: list[dict[str, Path]] = []
+
+    def add(self, path: Path, image: np.ndarray, probs: np.ndarray) -> dict[str, Path]:
+        """Write ``<stem>_mask.png``, ``<stem>_overlay.png`` [+ ``<stem>_probs.npz``]."""
+        from segkit.viz import overlay, palette_png, save_png
+
+        mask = SegmentationTask.decode(probs, self.info, self.options)
+        files = {
+            "mask": save_png(palette_png(mask, self.info.palette), self.out / f"{path.stem}_mask.png"),
+            "overlay": save_png(overlay(image, mask, self.info.palette),
+                                self.out / f"{path.stem}_overlay.png"),
+        }
+        if self.save_probs:
+            files["probs"] = self.out / f"{path.stem}_probs.npz"
+            np.savez_compressed(files["probs"], probs=probs.astype(np.float16),
+                                classes=np.array(self.info.classes))
+        self.written.append(files)
+        return files
+
+    def close(self) -> None:
+        """Nothing left to write: every image's files are written as it comes."""
+
+    @property
+    def results(self) -> list[dict[str, Path]]:
+        """The files written, one dict per input."""
+        return self.written
+
+    def describe(self) -> str:
+        """One line for the CLI."""
+        return f"wrote {len(self.written)} masks and overlays to {self.out}"
