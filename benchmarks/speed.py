@@ -87,7 +87,7 @@ def _model_and_loss(cfg: Any, source: Any) -> tuple[torch.nn.Module, torch.nn.Mo
 
     binary = source.info.binary
     model = build_model(cfg.model, 1 if binary else source.info.num_classes)
-    return model, build_loss(cfg.loss, binary, None)
+    return model, build_loss(cfg.loss, "binary" if binary else "multiclass", None)
 
 
 def run_segkit(cfg: Any) -> float:
@@ -219,8 +219,8 @@ def bench_infer() -> dict[str, Any]:
 
     from segkit.config import build_config
     from segkit.data.base import DatasetInfo
-    from segkit.engine.inference import InferenceOptions, Predictor
-    from segkit.engine.task import SegmentationTask
+    from segkit.engine.inference import InferenceOptions, TorchPredictor
+    from segkit.tasks import SegmentationTask
 
     cfg = build_config(overrides={"model.name": "unet", "data.image_size": [128, 128]})
     info = DatasetInfo(["background", "foreground"], binary=True)
@@ -231,14 +231,14 @@ def bench_infer() -> dict[str, Any]:
         x = task.normalize(images)
         with torch.inference_mode():
             raw = median_time(lambda: task.model(x), repeats=7, warmup=2)
-        engine = median_time(lambda: Predictor(task).predict(images), repeats=7, warmup=2)
+        engine = median_time(lambda: TorchPredictor(task).probabilities(images).argmax(1), repeats=7, warmup=2)
         rows[f"batch{batch}"] = {"raw_images_per_s": round(batch / raw, 1),
                                  "segkit_images_per_s": round(batch / engine, 1),
                                  "ratio": round(raw / engine, 3)}
     scales = (0.75, 1.0, 1.25)
     images = torch.randint(0, 256, (8, 3, 128, 128), dtype=torch.uint8)
-    tta = Predictor(task, InferenceOptions(scales=scales, flip=True))
-    tta_time = median_time(lambda: tta.predict(images), repeats=5, warmup=1)
+    tta = TorchPredictor(task, InferenceOptions(scales=scales, flip=True))
+    tta_time = median_time(lambda: tta.probabilities(images).argmax(1), repeats=5, warmup=1)
     x = task.normalize(images)
     forwards = 0.0
     with torch.inference_mode():

@@ -9,9 +9,9 @@ from PIL import Image
 from conftest import tiny_overrides
 from segkit.cli import main
 from segkit.config import build_config
-from segkit.engine.inference import Predictor
+from segkit.engine.inference import OnnxPredictor, TorchPredictor
 from segkit.engine.train import train
-from segkit.export import OnnxPredictor, export_model
+from segkit.export import export_model
 
 
 def _quick_run(tmp_path, name: str, **extra):
@@ -29,7 +29,7 @@ def test_onnx_segmentation_matches_pytorch_any_size(tmp_path, model, encoder) ->
     assert result.max_abs_diff < 1e-3
     assert result.metadata["classes"].startswith('["background"')
     onnx_pred = OnnxPredictor(tmp_path / f"{model}.onnx")
-    torch_pred = Predictor.from_checkpoint(ckpt)
+    torch_pred = TorchPredictor.from_checkpoint(ckpt)
     image = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
     mask_o, probs_o = onnx_pred.predict_array(image)
     mask_t, probs_t = torch_pred.predict_array(image)

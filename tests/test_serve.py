@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segkit.engine.inference import Predictor
+from segkit.engine.inference import TorchPredictor
 
 
 def _free_port() -> int:
@@ -61,7 +61,7 @@ def test_predict_png_and_json(server, trained_run) -> None:
     r = httpx.post(f"{server}/predict", files={"file": ("x.png", data, "image/png")})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     mask = np.asarray(Image.open(io.BytesIO(r.content)))
-    expected, _ = Predictor.from_checkpoint(trained_run).predict_array(
+    expected, _ = TorchPredictor.from_checkpoint(trained_run).predict_array(
         np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
     np.testing.assert_array_equal(mask, expected)
     j = httpx.post(f"{server}/predict?format=json", files={"file": ("x.png", data)}).json()
@@ -84,7 +84,7 @@ def test_bad_uploads(server) -> None:
 
 
 def test_twenty_concurrent_requests_do_not_mix(server, trained_run) -> None:
-    predictor = Predictor.from_checkpoint(trained_run)
+    predictor = TorchPredictor.from_checkpoint(trained_run)
     payloads = [_png(100 + i, size=(30 + i, 40)) for i in range(20)]
 
     def call(data: bytes) -> np.ndarray:

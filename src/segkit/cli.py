@@ -26,13 +26,15 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta-flip", action="store_true", help="also average horizontal flips")
     p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding window size")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding window overlap (0..1)")
-    p.add_argument("--threshold", type=float, default=0.5, help="binary models: foreground threshold")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="binary segmentation: foreground threshold; multi-label: label threshold")
+    p.add_argument("--top-k", type=int, default=5, help="classifiers: how many classes to list")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
 
 
 def inference_options(args: argparse.Namespace) -> Any:
     """InferenceOptions from the shared CLI flags."""
-    from segkit.engine.inference import FULL_TTA_SCALES, InferenceOptions
+    from segkit.tasks import FULL_TTA_SCALES, InferenceOptions
 
     scales: tuple[float, ...] = (1.0,)
     flip = args.tta_flip or args.tta in ("flip", "full")
@@ -43,7 +45,7 @@ def inference_options(args: argparse.Namespace) -> Any:
     try:
         return InferenceOptions(scales=scales, flip=flip,
                                 window=tuple(args.window) if args.window else None,
-                                overlap=args.overlap, threshold=args.threshold)
+                                overlap=args.overlap, threshold=args.threshold, top_k=args.top_k)
     except ValueError as err:
         raise SegkitError(str(err)) from None
 
@@ -98,15 +100,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if rank_zero_only.rank != 0:
         return 0
-    m = result.metrics
+    from segkit.tasks import task_class
+
     print(f"\nrun directory: {result.run_dir}")
     print(f"best checkpoint: {result.best_checkpoint}")
-    if m and cfg.task == "segment":
-        print(f"val mIoU {m['mIoU']:.4f} | pixel accuracy {m['pixel_accuracy']:.4f} | "
-              f"dice {m['dice']:.4f}")
-    elif m:
-        key = "mAP" if cfg.task == "multilabel" else "accuracy"
-        print(f"val {key} {m[key]:.4f}")
+    if result.metrics:
+        print(task_class(cfg.task).summary_line(result.metrics))
         print(f"report: {result.run_dir / 'report.md'}")
     return 0
 
@@ -120,53 +119,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         overrides["name"] = args.data
     if args.data_root:
         overrides["root"] = args.data_root
-    from segkit.engine.checkpoint import checkpoint_task
-
-    if checkpoint_task(args.run) != "segment":
-        from segkit.engine.classify_eval import evaluate_classifier
-
-        m = evaluate_classifier(args.run, args.split, args.out, args.device, data_overrides=overrides)
-        print(Path(m["results_txt"]).read_text())
-        return 0
     m = evaluate(args.run, args.split, inference_options(args), overrides, args.out, args.device)
     print(Path(m["results_txt"]).read_text())
-    print(f"wrote {m['results_txt']} and metrics.json, confusion_matrix.png, worst_images.png")
+    print(f"wrote {m['results_txt']} and metrics.json beside it")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """segkit predict."""
-    from segkit.engine.checkpoint import checkpoint_task
-    from segkit.engine.predict import predict
+    from segkit.engine.inference import Predictor
+    from segkit.engine.predict import predict_with
 
-    if args.onnx:
-        from segkit.export import OnnxPredictor
-
-        onnx_predictor = OnnxPredictor(args.onnx, args.threshold)
-        if onnx_predictor.task != "segment":
-            from segkit.engine.classify_eval import predict_labels
-
-            predict_labels(None, args.inputs, args.out, args.top_k, args.threshold,
-                           scorer=onnx_predictor.label_scores)
-            print(f"wrote {Path(args.out) / 'predictions.csv'} (ONNX runtime)")
-            return 0
-        written = predict(None, args.inputs, args.out, predictor=onnx_predictor)  # type: ignore[arg-type]
-        print(f"wrote {len(written)} masks and overlays to {args.out} (ONNX runtime)")
-        return 0
-    if args.run is None:
+    model = args.onnx or args.run
+    if model is None:
         raise SegkitError("give a run directory / checkpoint, or --onnx FILE")
-    if checkpoint_task(args.run) != "segment":
-        from segkit.engine.classify_eval import predict_labels
-
-        rows = predict_labels(args.run, args.inputs, args.out, args.top_k, args.threshold, args.device)
-        for r in rows:
-            labels = ", ".join(f"{c} {p:.3f}" for c, p in r["labels"]) or "(no label above threshold)"
-            print(f"{r['image']}: {labels}")
-        print(f"wrote {Path(args.out) / 'predictions.csv'}")
-        return 0
-    written = predict(args.run, args.inputs, args.out, inference_options(args), args.device,
-                      save_probs=args.save_probs)
-    print(f"wrote {len(written)} masks and overlays to {args.out}")
+    predictor = Predictor.load(model, args.device, inference_options(args))
+    writer = predict_with(predictor, args.inputs, args.out, save_probs=args.save_probs)
+    backend = " (ONNX Runtime)" if args.onnx else ""
+    print(writer.describe() + backend)
     return 0
 
 
@@ -196,29 +166,43 @@ def cmd_models(args: argparse.Namespace) -> int:
     h, w = args.size
     if args.stats:
         print(f"{'model':<14} {'encoder':<20} {'params':>8} {'GFLOPs':>8}  (at {h}x{w}, "
-              f"{args.classes} classes)")
+              f"{args.classes} outputs)")
     for entry in MODELS:
+        tasks = "/".join(entry.tags.get("tasks", ()))
         if not args.stats:
-            print(f"{entry.name:<16} {entry.description}")
+            print(f"{entry.name:<16} {tasks:<20} {entry.description}")
             continue
-        encoder = "mobilenet_v3_large" if entry.name == "deeplabv3" else args.encoder
-        if entry.name == "deeplabv3" and args.encoder.startswith("resnet5"):
-            encoder = args.encoder
-        if entry.tags.get("task", "segment") != "segment":
-            print(f"{entry.name:<14} {'':<20} {'':>8} {'':>8}  {entry.description}")
-            continue
-        model = build_model(ModelConfig(name=entry.name, encoder=encoder), args.classes)
+        encoder = args.encoder
+        if "default_encoder" in entry.tags and not encoder.startswith("resnet5"):
+            encoder = entry.tags["default_encoder"]
+        model = build_model(ModelConfig(name=entry.name, encoder=encoder), args.classes, 3,
+                            entry.tags["tasks"][0])
         print(f"{entry.name:<14} {encoder:<20} {count_parameters(model) / 1e6:7.2f}M "
               f"{gflops(model, (h, w)):8.2f}  {entry.description}")
+    if not args.stats:
+        print(f"{'timm:NAME':<16} {'classify/multilabel':<20} any timm architecture "
+              "(e.g. timm:efficientnet_b0, or its bare name)")
     return 0
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     """segkit datasets."""
-    from segkit.data import DATASETS
+    from segkit.data import DATASETS, dataset_task
 
     for entry in DATASETS:
-        print(f"{entry.name:<16} {entry.description}")
+        print(f"{entry.name:<18} {dataset_task(entry.name):<11} {entry.description}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """segkit tasks."""
+    from segkit.tasks import TASKS
+
+    for entry in TASKS:
+        kind = entry.builder
+        print(f"{kind.name:<11} {kind.description}")
+        print(f"{'':<11} models: {', '.join(kind.models())}")
+        print(f"{'':<11} losses: {', '.join(kind.losses())}; headline metric: {kind.headline}")
     return 0
 
 
@@ -238,10 +222,14 @@ def _data_config(args: argparse.Namespace) -> Any:
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     """segkit data check."""
+    from segkit.data import dataset_task
     from segkit.data.check import check_dataset
+    from segkit.tasks import task_class
 
     splits = tuple(args.splits) if args.splits else None
-    report = check_dataset(_data_config(args), splits, args.out)
+    cfg = _data_config(args)
+    stats_type = task_class(dataset_task(cfg.name)).check_stats()
+    report = check_dataset(cfg, splits, args.out, stats_type=stats_type)
     print(f"\n{report.dataset}: " + ", ".join(f"{k} {v} samples" for k, v in report.samples.items()))
     if report.classes:
         print(report.describe_sizes())
@@ -291,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model; writes runs/NAME/")
     t.add_argument("--config", help="YAML config file")
-    t.add_argument("--task", choices=["segment", "classify", "multilabel"])
+    t.add_argument("--task", help="segment (default), classify or multilabel (segkit tasks)")
     t.add_argument("--data", help="dataset name (segkit datasets)")
     t.add_argument("--data-root", help="where the dataset's files are")
     t.add_argument("-m", "--model", help="model name (segkit models)")
@@ -341,7 +329,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", help="run an exported ONNX file instead of a checkpoint")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--save-probs", action="store_true", help="also write per-class probabilities (npz)")
-    p.add_argument("--top-k", type=int, default=5, help="classifiers: how many classes to list")
     _add_inference_args(p)
     p.set_defaults(func=cmd_predict)
 
@@ -395,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--encoder", default="resnet18")
     mo.set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list datasets").set_defaults(func=cmd_datasets)
+    sub.add_parser("tasks", help="list tasks with their models and losses").set_defaults(
+        func=cmd_tasks)
     return parser
 
 

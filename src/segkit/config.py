@@ -11,6 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from segkit.errors import SegkitError
 
 IGNORE_INDEX = 255
+TaskName = Literal["segment", "classify", "multilabel"]
+# What a run of each task trains when no model or dataset is named (the write-ups' choices).
+TASK_DEFAULTS: dict[str, dict[str, str]] = {
+    "segment": {"model": "unet", "data": "shapes"},
+    "classify": {"model": "resnet18", "data": "shapes-cls"},
+    "multilabel": {"model": "resnet101", "data": "shapes-multilabel"},
+}
 
 
 class _Section(BaseModel):
@@ -75,6 +82,7 @@ class LossConfig(_Section):
     name: str = "auto"
     class_weights: list[float] | None = None
     focal_gamma: float = Field(2.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="ce / bce: smooth the targets")
     ignore_index: int = IGNORE_INDEX
 
 
@@ -148,7 +156,7 @@ class RunConfig(_Section):
 class Config(_Section):
     """The whole resolved configuration of one run."""
 
-    task: Literal["segment", "classify", "multilabel"] = "segment"
+    task: TaskName = "segment"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
@@ -158,12 +166,12 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _task_default_model(self) -> Config:
-        # The defaults are a segmentation U-Net on shapes; recognition tasks default to the
-        # write-ups' ResNets and the matching built-in data unless they were named.
-        if self.task != "segment" and "name" not in self.model.model_fields_set:
-            self.model.name = "resnet101" if self.task == "multilabel" else "resnet18"
-        if self.task != "segment" and "name" not in self.data.model_fields_set:
-            self.data.name = "shapes-multilabel" if self.task == "multilabel" else "shapes-cls"
+        # Each task's default model and built-in data, unless they were named.
+        defaults = TASK_DEFAULTS[self.task]
+        if "name" not in self.model.model_fields_set:
+            self.model.name = defaults["model"]
+        if "name" not in self.data.model_fields_set:
+            self.data.name = defaults["data"]
         return self
 
     @model_validator(mode="after")

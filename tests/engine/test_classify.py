@@ -59,7 +59,7 @@ def test_multilabel_baseline_and_ssgrl_train(tmp_path, model) -> None:
 def test_task_mismatch_is_clear(tmp_path) -> None:
     with pytest.raises(SegkitError, match="is for --task classify"):
         train(build_config(overrides=tiny_overrides(tmp_path / "r", **{"data.name": "shapes-cls"})))
-    with pytest.raises(SegkitError, match="image classifier"):
+    with pytest.raises(SegkitError, match="model .lenet. is for --task classify / multilabel"):
         train(build_config(overrides=tiny_overrides(tmp_path / "r2", **{"model.name": "lenet"})))
 
 

@@ -57,7 +57,7 @@ def test_per_image_miou_matches_confusion_scores() -> None:
 
     import torch
 
-    from segkit.engine.evaluate import per_image_miou
+    from segkit.metrics import per_image_miou
     from segkit.metrics import confusion_matrix, scores_from_confusion
 
     g = torch.Generator().manual_seed(0)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from segkit.engine.checkpoint import load_task
-from segkit.engine.inference import InferenceOptions, Predictor, window_starts
+from segkit.engine.inference import InferenceOptions, TorchPredictor, window_starts
 from segkit.engine.predict import expand_inputs, predict
 from segkit.errors import SegkitError
 
@@ -27,13 +27,13 @@ def test_scale_one_without_flip_equals_plain_forward(task) -> None:
     images = _images(2, 32, 32)
     with torch.inference_mode():
         plain = torch.softmax(task(images), 1)
-    probs = Predictor(task, InferenceOptions(scales=(1.0,), flip=False)).probabilities(images)
+    probs = TorchPredictor(task, InferenceOptions(scales=(1.0,), flip=False)).probabilities(images)
     assert torch.equal(probs, plain)
 
 
 @pytest.mark.parametrize("size", [(32, 32), (37, 53), (5, 9), (70, 33)])
 def test_any_input_size_gives_same_size_output(task, size) -> None:
-    probs = Predictor(task, InferenceOptions(scales=(0.75, 1.0, 1.5), flip=True)).probabilities(
+    probs = TorchPredictor(task, InferenceOptions(scales=(0.75, 1.0, 1.5), flip=True)).probabilities(
         _images(1, *size))
     assert probs.shape == (1, 6, *size)
     assert torch.allclose(probs.sum(1), torch.ones(1, *size), atol=1e-5)
@@ -41,7 +41,7 @@ def test_any_input_size_gives_same_size_output(task, size) -> None:
 
 def test_flip_tta_of_flipped_input_is_mirror(task) -> None:
     images = _images(1, 32, 40)
-    p = Predictor(task, InferenceOptions(flip=True))
+    p = TorchPredictor(task, InferenceOptions(flip=True))
     a = p.probabilities(images)
     b = p.probabilities(images.flip(-1))
     assert torch.allclose(a, b.flip(-1), atol=1e-5)
@@ -49,32 +49,32 @@ def test_flip_tta_of_flipped_input_is_mirror(task) -> None:
 
 def test_multiscale_is_average_of_single_scales(task) -> None:
     images = _images(1, 32, 32)
-    both = Predictor(task, InferenceOptions(scales=(0.5, 1.0))).probabilities(images)
-    half = Predictor(task, InferenceOptions(scales=(0.5,))).probabilities(images)
-    one = Predictor(task, InferenceOptions(scales=(1.0,))).probabilities(images)
+    both = TorchPredictor(task, InferenceOptions(scales=(0.5, 1.0))).probabilities(images)
+    half = TorchPredictor(task, InferenceOptions(scales=(0.5,))).probabilities(images)
+    one = TorchPredictor(task, InferenceOptions(scales=(1.0,))).probabilities(images)
     assert torch.allclose(both, (half + one) / 2, atol=1e-6)
 
 
 def test_window_equal_to_image_is_plain_inference(task) -> None:
     images = _images(1, 32, 32)
-    plain = Predictor(task).probabilities(images)
-    p = Predictor(task, InferenceOptions(window=(32, 32)))
+    plain = TorchPredictor(task).probabilities(images)
+    p = TorchPredictor(task, InferenceOptions(window=(32, 32)))
     assert torch.equal(p.probabilities(images), plain)
 
 
 def test_sliding_window_counts_and_bounds(task) -> None:
-    p = Predictor(task, InferenceOptions(window=(32, 32), overlap=0.5, window_batch=4))
+    p = TorchPredictor(task, InferenceOptions(window=(32, 32), overlap=0.5, window_batch=4))
     probs = p.probabilities(_images(1, 96, 80))
     assert probs.shape == (1, 6, 96, 80)
     ys, xs = window_starts(96, 32, 16), window_starts(80, 32, 16)
     assert ys == [0, 16, 32, 48, 64] and xs == [0, 16, 32, 48]
-    assert p.windows_run == len(ys) * len(xs)
+    assert p.inputs_run == len(ys) * len(xs)
 
 
 def test_large_images_switch_to_windows_automatically(task) -> None:
-    p = Predictor(task, InferenceOptions(max_pixels=64 * 64, auto_window=(32, 32)))
+    p = TorchPredictor(task, InferenceOptions(max_pixels=64 * 64, auto_window=(32, 32)))
     p.probabilities(_images(1, 64, 96))
-    assert p.windows_run == 3 * 5
+    assert p.inputs_run == 3 * 5
 
 
 def test_predict_writes_palette_mask_and_overlay_of_input_size(trained_run, tmp_path) -> None:

@@ -110,7 +110,7 @@ def test_binary_training_uses_one_channel(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_validation_in_sliding_windows_matches_windowed_evaluation(tmp_path, monkeypatch) -> None:
-    import segkit.engine.task as task_module
+    import segkit.tasks.segment as task_module
 
     calls: list[tuple[int, ...]] = []
     real = task_module.sliding_window_logits

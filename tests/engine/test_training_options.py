@@ -9,7 +9,8 @@ import torch
 
 from conftest import tiny_overrides
 from segkit.config import build_config
-from segkit.engine.task import SegmentationTask, epoch_lr_factor
+from segkit.tasks import SegmentationTask
+from segkit.tasks.base import epoch_lr_factor
 from segkit.engine.train import train
 from segkit.errors import SegkitError
 

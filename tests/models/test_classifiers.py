@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from segkit.config import ModelConfig
-from segkit.engine.classify_task import build_classification_model
+from segkit.models import build_model
 from segkit.errors import SegkitError
 from segkit.models.classifiers import LeNet5
 from segkit.models.stats import conv_out
@@ -35,14 +35,16 @@ def test_conv_arithmetic() -> None:
 @pytest.mark.parametrize("name", ["vgg11", "resnet18", "googlenet", "densenet121",
                                   "timm:mobilenetv3_small_050"])
 def test_classifiers_one_channel(name: str) -> None:
-    model = build_classification_model("classify", ModelConfig(name=name), [f"c{i}" for i in range(7)], 1)
+    model = build_model(ModelConfig(name=name), 7, 1, "classify")
     model.eval()
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 7)
 
 
 def test_segmentation_model_rejected_for_classification() -> None:
-    with pytest.raises(SegkitError, match="segmentation model"):
-        build_classification_model("classify", ModelConfig(name="unet"), ["a", "b"], 3)
+    with pytest.raises(SegkitError, match="model 'unet' is for --task segment, not classify"):
+        build_model(ModelConfig(name="unet"), 2, 3, "classify")
     with pytest.raises(SegkitError, match="not a segkit, torchvision or timm model"):
-        build_classification_model("classify", ModelConfig(name="notamodel123"), ["a", "b"], 3)
+        build_model(ModelConfig(name="notamodel123"), 2, 3, "classify")
+    with pytest.raises(SegkitError, match="is for --task classify / multilabel, not segment"):
+        build_model(ModelConfig(name="resnet18"), 2, 3, "segment")

@@ -190,7 +190,7 @@ def test_unwritable_metrics_file_is_one_clear_line(tmp_path, capsys) -> None:
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys) -> None:
-    from segkit.engine.task import SegmentationTask
+    from segkit.tasks import SegmentationTask
 
     real = SegmentationTask._shared_step
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from segkit.data.base import DatasetInfo, SegmentationSource
 from segkit.data.io import read_image, read_mask
-from segkit.data.voc import check_pair
+from segkit.data.io import check_pair
 from segkit.errors import SegkitError
 
 

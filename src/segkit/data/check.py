@@ -146,7 +146,8 @@ def _capped(lines: list[str], what: str) -> list[str]:
 
 
 def check_dataset(cfg: DataConfig, splits: tuple[str, ...] | None = None,
-                  out: str | Path | None = None, progress: bool = True) -> CheckReport:
+                  out: str | Path | None = None, progress: bool = True,
+                  stats_type: type[PixelStats] | None = None) -> CheckReport:
     """Load every sample of ``splits``; collect problems instead of stopping at the first.
 
     Args:
@@ -154,6 +155,8 @@ def check_dataset(cfg: DataConfig, splits: tuple[str, ...] | None = None,
         splits: splits to walk; default the config's train and validation splits.
         out: folder for ``class_frequency.png`` and ``data_check.json`` (None: write nothing).
         progress: show a progress bar per split.
+        stats_type: the per-class statistics to collect (the task's ``check_stats()``);
+            default chosen by the samples' target key.
 
     Returns:
         The report; ``report.ok`` is False when any problem was found.
@@ -190,9 +193,9 @@ def check_dataset(cfg: DataConfig, splits: tuple[str, ...] | None = None,
                 report.problems.append(f"[{split}] {err}")
                 continue
             if stats is None:
-                key = next(k for k in STATS_BY_KEY if k in sample)
+                kind = stats_type or STATS_BY_KEY[next(k for k in STATS_BY_KEY if k in sample)]
                 report.classes = list(source.info.classes)
-                stats = STATS_BY_KEY[key](len(report.classes), source.info.ignore_index)
+                stats = kind(len(report.classes), source.info.ignore_index)
                 report.unit = stats.unit
             n += 1
             names[sample["name"]] += 1

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from segkit.data.base import DatasetInfo, SegmentationSource
-from segkit.data.io import list_images, read_image, read_mask
+from segkit.data.io import check_pair, list_images, read_image, read_mask, read_split_file
 from segkit.errors import SegkitError
 
 
@@ -22,13 +22,6 @@ def deterministic_split(names: list[str], split: str, val_fraction: float) -> li
     if split == "val":
         return [n for n in names if n in val]
     return [n for n in names if n not in val]
-
-
-def read_split_file(path: Path) -> list[str]:
-    """Stems listed one per line in a split file."""
-    if not path.is_file():
-        raise SegkitError(f"split file not found: {path}; create it or omit the splits/ folder")
-    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
 
 
 def mask_lut(label_map: dict[int, int] | None, reduce_zero_label: bool = False) -> np.ndarray | None:
@@ -118,8 +111,6 @@ class FolderDataset(SegmentationSource):
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from segkit.data.voc import check_pair
-
         img_path, mask_path = self.items[index]
         image, mask = read_image(img_path), self._read_mask(mask_path)
         check_pair(image, mask, mask_path, self.info.num_classes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -64,3 +65,25 @@ def read_mask(path: str | Path) -> np.ndarray:
 def list_images(folder: Path) -> list[Path]:
     """Image files in ``folder`` sorted by name."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_split_file(path: Path) -> list[str]:
+    """Stems listed one per line in a split file."""
+    if not path.is_file():
+        raise SegkitError(f"split file not found: {path}; create it or omit the splits/ folder")
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def check_pair(image: Any, mask: Any, mask_path: Path, num_classes: int, ignore: int = 255) -> None:
+    """Raise a SegkitError naming ``mask_path`` if the mask does not fit the image or classes."""
+    if image.shape[:2] != mask.shape:
+        raise SegkitError(
+            f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match image "
+            f"{image.shape[1]}x{image.shape[0]}"
+        )
+    top = int(mask[mask != ignore].max(initial=0))
+    if top >= num_classes:
+        raise SegkitError(
+            f"{mask_path}: mask value {top} is outside the {num_classes} classes (0..{num_classes - 1},"
+            f" {ignore} = ignore); fix the mask or the class list"
+        )

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from segkit.data.base import DatasetInfo, SegmentationSource, voc_colormap
-from segkit.data.folders import read_split_file
-from segkit.data.io import read_image, read_mask
+from segkit.data.io import check_pair, read_image, read_mask, read_split_file
 from segkit.errors import SegkitError
 
 VOC_CLASSES = [
@@ -67,18 +66,3 @@ class VOCSegmentation(SegmentationSource):
         mask = read_mask(mask_path)
         check_pair(image, mask, mask_path, self.info.num_classes)
         return {"image": image, "mask": mask, "name": i}
-
-
-def check_pair(image: Any, mask: Any, mask_path: Path, num_classes: int, ignore: int = 255) -> None:
-    """Raise a SegkitError naming ``mask_path`` if the mask does not fit the image or classes."""
-    if image.shape[:2] != mask.shape:
-        raise SegkitError(
-            f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match image "
-            f"{image.shape[1]}x{image.shape[0]}"
-        )
-    top = int(mask[mask != ignore].max(initial=0))
-    if top >= num_classes:
-        raise SegkitError(
-            f"{mask_path}: mask value {top} is outside the {num_classes} classes (0..{num_classes - 1},"
-            f" {ignore} = ignore); fix the mask or the class list"
-        )

@@ -14,16 +14,6 @@ from tqdm.auto import tqdm
 
 from segkit.errors import describe_os_error
 
-EPOCH_KEYS = {
-    "segment": ("train/loss", "val/loss", "val/mIoU", "val/dice", "val/pixel_accuracy",
-                "val/mean_accuracy", "train/examples_per_s"),
-    "classify": ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/top5",
-                 "val/mean_class_accuracy", "train/examples_per_s"),
-    "multilabel": ("train/loss", "val/loss", "val/mAP", "val/CF1", "val/OF1", "val/top3_CF1",
-                   "val/top3_OF1", "train/examples_per_s"),
-}
-
-
 def read_history(path: Path) -> list[dict[str, float]]:
     """Rows of a metrics.csv as dicts of floats."""
     if not path.is_file():
@@ -42,8 +32,7 @@ def _fmt(value: float) -> str:
 class EpochSummary(Callback):
     """Prints ``epoch 3 | train loss 0.21 | val loss 0.18 | val mIoU 0.83 | dice 0.90``."""
 
-    def __init__(self, csv_path: Path, keys: tuple[str, ...] = EPOCH_KEYS["segment"],
-                 echo: bool = True):
+    def __init__(self, csv_path: Path, keys: tuple[str, ...], echo: bool = True):
         self.csv_path = csv_path
         self.keys = keys
         self.echo = echo

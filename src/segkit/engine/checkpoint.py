@@ -8,7 +8,9 @@ from typing import Any
 import torch
 
 from segkit.checkpoint_io import resolve_checkpoint, safe_load
+from segkit.config import Config
 from segkit.errors import SegkitError
+from segkit.tasks import Task, task_class
 
 
 def check_resumable(ckpt: Path, model: dict[str, Any], classes: list[str]) -> None:
@@ -29,28 +31,33 @@ def check_resumable(ckpt: Path, model: dict[str, Any], classes: list[str]) -> No
 
 
 def checkpoint_task(run_or_ckpt: str | Path) -> str:
-    """'segment', 'classify' or 'multilabel' for a run directory or checkpoint."""
+    """The task name (see ``segkit.tasks.TASKS``) of a run directory or checkpoint."""
     meta = safe_load(resolve_checkpoint(run_or_ckpt)).get("segkit") or {}
-    return str(meta.get("config", {}).get("task", "segment"))
+    return Config.model_validate({"task": meta.get("config", {}).get("task", Config().task)}).task
 
 
-def load_task(run_or_ckpt: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the trained SegmentationTask from a run directory or checkpoint, in eval mode."""
-    from segkit.engine.task import SegmentationTask
+def load_task(run_or_ckpt: str | Path, device: str | torch.device = "cpu") -> Task:
+    """Rebuild the trained task (model and class info) from a run directory or checkpoint.
 
+    Args:
+        run_or_ckpt: a run directory (its best.ckpt, else last.ckpt) or a checkpoint file.
+        device: where to put the model.
+
+    Returns:
+        The task's LightningModule in eval mode, with ``checkpoint_path`` set.
+
+    Raises:
+        SegkitError: missing, corrupt, pickled or mismatched checkpoint.
+    """
     path = resolve_checkpoint(run_or_ckpt)
     ckpt = safe_load(path)
     meta = ckpt.get("segkit")
     if meta is None or "state_dict" not in ckpt:
         raise SegkitError(f"{path}: not a segkit checkpoint (no 'segkit' metadata)")
     config = {**meta["config"], "model": {**meta["config"]["model"], "weights": None}}
-    in_channels = int(meta.get("in_channels", 3))
-    if config.get("task", "segment") == "segment":
-        task = SegmentationTask(config, meta["info"], meta.get("class_weights"), in_channels)
-    else:
-        from segkit.engine.classify_task import ClassificationTask
-
-        task = ClassificationTask(config, meta["info"], in_channels)
+    kind = task_class(Config.model_validate(config).task)
+    extras = {key: meta.get(key) for key in kind.extra_keys}
+    task = kind(config, meta["info"], int(meta.get("in_channels", 3)), extras)
     try:
         missing, unexpected = task.load_state_dict(ckpt["state_dict"], strict=False)
     except RuntimeError as err:
@@ -64,5 +71,4 @@ def load_task(run_or_ckpt: str | Path, device: str | torch.device = "cpu"):
             f"{(missing + unexpected)[0]})"
         )
     task.checkpoint_path = path
-    task.checkpoint_meta = meta
     return task.to(device).eval()

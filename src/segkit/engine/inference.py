@@ -1,159 +1,191 @@
-"""One inference engine for evaluate, predict, export checks and the web service.
+"""One inference protocol for evaluate, predict, export checks and the web service.
 
-Multi-scale + flip test-time augmentation averages probabilities at the
-original size (as MMSegmentation does); sliding windows blend overlapping
-logits so large images run in bounded memory.
+``Predictor`` turns uint8 images into per-class probabilities for any task: the task says how
+logits become probabilities (segmentation adds multi-scale + flip TTA and sliding windows, see
+``segkit.tasks.tta``) and how they are decoded; a backend only says how float pixels 0..255
+become logits. ``TorchPredictor`` runs a trained checkpoint, ``OnnxPredictor`` an exported
+file alone; other runtimes plug in the same way.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-FULL_TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.2)
-
-
-@dataclass
-class InferenceOptions:
-    """How to run the model: scales, flip, sliding window."""
-
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-    window: tuple[int, int] | None = None
-    overlap: float = 0.5
-    max_pixels: int = 2048 * 2048
-    auto_window: tuple[int, int] = (1024, 1024)
-    window_batch: int = 8
-    threshold: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not self.scales or min(self.scales) <= 0:
-            raise ValueError("TTA scales must be positive")
-        if not 0 <= self.overlap < 1:
-            raise ValueError("overlap must be in [0, 1)")
-
-
-def window_starts(size: int, window: int, stride: int) -> list[int]:
-    """Window offsets covering ``size`` with the last window flush to the end."""
-    if size <= window:
-        return [0]
-    n = math.ceil((size - window) / stride) + 1
-    starts = [min(i * stride, size - window) for i in range(n)]
-    return sorted(set(starts))
-
-
-def sliding_window_logits(
-    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, window: tuple[int, int],
-    overlap: float = 0.5, window_batch: int = 8,
-) -> tuple[torch.Tensor, int]:
-    """Logits of ``model`` over overlapping windows of ``x``, averaged; and the windows run."""
-    b, _, h, w = x.shape
-    wh, ww = min(window[0], h), min(window[1], w)
-    sh, sw = max(1, int(wh * (1 - overlap))), max(1, int(ww * (1 - overlap)))
-    boxes = [(y, xx) for y in window_starts(h, wh, sh) for xx in window_starts(w, ww, sw)]
-    out: torch.Tensor | None = None
-    count = x.new_zeros(1, 1, h, w)
-    for i in range(0, len(boxes), window_batch):
-        chunk = boxes[i : i + window_batch]
-        logits = model(torch.cat([x[:, :, y : y + wh, xx : xx + ww] for y, xx in chunk]))
-        if out is None:
-            out = x.new_zeros(b, logits.shape[1], h, w)
-        for j, (y, xx) in enumerate(chunk):
-            out[:, :, y : y + wh, xx : xx + ww] += logits[j * b : (j + 1) * b]
-            count[:, :, y : y + wh, xx : xx + ww] += 1
-    assert out is not None
-    return out / count, len(boxes) * b
+from segkit.config import Config
+from segkit.data.base import DatasetInfo
+from segkit.errors import SegkitError
+from segkit.models.wrappers import pad_to_multiple
+from segkit.tasks import FULL_TTA_SCALES, InferenceOptions, Task, task_class
+from segkit.tasks.tta import sliding_window_logits, window_starts
 
 
 class Predictor:
-    """Runs a trained SegmentationTask on uint8 images of any size."""
+    """Images in, probabilities out, for every task and backend.
 
-    def __init__(self, task: torch.nn.Module, options: InferenceOptions | None = None) -> None:
-        self.task = task.eval()
-        self.options = options or InferenceOptions()
+    Attributes:
+        task: the task's name (``segment``, ``classify``, ``multilabel``).
+        info: classes, palette, binary flag and ignore index of the model.
+        options: TTA, windows, threshold and top-k.
+        image_size: the training size (classifiers resize to it; segmentation keeps sizes).
+        in_channels: image channels the network takes.
+        config: the run's config when the backend knows it (evaluation needs its data).
+    """
+
+    task: str
+    info: DatasetInfo
+    options: InferenceOptions
+    image_size: tuple[int, int]
+    in_channels: int
+    config: Config | None = None
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def kind(self) -> type[Task]:
+        """The task class: how logits become probabilities and predictions."""
+        return task_class(self.task)
+
+    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Float pixels 0..255 [B,C,H,W] -> raw network output (the backend's one job)."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B,C,H,W] (already through the task's evaluation transform) -> probabilities
+        [B,C,H,W] (segmentation, at the input size) or [B,C] (recognition)."""
+        pixels = images.to(self.device).float()
+        return self.kind.probabilities(self.logits, pixels, self.info, self.options)
+
+    def prepare(self, image: np.ndarray) -> torch.Tensor:
+        """One HxWxC uint8 image -> a uint8 batch of one, as the network takes it."""
+        array = self.kind.prepare_image(image, self.image_size, self.in_channels)
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
+
+    def predict_array(self, image: np.ndarray) -> tuple[Any, np.ndarray]:
+        """One HxWxC uint8 image -> (decoded prediction, probabilities).
+
+        The prediction is an HxW uint8 class map for segmentation (any input size) and a list
+        of (label, score) pairs for recognition; probabilities are CxHxW or C float32.
+        """
+        probs = self.probabilities(self.prepare(image))[0].float().cpu().numpy()
+        return self.kind.decode(probs, self.info, self.options), probs
+
+    @staticmethod
+    def load(model: str | Path, device: str = "cpu",
+             options: InferenceOptions | None = None) -> Predictor:
+        """A run directory or checkpoint (PyTorch) or an ``.onnx`` file (ONNX Runtime)."""
+        suffix = Path(model).suffix.lower()
+        if suffix == ".onnx":
+            return OnnxPredictor(model, options)
+        if suffix in (".pt", ".ts", ".torchscript"):
+            return TorchScriptPredictor(model, options)
+        return TorchPredictor.from_checkpoint(model, device, options)
+
+
+class TorchPredictor(Predictor):
+    """Runs a trained task (LightningModule) on any device."""
+
+    def __init__(self, task: Task, options: InferenceOptions | None = None) -> None:
+        self.module = task.eval()
+        self.task = task.name
         self.info = task.info
+        self.options = options or InferenceOptions()
+        self.config = task.config
+        self.image_size = tuple(task.config.data.image_size)
+        self.in_channels = task.in_channels
         self.device = next(task.parameters()).device
-        self.windows_run = 0
+        self.inputs_run = 0  # network inputs (whole images or windows) run so far
 
     @classmethod
-    def from_checkpoint(
-        cls, run_or_ckpt: str | Path, device: str = "cpu", options: InferenceOptions | None = None
-    ) -> Predictor:
+    def from_checkpoint(cls, run_or_ckpt: str | Path, device: str = "cpu",
+                        options: InferenceOptions | None = None) -> TorchPredictor:
         """Load a run directory or checkpoint file."""
         from segkit.engine.checkpoint import load_task
 
         return cls(load_task(run_or_ckpt, device), options)
 
     @property
-    def num_classes(self) -> int:
-        """Classes in the probability output (2 for binary models)."""
-        return self.info.num_classes
+    def checkpoint_path(self) -> Path | None:
+        """The checkpoint the task was loaded from."""
+        return getattr(self.module, "checkpoint_path", None)
 
-    def _logits_to_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.info.binary:
-            p = torch.sigmoid(logits[:, :1].float())
-            return torch.cat([1 - p, p], dim=1)
-        return torch.softmax(logits.float(), dim=1)
+    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.inputs_run += pixels.shape[0]
+        return self.module.pixel_logits(pixels)
 
-    def _window_logits(self, x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
-        logits, windows = sliding_window_logits(self.task.model, x, window, self.options.overlap,
-                                                self.options.window_batch)
-        self.windows_run += windows
-        return logits
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        window = self.options.window
-        if window is None and h * w > self.options.max_pixels:
-            window = self.options.auto_window
-        if window is not None and (h > window[0] or w > window[1]):
-            return self._window_logits(x, window)
-        return self.task.model(x)
+class ExportedPredictor(Predictor):
+    """An exported file run alone: its metadata says the task, classes, sizes and padding;
+    normalisation is inside the graph, padding to ``pad_multiple`` happens here."""
+
+    def __init__(self, path: Path, meta: dict[str, str], options: InferenceOptions | None,
+                 in_channels: int) -> None:
+        if "classes" not in meta:
+            raise SegkitError(f"{path}: no segkit metadata; export it with `segkit export`")
+        self.path, self.metadata = path, meta
+        self.task = meta.get("segkit_task", "segment")
+        self.multiple = int(meta.get("pad_multiple", "1"))
+        self.info = DatasetInfo(classes=json.loads(meta["classes"]),
+                                palette=[tuple(c) for c in json.loads(meta["palette"])],
+                                binary=json.loads(meta["binary"]),
+                                ignore_index=int(meta.get("ignore_index", 255)))
+        self.options = options or InferenceOptions()
+        self.in_channels = in_channels
+        self.image_size = tuple(json.loads(meta.get("image_size", "[64, 64]")))
+        self.config = Config.model_validate(json.loads(meta["config"])) if "config" in meta else None
+
+    def run(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The exported graph on float pixels whose sides are multiples of ``pad_multiple``."""
+        raise NotImplementedError
+
+    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        if not self.kind.spatial:
+            return self.run(pixels)
+        h, w = pixels.shape[-2:]
+        return self.run(pad_to_multiple(pixels, self.multiple))[..., :h, :w]
+
+
+class OnnxPredictor(ExportedPredictor):
+    """Runs an exported segkit ONNX file with ONNX Runtime (CPU)."""
+
+    def __init__(self, path: str | Path, options: InferenceOptions | None = None,
+                 threshold: float | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise SegkitError(f"ONNX file not found: {path}")
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        super().__init__(path, meta, options, int(self.session.get_inputs()[0].shape[1]))
+        if threshold is not None:
+            self.options.threshold = threshold
+
+    def run(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.detach().cpu().numpy().astype(np.float32)
+        return torch.from_numpy(self.session.run(None, {"image": x})[0])
+
+
+class TorchScriptPredictor(ExportedPredictor):
+    """Runs a TorchScript file written by ``segkit export --format torchscript``."""
+
+    def __init__(self, path: str | Path, options: InferenceOptions | None = None) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise SegkitError(f"TorchScript file not found: {path}")
+        files = {"segkit.json": ""}
+        self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        meta = json.loads(files["segkit.json"] or "{}")
+        super().__init__(path, meta, options, int(meta.get("in_channels", 3)))
 
     @torch.inference_mode()
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B,3,H,W] -> class probabilities [B,C,H,W] at the input size."""
-        x = self.task.normalize(images.to(self.device))
-        h, w = x.shape[-2:]
-        total: torch.Tensor | None = None
-        n = 0
-        for s in self.options.scales:
-            xs = x if s == 1.0 else F.interpolate(
-                x, size=(max(1, round(h * s)), max(1, round(w * s))),
-                mode="bilinear", align_corners=False,
-            )
-            variants = [False, True] if self.options.flip else [False]
-            for flip in variants:
-                logits = self._logits(xs.flip(-1) if flip else xs)
-                if flip:
-                    logits = logits.flip(-1)
-                probs = self._logits_to_probs(logits)
-                if probs.shape[-2:] != (h, w):
-                    probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
-                total = probs if total is None else total + probs
-                n += 1
-        assert total is not None
-        return total / n
+    def run(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.module(pixels.float().cpu())
 
-    def classes_from_probs(self, probs: torch.Tensor) -> torch.Tensor:
-        """Class indices from probabilities; binary models use ``options.threshold``."""
-        if self.info.binary:
-            return (probs[:, 1] > self.options.threshold).long()
-        return probs.argmax(1)
 
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B,3,H,W] -> class indices [B,H,W]."""
-        return self.classes_from_probs(self.probabilities(images))
-
-    def predict_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One HxWx3 uint8 array -> (HxW uint8 classes, CxHxW float32 probabilities)."""
-        t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
-        probs = self.probabilities(t)
-        classes = self.classes_from_probs(probs)[0].to(torch.uint8)
-        return classes.cpu().numpy(), probs[0].cpu().numpy()
+__all__ = ["FULL_TTA_SCALES", "InferenceOptions", "OnnxPredictor", "Predictor",
+           "TorchPredictor", "TorchScriptPredictor", "sliding_window_logits", "window_starts"]

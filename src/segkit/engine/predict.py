@@ -1,4 +1,8 @@
-"""``predict(run, inputs)``: colourised masks and overlays for image files of any size."""
+"""``predict(run, inputs)``: predictions for image files of any size, written by the task.
+
+Segmentation writes a palette mask and an overlay per image (of the input's size);
+classification and multi-label write ``predictions.csv`` and ``predictions.json``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,6 @@ import glob
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from segkit.data.io import IMAGE_SUFFIXES, read_image
@@ -34,38 +36,52 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 
 def predict(
-    run: str | Path,
+    run: str | Path | None,
     inputs: list[str | Path],
     out: str | Path,
     options: InferenceOptions | None = None,
     device: str = "cpu",
     save_probs: bool = False,
-    predictor: Any = None,
+    predictor: Predictor | None = None,
     progress: bool = True,
-) -> list[dict[str, Path]]:
-    """Write ``<stem>_mask.png`` (palette PNG), ``<stem>_overlay.png`` [+ probs] per input."""
-    from segkit.viz import overlay, palette_png, save_png
+) -> list[Any]:
+    """Predict every input image and write the task's outputs to ``out``.
 
-    predictor = predictor or Predictor.from_checkpoint(run, device, options)
-    info = predictor.info
+    Args:
+        run: run directory, checkpoint or ``.onnx`` file (ignored when ``predictor`` is given).
+        inputs: image files, folders and glob patterns.
+        out: output folder (created).
+        options: TTA, windows, threshold and top-k.
+        device: where a checkpoint runs.
+        save_probs: segmentation: also write per-class probabilities (``_probs.npz``).
+        predictor: an already loaded predictor (any backend).
+        progress: show a progress bar.
+
+    Returns:
+        Segmentation: one dict of written paths per image; recognition: one row per image
+        (``image`` and its ``labels`` as (label, score) pairs).
+
+    Raises:
+        SegkitError: no such input, unreadable image or model.
+    """
+    if predictor is None:
+        if run is None:
+            raise SegkitError("give a run directory / checkpoint, or an .onnx file")
+        predictor = Predictor.load(run, device, options)
+    return predict_with(predictor, inputs, out, save_probs, progress).results
+
+
+def predict_with(predictor: Predictor, inputs: list[str | Path], out: str | Path,
+                 save_probs: bool = False, progress: bool = True) -> Any:
+    """Like ``predict`` with a loaded predictor; returns the task's finished writer
+    (``results`` and ``describe()``)."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    writer = predictor.kind.prediction_writer(out_dir, predictor.info, predictor.options,
+                                              save_probs)
     for path in tqdm(expand_inputs(inputs), desc="predict", unit="img", disable=not progress):
         image = read_image(path)
-        mask, probs = predictor.predict_array(image)
-        files = {
-            "mask": save_png(palette_png(mask, info.palette), out_dir / f"{path.stem}_mask.png"),
-            "overlay": save_png(overlay(image, mask, info.palette), out_dir / f"{path.stem}_overlay.png"),
-        }
-        if save_probs:
-            files["probs"] = out_dir / f"{path.stem}_probs.npz"
-            np.savez_compressed(files["probs"], probs=probs.astype(np.float16),
-                                classes=np.array(info.classes))
-        written.append(files)
-    return written
-
-
-def load_mask(path: str | Path) -> np.ndarray:
-    """Read a predicted palette PNG back as class indices."""
-    return np.asarray(Image.open(path))
+        _, probs = predictor.predict_array(image)
+        writer.add(path, image, probs)
+    writer.close()
+    return writer

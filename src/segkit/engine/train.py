@@ -19,16 +19,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from segkit.config import Config
 from segkit.data import build_dataset, check_task_fits
-from segkit.data.mixing import Mixing, rare_classes
 from segkit.data.robust import SkipBadSamples
-from segkit.data.transforms import Augmented, build_augmentation, build_classification_augmentation
-from segkit.engine.callbacks import EPOCH_KEYS, EpochSummary, read_history
+from segkit.data.transforms import Augmented
+from segkit.engine.callbacks import EpochSummary, read_history
 from segkit.checkpoint_io import AtomicCheckpointIO, check_disk_space, checkpoint_sizes, remove_stale_temporaries
 from segkit.engine.checkpoint import check_resumable
 from segkit.engine.loaders import RunData
-from segkit.engine.task import SegmentationTask
 from segkit.errors import SegkitError
-from segkit.losses import inverse_frequency_weights, loss_needs_class_weights
+from segkit.tasks import InferenceOptions, Task, task_class
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
@@ -70,61 +68,30 @@ def prepare_run_dir(out: str | Path) -> Path:
     return run_dir
 
 
-def class_pixel_counts(source: Any, run_dir: Path) -> list[int]:
-    """Pixels per class of the training set, computed once and cached in the run directory."""
-    cache = run_dir / "class_pixel_counts.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())["counts"]
-    counts = [int(c) for c in source.class_pixel_counts()]
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"classes": source.info.classes, "counts": counts}))
-    tmp.replace(cache)
-    return counts
-
-
-def class_weights_for(cfg: Config, source: Any, run_dir: Path) -> list[float] | None:
-    """Inverse-frequency weights from the training set (or the config's own)."""
-    if cfg.loss.class_weights is not None or not loss_needs_class_weights(cfg.loss.name):
-        return cfg.loss.class_weights
-    return inverse_frequency_weights(torch.tensor(class_pixel_counts(source, run_dir))).tolist()
-
-
-def training_source(cfg: Config, source: Any, run_dir: Path) -> Any:
-    """The training source with CutMix / CopyBlob applied when configured."""
-    if not (cfg.aug.cutmix_prob or cfg.aug.copyblob_prob):
-        return source
-    blob = cfg.aug.copyblob_classes
-    if cfg.aug.copyblob_prob and blob is None:
-        blob = rare_classes(np.asarray(class_pixel_counts(source, run_dir)))
-    return Mixing(source, cfg.aug.cutmix_prob, cfg.aug.copyblob_prob, blob)
-
-
-def build_task(cfg: Config, train_src: Any, run_dir: Path) -> tuple[Any, Any, Any]:
-    """The Lightning module for ``cfg.task`` and its train / eval transforms."""
-    info = train_src.info
+def build_task(cfg: Config, train_src: Any, run_dir: Path) -> Task:
+    """The task's LightningModule for ``cfg``, with settings derived from the training data."""
+    kind = task_class(cfg.task)
     in_channels = getattr(getattr(train_src, "source", train_src), "channels", 3)
-    if cfg.task == "segment":
-        weights = class_weights_for(cfg, train_src, run_dir)
-        task = SegmentationTask(cfg.to_dict(), info.to_dict(), weights, in_channels)
-        return task, build_augmentation(cfg.aug, True), build_augmentation(cfg.aug, False)
-    from segkit.engine.classify_task import ClassificationTask, check_input_size
-    from segkit.models.ssgrl import cooccurrence_matrix
-
-    adjacency = None
-    if cfg.model.name.lower() == "ssgrl":
-        adjacency = cooccurrence_matrix(train_src.labels_matrix()).tolist()
-    task = ClassificationTask(cfg.to_dict(), info.to_dict(), in_channels, adjacency)
-    check_input_size(task.model, in_channels, tuple(cfg.data.image_size))
-    multilabel = cfg.task == "multilabel"
-    size = tuple(cfg.data.image_size)
-    return (task, build_classification_augmentation(cfg.aug, size, True, multilabel),
-            build_classification_augmentation(cfg.aug, size, False, multilabel))
+    task = kind(cfg.to_dict(), train_src.info.to_dict(), in_channels,
+                kind.prepare(cfg, train_src, run_dir))
+    task.check_input_size()
+    return task
 
 
-def train(cfg: Config, resume: bool = False, callbacks: list[pl.Callback] | None = None) -> TrainResult:
-    """Train ``cfg``; with ``resume`` continue from ``run.out``'s last checkpoint.
+def train(cfg: Config, resume: bool = False,
+          callbacks: list[pl.Callback] | None = None) -> TrainResult:
+    """Train ``cfg`` with Lightning and write its run directory.
 
-    ``callbacks`` are extra Lightning callbacks (progress hooks, custom logging).
+    Args:
+        cfg: the validated config (``segkit.config.build_config``).
+        resume: continue ``run.out`` from its ``checkpoints/last.ckpt`` exactly.
+        callbacks: extra Lightning callbacks (progress hooks, custom logging).
+
+    Returns:
+        Where the run put its checkpoints, its history and its final validation scores.
+
+    Raises:
+        SegkitError: bad data, config, disk or a diverged loss, as one line naming the fix.
     """
     run_dir = prepare_run_dir(cfg.run.out)
     ckpt_dir = run_dir / "checkpoints"
@@ -147,12 +114,14 @@ def train(cfg: Config, resume: bool = False, callbacks: list[pl.Callback] | None
         val_src = SkipBadSamples(val_src, run_dir / "skipped_files.txt")
     if resume:
         check_resumable(last, cfg.to_dict()["model"], train_src.info.classes)
-    task, train_tf, val_tf = build_task(cfg, train_src, run_dir)
+    task = build_task(cfg, train_src, run_dir)
+    kind = type(task)
     if rank_zero_only.rank == 0:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         check_disk_space(ckpt_dir, *checkpoint_sizes(task, cfg.optim.name, cfg.optim.momentum))
-    mixed = training_source(cfg, train_src, run_dir) if cfg.task == "segment" else train_src
-    data = RunData(Augmented(mixed, train_tf), Augmented(val_src, val_tf), cfg)
+    mixed = kind.training_source(cfg, train_src, run_dir)
+    data = RunData(Augmented(mixed, kind.transform(cfg, True)),
+                   Augmented(val_src, kind.transform(cfg, False)), cfg)
     steps_per_epoch = max(1, len(mixed) // cfg.data.batch_size)
 
     accelerator = accelerator_for(cfg.run.device)
@@ -169,7 +138,7 @@ def train(cfg: Config, resume: bool = False, callbacks: list[pl.Callback] | None
     )
     last_checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1,
                                       enable_version_counter=False)
-    summary = EpochSummary(run_dir / "metrics.csv", EPOCH_KEYS[cfg.task])
+    summary = EpochSummary(run_dir / "metrics.csv", kind.epoch_keys)
     callbacks = [checkpoint, last_checkpoint, summary, *(callbacks or [])]
     if cfg.run.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 20)))
@@ -208,7 +177,21 @@ def train(cfg: Config, resume: bool = False, callbacks: list[pl.Callback] | None
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
     result = TrainResult(run_dir, best, last, {}, read_history(run_dir / "metrics.csv"))
     if trainer.is_global_zero and os.environ.get("SEGKIT_SKIP_REPORT") != "1":
-        from segkit.report import finish_run
-
         result.metrics = finish_run(result, cfg)
     return result
+
+
+def finish_run(result: TrainResult, cfg: Config) -> dict[str, Any]:
+    """Evaluate the best checkpoint on val (as validation scored it: same windows) and write
+    curves.png, the task's pictures and report.md."""
+    from segkit.engine.evaluate import evaluate
+    from segkit.engine.report import write_report
+    from segkit.viz import plot_curves
+
+    if result.history:
+        plot_curves(result.history, result.run_dir / "curves.png")
+    metrics = evaluate(result.best_checkpoint, cfg.data.val_split,
+                       InferenceOptions(window=cfg.run.val_window), progress=False,
+                       grid=cfg.run.grid_images)
+    write_report(result.run_dir, cfg, metrics, result.history)
+    return metrics

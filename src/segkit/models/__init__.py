@@ -1,4 +1,8 @@
-"""Models by name: ``build_model(cfg.model, out_channels)`` and the ``MODELS`` registry."""
+"""Models by name: ``build_model(cfg.model, outputs, in_channels, task)`` and ``MODELS``.
+
+Every entry has a real builder ``(cfg, out_channels, in_channels, classes) -> nn.Module`` and a
+``tasks`` tag naming the tasks it fits; any other timm architecture name builds a classifier.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +13,30 @@ from pathlib import Path
 from torch import nn
 
 from segkit.config import ModelConfig
-from segkit.models.stats import conv_out, count_parameters, gflops  # noqa: F401
+from segkit.errors import SegkitError
+from segkit.models.classifiers import (adapt_first_conv, build_classifier, build_ssgrl,
+                                       timm_model_name)
+from segkit.models.deeplab import build_deeplabv3
+from segkit.models.fcn import build_fcn
+from segkit.models.smp_models import SMP_ARCHS, smp_builder
+from segkit.models.stats import conv_out, count_parameters, gflops
 from segkit.models.wrappers import PadToMultiple
-from segkit.registry import Registry
+from segkit.registry import Entry, Registry
 
-ModelBuilder = Callable[[ModelConfig, int], nn.Module]
+ModelBuilder = Callable[[ModelConfig, int, int, "list[str] | None"], nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model")
 log = logging.getLogger("segkit")
 
-# Importing the families registers them.
-from segkit.models import smp_models  # noqa: E402,F401
-from segkit.models.deeplab import build_deeplabv3  # noqa: E402
-from segkit.models.fcn import build_fcn  # noqa: E402
+SEGMENT = ("segment",)
+RECOGNITION = ("classify", "multilabel")
 
+for _name, (_cls, _desc, _aliases) in SMP_ARCHS.items():
+    MODELS.add(_name, smp_builder(_cls), _desc, _aliases, multiple=32, family="smp", tasks=SEGMENT)
 MODELS.add("fcn", build_fcn, "FCN-32s: torchvision ResNet trunk + bilinear-initialised deconv",
-           multiple=32, family="segkit")
+           multiple=32, family="segkit", tasks=SEGMENT)
 MODELS.add("deeplabv3", build_deeplabv3, "torchvision DeepLabV3 (resnet50/resnet101 encoder)",
-           aliases=("deeplab",), family="torchvision")
-
+           aliases=("deeplab",), family="torchvision", tasks=SEGMENT,
+           default_encoder="mobilenet_v3_large")
 
 _CLASSIFIERS = {
     "lenet": "LeNet-5 (sigmoid, average pooling, Xavier init) for 28x28 data",
@@ -36,28 +46,63 @@ _CLASSIFIERS = {
     "googlenet": "torchvision GoogLeNet", "densenet121": "torchvision DenseNet-121",
 }
 for _name, _desc in _CLASSIFIERS.items():
-    MODELS.add(_name, None, f"[classify/multilabel] {_desc}", task="classify")  # type: ignore[arg-type]
-MODELS.add("ssgrl", None, "[multilabel] SSGRL: semantic decoupling + gated GNN over label graph",  # type: ignore[arg-type]
-           task="multilabel")
+    MODELS.add(_name, build_classifier, _desc, family="torchvision", tasks=RECOGNITION)
+MODELS.add("ssgrl", build_ssgrl, "SSGRL: semantic decoupling + gated GNN over the label graph",
+           family="segkit", tasks=("multilabel",), label_graph=True)
+
+TIMM_CLASSIFIER: Entry[ModelBuilder] = Entry("timm", build_classifier,
+                                             "any timm architecture as a classifier",
+                                             {"family": "timm", "tasks": RECOGNITION})
 
 
-def build_model(cfg: ModelConfig, out_channels: int) -> nn.Module:
-    """Build the named model; its output always has the input's spatial size."""
-    from segkit.errors import SegkitError
+def model_entry(name: str) -> Entry[ModelBuilder]:
+    """The registered entry for ``name``; any timm architecture name is a classifier."""
+    if name in MODELS:
+        return MODELS.get(name)
+    if timm_model_name(name) is not None:
+        return TIMM_CLASSIFIER
+    try:
+        return MODELS.get(name)
+    except SegkitError as err:
+        raise SegkitError(f"{err}; not a segkit, torchvision or timm model either "
+                          "(list them with `segkit models`)") from None
+
+
+def build_model(cfg: ModelConfig, out_channels: int, in_channels: int = 3,
+                task: str | None = None, classes: list[str] | None = None) -> nn.Module:
+    """Build the named model for ``task``.
+
+    Args:
+        cfg: the model section (name, encoder, weights, norm, ...).
+        out_channels: outputs per pixel (segmentation) or per image (recognition).
+        in_channels: image channels (1 for MNIST-style data).
+        task: the task it is for; a model that does not fit it is a clear error.
+        classes: class names (SSGRL looks their words up in ``word_embeddings``).
+
+    Returns:
+        The network; segmentation models map any HxW input to an HxW output.
+
+    Raises:
+        SegkitError: unknown name ("did you mean"), a model of another task, missing or
+            non-matching weights, or no network to fetch ``imagenet`` weights.
+    """
     from segkit.models.norms import replace_batchnorm
     from segkit.models.weights import load_weights
 
-    entry = MODELS.get(cfg.name)
-    if entry.tags.get("task", "segment") != "segment":
-        raise SegkitError(f"'{cfg.name}' is an image classifier; use it with --task classify or "
-                          "multilabel, or pick a segmentation model (unet, fcn, deeplabv3, ...)")
+    entry = model_entry(cfg.name)
+    fits = entry.tags.get("tasks", ())
+    if task is not None and task not in fits:
+        others = [e.name for e in MODELS if task in e.tags.get("tasks", ())]
+        raise SegkitError(f"model '{cfg.name}' is for --task {' / '.join(fits)}, not {task}; "
+                          f"models for {task}: {', '.join(others)}")
     try:
-        net = entry.builder(cfg, out_channels)
+        net = entry.builder(cfg, out_channels, in_channels, classes)
     except OSError as err:  # URLError and socket errors: no way to fetch pretrained weights
         if cfg.weights != "imagenet":
             raise
         raise SegkitError(f"could not download imagenet weights for '{cfg.name}' (offline?): "
                           f"{str(err)[:120]}; pass a local file with --weights PATH") from None
+    adapt_first_conv(net, in_channels)
     replace_batchnorm(net, cfg.norm)
     if cfg.weights and cfg.weights != "imagenet":
         if not Path(cfg.weights).is_file():
@@ -67,4 +112,4 @@ def build_model(cfg: ModelConfig, out_channels: int) -> nn.Module:
     return PadToMultiple(net, multiple) if multiple > 1 else net
 
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "build_model", "conv_out", "count_parameters", "gflops", "model_entry"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-
 import torch
 import torchvision
 from torch import nn
@@ -40,21 +38,22 @@ class LeNet5(nn.Module):
 
 
 def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
-    """Replace the first Conv2d so the model takes ``in_channels`` (e.g. 1 for MNIST)."""
-    for module in model.modules():
-        for name, child in module.named_children():
-            if isinstance(child, nn.Conv2d):
-                if child.in_channels == in_channels:
-                    return
-                new = nn.Conv2d(in_channels, child.out_channels, child.kernel_size, child.stride,
-                                child.padding, child.dilation, child.groups, child.bias is not None)
-                with torch.no_grad():
-                    new.weight.copy_(child.weight.mean(1, keepdim=True).repeat(1, in_channels, 1, 1))
-                setattr(module, name, new)
-                return
+    """Replace the first Conv2d (in registration order: the stem) so the model takes
+    ``in_channels`` (e.g. 1 for MNIST); its weights are the mean over the old channels."""
+    name, child = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)),
+                       ("", None))
+    if child is None or child.in_channels == in_channels:
+        return
+    new = nn.Conv2d(in_channels, child.out_channels, child.kernel_size, child.stride,
+                    child.padding, child.dilation, child.groups, child.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(child.weight.mean(1, keepdim=True).repeat(1, in_channels, 1, 1))
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
 
 
-def build_classifier(cfg: ModelConfig, num_classes: int, in_channels: int = 3) -> nn.Module:
+def build_classifier(cfg: ModelConfig, num_classes: int, in_channels: int = 3,
+                     classes: list[str] | None = None) -> nn.Module:
     """``lenet``, a torchvision name, or ``timm:NAME`` / any timm model name."""
     name = cfg.name.lower()
     pretrained = cfg.weights == "imagenet"
@@ -69,16 +68,33 @@ def build_classifier(cfg: ModelConfig, num_classes: int, in_channels: int = 3) -
     else:
         import timm
 
-        timm_name = name.split(":", 1)[1] if name.startswith("timm:") else name
-        if not timm.list_models(timm_name):
-            close = difflib.get_close_matches(name, ["lenet", "ssgrl", *TORCHVISION], n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise SegkitError(f"unknown model '{cfg.name}'; {hint}not a segkit, torchvision or "
-                              "timm model (list them with `segkit models`)")
+        timm_name = timm_model_name(name)
+        if timm_name is None:
+            raise SegkitError(f"unknown model '{cfg.name}'; not a segkit, torchvision or timm "
+                              "model (list them with `segkit models`)")
         model = timm.create_model(timm_name, pretrained=pretrained, num_classes=num_classes,
                                   in_chans=in_channels)
     adapt_first_conv(model, in_channels)
     return model
+
+
+def timm_model_name(name: str) -> str | None:
+    """The timm architecture ``name`` (or ``timm:name``) stands for, None if timm lacks it."""
+    import timm
+
+    bare = name.split(":", 1)[1] if name.lower().startswith("timm:") else name
+    return bare if timm.list_models(bare) else None
+
+
+def build_ssgrl(cfg: ModelConfig, num_classes: int, in_channels: int = 3,
+                classes: list[str] | None = None) -> nn.Module:
+    """SSGRL on a ResNet trunk; GloVe vectors for the class names when a file is given."""
+    from segkit.models.ssgrl import SSGRL, load_glove
+
+    emb = load_glove(cfg.word_embeddings, classes or []) if cfg.word_embeddings else None
+    encoder = cfg.encoder if cfg.encoder.startswith("resnet") else "resnet101"
+    return SSGRL(num_classes, encoder, emb, cfg.ssgrl_rank, cfg.ssgrl_steps,
+                 pretrained=cfg.weights == "imagenet")
 
 
 def replace_head(model: nn.Module, num_classes: int) -> None:

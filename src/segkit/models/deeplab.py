@@ -27,7 +27,8 @@ class TorchvisionSegmentation(nn.Module):
         return self.net(x)["out"]
 
 
-def build_deeplabv3(cfg: ModelConfig, out_channels: int) -> nn.Module:
+def build_deeplabv3(cfg: ModelConfig, out_channels: int, in_channels: int = 3,
+                    classes: list[str] | None = None) -> nn.Module:
     """Registry builder for ``deeplabv3`` (encoder resnet50 / resnet101 / mobilenet_v3_large)."""
     encoder = cfg.encoder if cfg.encoder in _BUILDERS else None
     if encoder is None:

@@ -60,6 +60,7 @@ class FCN(nn.Module):
         return self.upsample(self.classifier(self.encoder(x)))
 
 
-def build_fcn(cfg: ModelConfig, out_channels: int) -> nn.Module:
+def build_fcn(cfg: ModelConfig, out_channels: int, in_channels: int = 3,
+              classes: list[str] | None = None) -> nn.Module:
     """Registry builder for ``fcn``."""
     return FCN(out_channels, cfg.encoder, pretrained=cfg.weights == "imagenet")

@@ -10,7 +10,7 @@ from torch import nn
 from segkit.config import ModelConfig
 from segkit.errors import SegkitError
 
-_ARCHS = {
+SMP_ARCHS = {
     "unet": ("Unet", "U-Net (smp), any smp/timm encoder", ("u-net",)),
     "unetplusplus": ("UnetPlusPlus", "U-Net++ (smp)", ("unet++",)),
     "deeplabv3plus": ("DeepLabV3Plus", "DeepLabV3+ (smp)", ("deeplabv3+",)),
@@ -27,8 +27,11 @@ def smp_encoder_weights(cfg: ModelConfig) -> str | None:
     return cfg.weights
 
 
-def _builder(cls_name: str):
-    def build(cfg: ModelConfig, out_channels: int) -> nn.Module:
+def smp_builder(cls_name: str):
+    """A registry builder for the smp architecture class ``cls_name``."""
+
+    def build(cfg: ModelConfig, out_channels: int, in_channels: int = 3,
+              classes: list[str] | None = None) -> nn.Module:
         if cfg.encoder not in smp.encoders.get_encoder_names():
             import difflib
 
@@ -44,7 +47,7 @@ def _builder(cls_name: str):
             return getattr(smp, cls_name)(
                 encoder_name=cfg.encoder,
                 encoder_weights=smp_encoder_weights(cfg),
-                in_channels=3,
+                in_channels=in_channels,
                 classes=out_channels,
                 **extra,
             )
@@ -58,13 +61,3 @@ def _builder(cls_name: str):
             raise
 
     return build
-
-
-def _register() -> None:
-    from segkit.models import MODELS
-
-    for name, (cls_name, desc, aliases) in _ARCHS.items():
-        MODELS.add(name, _builder(cls_name), desc, aliases, multiple=32, family="smp")
-
-
-_register()

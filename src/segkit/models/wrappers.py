@@ -21,10 +21,15 @@ class PadToMultiple(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph = (-h) % self.multiple
-        pw = (-w) % self.multiple
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        out = self.net(x)
-        return out[..., :h, :w]
+        return self.net(pad_to_multiple(x, self.multiple))[..., :h, :w]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """[B,C,H,W] padded at the bottom and right up to multiples of ``multiple`` (reflect,
+    or replicate where the image is smaller than the padding)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not (ph or pw):
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)

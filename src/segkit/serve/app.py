@@ -6,10 +6,10 @@ imported at the top level (postponed annotations would otherwise turn them into 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -51,23 +51,15 @@ def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
         raise ValueError(f"corrupt or truncated image ({reason})") from None
 
 
-def _png_b64(array_or_image: Any) -> str:
-    img = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 class Service:
-    """Holds the model; one lock keeps concurrent requests from sharing a forward pass."""
+    """Holds one predictor (any task, any backend); one lock keeps concurrent requests from
+    sharing a forward pass."""
 
     def __init__(self, run: str | Path, device: str = "cpu", wait_s: float = 30.0) -> None:
-        from segkit.engine.checkpoint import load_task
         from segkit.engine.inference import Predictor
 
-        self.task = load_task(run, device)
-        self.kind = self.task.config.task
-        self.predictor = Predictor(self.task) if self.kind == "segment" else None
+        self.predictor = Predictor.load(run, device)
+        self.kind = self.predictor.task
         self.lock = threading.Lock()
         self.wait_s = wait_s
 
@@ -83,35 +75,19 @@ class Service:
 
     def describe(self) -> dict[str, Any]:
         """GET /model."""
-        cfg = self.task.config
-        return {"task": self.kind, "classes": self.task.info.classes,
-                "input_size": list(cfg.data.image_size),
-                "model": f"{cfg.model.name}/{cfg.model.encoder}", "binary": self.task.info.binary}
+        p = self.predictor
+        cfg = p.config
+        model = f"{cfg.model.name}/{cfg.model.encoder}" if cfg else p.metadata.get("model", "?")
+        return {"task": self.kind, "classes": p.info.classes, "input_size": list(p.image_size),
+                "model": model, "binary": p.info.binary}
 
-    def segment(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        """Mask and JSON summary (class pixel shares, overlay) for one image."""
-        from segkit.viz import overlay, palette_png
-
+    def reply(self, image: np.ndarray, fmt: str, top_k: int, threshold: float) -> Any:
+        """The task's answer for one image: a JSON-able dict or PNG bytes."""
+        options = replace(self.predictor.options, top_k=top_k, threshold=threshold)
         with self._model():
-            mask, _ = self.predictor.predict_array(image)
-        info = self.task.info
-        counts = np.bincount(mask.ravel(), minlength=info.num_classes)
-        total = max(int(counts.sum()), 1)
-        classes = [{"index": i, "name": n, "color": list(info.palette[i]), "pixels": int(counts[i]),
-                    "percent": 100.0 * counts[i] / total}
-                   for i, n in enumerate(info.classes) if counts[i] > 0]
-        summary = {"width": int(mask.shape[1]), "height": int(mask.shape[0]), "classes": classes,
-                   "overlay_png": _png_b64(overlay(image, mask, info.palette)),
-                   "mask_png": _png_b64(palette_png(mask, info.palette))}
-        return mask, summary
+            _, probs = self.predictor.predict_array(image)
+        return self.predictor.kind.serve_reply(image, probs, self.predictor.info, options, fmt)
 
-    def classify(self, image: np.ndarray, top_k: int = 5, threshold: float = 0.5) -> dict[str, Any]:
-        """Top-k classes or multi-label scores for one image."""
-        from segkit.engine.classify_eval import classify_image
-
-        with self._model():
-            picked = classify_image(self.task, image, top_k, threshold)
-        return {"task": self.kind, "labels": [{"label": n, "score": p} for n, p in picked]}
 
 def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0,
                max_pixels: int = 40_000_000, timeout_s: float = 30.0):
@@ -151,14 +127,12 @@ def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0
         except ValueError as err:
             raise HTTPException(400, f"{file.filename or 'upload'}: {err}") from None
         try:
-            if service.kind != "segment":
-                return service.classify(image, top_k, threshold)
-            mask, summary = service.segment(image)
+            answer = service.reply(image, format, top_k, threshold)
         except TimeoutError as err:
             raise HTTPException(503, str(err), headers={"Retry-After": "5"}) from None
-        if format == "json":
-            return summary
-        return Response(base64.b64decode(summary["mask_png"]), media_type="image/png")
+        if isinstance(answer, bytes):
+            return Response(answer, media_type="image/png")
+        return answer
 
     return app
 

@@ -1,0 +1,44 @@
+"""report.md of a finished run: what it trained, how well, and its pictures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from segkit.config import Config
+from segkit.data.robust import count_skipped
+from segkit.tasks import task_class
+
+
+def write_report(run_dir: Path, cfg: Config, metrics: dict[str, Any], history: list[dict]) -> Path:
+    """report.md (common header, the task's section, curves) and summary.json."""
+    kind = task_class(cfg.task)
+    monitor = kind.monitor.replace("/", "_")
+    best = max(history, key=lambda r: r.get(monitor, -1)) if history else {}
+    h, w = cfg.data.image_size
+    lines = [
+        f"# segkit run `{run_dir}`",
+        "",
+        f"- task: {cfg.task}; data: {cfg.data.name} ({h}x{w}); model: {cfg.model.name} / "
+        f"{cfg.model.encoder}; loss: {cfg.loss.name}",
+        f"- epochs: {len(history)}; best epoch: {int(best.get('epoch', 0))}",
+        f"- bad files skipped (data.on_bad_image=skip): "
+        f"{count_skipped(run_dir / 'skipped_files.txt')}",
+        *kind.report_lines(metrics, run_dir),
+        "",
+        "![curves](curves.png)",
+        "",
+        "Files: `config.yaml`, `checkpoints/best.ckpt` (weights, for evaluate / predict / export), "
+        "`checkpoints/last.ckpt` (for --resume), `metrics.csv`, `metrics.json`, `results.txt`, "
+        "`curves.png`, `tb/` (TensorBoard).",
+        "",
+    ]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    summary = {"task": cfg.task, "best_epoch": int(best.get("epoch", 0)),
+               kind.headline: metrics[kind.headline]}
+    if "dice" in metrics:
+        summary["dice"] = metrics["dice"]
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return path
