@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean install e2e
+.PHONY: demo test test-fast lint bench clean install e2e browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,10 +18,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m segkit.demo
 
-test: $(STAMP)
+# the browser test needs Debian's chromium; installed here when running as root (CI is)
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		echo "could not install chromium: the browser test will be skipped"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/lint-imports
+
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest tests
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest tests -m "not slow"
 
 bench: $(STAMP)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import save  # noqa: E402
-
 from segkit.config import build_config  # noqa: E402
 from segkit.engine.train import train  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""`make bench`: every benchmark, results merged into benchmarks/results.json (about 40 min on 2 CPU cores)."""
+"""`make bench`: every benchmark, results merged into benchmarks/results.json (about 40 min on
+2 CPU cores)."""
 
 from __future__ import annotations
 

@@ -57,7 +57,9 @@ def make_data(case: dict[str, Any], root: Path) -> str | None:
                 for k in range(n // len(originals) + 1):
                     for f in originals:
                         city = f.parent.name
-                        copy = f.parent / f"{city}_{100 + k:06d}_{f.name.split('_')[1]}_{suffix}.png"
+                        copy = (
+                            f.parent / f"{city}_{100 + k:06d}_{f.name.split('_')[1]}_{suffix}.png"
+                        )
                         shutil.copy(f, copy)
         return str(root)
     return None
@@ -68,11 +70,19 @@ def case_config(case: dict[str, Any], root: str | None, out: Path) -> Any:
     from segkit.config import build_config
 
     over: dict[str, Any] = {
-        "data.name": case["data"], "data.batch_size": case["batch"], "model.name": case["model"],
-        "model.encoder": case["encoder"], "run.epochs": EPOCHS, "run.progress": False,
-        "run.limit_train_batches": case["steps"], "run.limit_val_batches": 1,
-        "run.grid_images": 0, "run.device": "cpu", "run.out": str(out),
-        "data.num_train": case["batch"] * case["steps"], "data.num_val": case["batch"],
+        "data.name": case["data"],
+        "data.batch_size": case["batch"],
+        "model.name": case["model"],
+        "model.encoder": case["encoder"],
+        "run.epochs": EPOCHS,
+        "run.progress": False,
+        "run.limit_train_batches": case["steps"],
+        "run.limit_val_batches": 1,
+        "run.grid_images": 0,
+        "run.device": "cpu",
+        "run.out": str(out),
+        "data.num_train": case["batch"] * case["steps"],
+        "data.num_val": case["batch"],
     }
     if root:
         over["data.root"] = root
@@ -155,8 +165,9 @@ def run_plain(cfg: Any, case: dict[str, Any]) -> float:
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
     data = PlainDataset(source, build_augmentation(cfg.aug, True), cfg.aug.mean, cfg.aug.std)
-    loader = torch.utils.data.DataLoader(data, batch_size=case["batch"], shuffle=True,
-                                         drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=case["batch"], shuffle=True, drop_last=True
+    )
     rates = []
     for _ in range(EPOCHS):
         start, seen, running = time.perf_counter(), 0, 0.0
@@ -179,8 +190,11 @@ def train_part(name: str, part: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         root = make_data(case, Path(tmp) / "data")
         cfg = case_config(case, root, Path(tmp) / "run")
-        fn = {"segkit": lambda: run_segkit(cfg), "ceiling": lambda: run_ceiling(cfg, case),
-              "plain": lambda: run_plain(cfg, case)}[part]
+        fn = {
+            "segkit": lambda: run_segkit(cfg),
+            "ceiling": lambda: run_ceiling(cfg, case),
+            "plain": lambda: run_plain(cfg, case),
+        }[part]
         rate = fn()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"images_per_s": round(rate, 4), "peak_rss_mb": round(rss_mb, 1)}
@@ -196,15 +210,23 @@ def bench_train(names: list[str] | None = None) -> dict[str, Any]:
         runs: dict[str, list[dict[str, float]]] = {"ceiling": [], "plain": [], "segkit": []}
         for _ in range(ROUNDS):
             for part, got in runs.items():
-                proc = subprocess.run([sys.executable, __file__, "--train-part", name, part],
-                                      capture_output=True, text=True, check=False)
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--train-part", name, part],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
                 if proc.returncode != 0:
-                    raise RuntimeError(f"train benchmark {name}/{part} failed:\n{proc.stderr[-2000:]}")
+                    raise RuntimeError(
+                        f"train benchmark {name}/{part} failed:\n{proc.stderr[-2000:]}"
+                    )
                 got.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         for part, got in runs.items():
-            row[part] = {"images_per_s": round(float(np.median([g["images_per_s"] for g in got])), 4),
-                         "peak_rss_mb": max(g["peak_rss_mb"] for g in got),
-                         "rounds": [g["images_per_s"] for g in got]}
+            row[part] = {
+                "images_per_s": round(float(np.median([g["images_per_s"] for g in got])), 4),
+                "peak_rss_mb": max(g["peak_rss_mb"] for g in got),
+                "rounds": [g["images_per_s"] for g in got],
+            }
         ips = {p: row[p]["images_per_s"] for p in ("ceiling", "plain", "segkit")}
         row["segkit_vs_ceiling"] = round(ips["segkit"] / ips["ceiling"], 3)
         row["segkit_vs_plain"] = round(ips["segkit"] / ips["plain"], 3)
@@ -214,7 +236,8 @@ def bench_train(names: list[str] | None = None) -> dict[str, Any]:
 
 
 def bench_infer() -> dict[str, Any]:
-    """Predictor (normalise, model, softmax/sigmoid, classes) vs a raw forward; TTA vs its forwards."""
+    """Predictor (normalise, model, softmax/sigmoid, classes) vs a raw forward; TTA vs its
+    forwards."""
     import torch.nn.functional as F
 
     from segkit.config import build_config
@@ -230,11 +253,15 @@ def bench_infer() -> dict[str, Any]:
         images = torch.randint(0, 256, (batch, 3, 128, 128), dtype=torch.uint8)
         x = task.normalize(images)
         with torch.inference_mode():
-            raw = median_time(lambda: task.model(x), repeats=7, warmup=2)
-        engine = median_time(lambda: TorchPredictor(task).probabilities(images).argmax(1), repeats=7, warmup=2)
-        rows[f"batch{batch}"] = {"raw_images_per_s": round(batch / raw, 1),
-                                 "segkit_images_per_s": round(batch / engine, 1),
-                                 "ratio": round(raw / engine, 3)}
+            raw = median_time(lambda x=x: task.model(x), repeats=7, warmup=2)
+        predictor = TorchPredictor(task)
+        engine = median_time(lambda p=predictor, x=images: p.probabilities(x).argmax(1),
+                             repeats=7, warmup=2)
+        rows[f"batch{batch}"] = {
+            "raw_images_per_s": round(batch / raw, 1),
+            "segkit_images_per_s": round(batch / engine, 1),
+            "ratio": round(raw / engine, 3),
+        }
     scales = (0.75, 1.0, 1.25)
     images = torch.randint(0, 256, (8, 3, 128, 128), dtype=torch.uint8)
     tta = TorchPredictor(task, InferenceOptions(scales=scales, flip=True))
@@ -244,16 +271,19 @@ def bench_infer() -> dict[str, Any]:
     with torch.inference_mode():
         for s in scales:
             xs = F.interpolate(x, scale_factor=s, mode="bilinear") if s != 1 else x
-            forwards += 2 * median_time(lambda: task.model(xs), repeats=5, warmup=1)
+            forwards += 2 * median_time(lambda xs=xs: task.model(xs), repeats=5, warmup=1)
     rows["tta_scales_0.75-1.25_flip_batch8"] = {
-        "seconds": round(tta_time, 4), "sum_of_forwards_seconds": round(forwards, 4),
-        "overhead": round(tta_time / forwards, 3)}
+        "seconds": round(tta_time, 4),
+        "sum_of_forwards_seconds": round(forwards, 4),
+        "overhead": round(tta_time / forwards, 3),
+    }
     print("infer", json.dumps(rows), flush=True)
     return rows
 
 
 def bench_metrics() -> dict[str, Any]:
-    """Confusion-matrix accumulation, 19 classes at 512x1024: segkit vs torchmetrics vs read-once."""
+    """Confusion-matrix accumulation, 19 classes at 512x1024: segkit vs torchmetrics vs
+    read-once."""
     from torchmetrics.classification import MulticlassConfusionMatrix
 
     from segkit.metrics import SegmentationMetrics
@@ -268,15 +298,18 @@ def bench_metrics() -> dict[str, Any]:
     t_ours = median_time(lambda: ours.update(pred, target), repeats=7, warmup=2)
     t_ref = median_time(lambda: reference.update(pred, target), repeats=7, warmup=2)
     t_read = median_time(lambda: (pred.sum(), target.sum()), repeats=7, warmup=2)
-    rows = {"segkit_mpixel_per_s": round(mpx / t_ours, 1),
-            "torchmetrics_mpixel_per_s": round(mpx / t_ref, 1),
-            "read_once_mpixel_per_s": round(mpx / t_read, 1)}
+    rows = {
+        "segkit_mpixel_per_s": round(mpx / t_ours, 1),
+        "torchmetrics_mpixel_per_s": round(mpx / t_ref, 1),
+        "read_once_mpixel_per_s": round(mpx / t_read, 1),
+    }
     print("metrics", json.dumps(rows), flush=True)
     return rows
 
 
-def main(parts: tuple[str, ...] = ("train", "infer", "metrics"),
-         cases: list[str] | None = None) -> dict[str, Any]:
+def main(
+    parts: tuple[str, ...] = ("train", "infer", "metrics"), cases: list[str] | None = None
+) -> dict[str, Any]:
     """Run the chosen parts and merge them under 'speed' in results.json."""
     from common import RESULTS
 
@@ -295,13 +328,17 @@ def main(parts: tuple[str, ...] = ("train", "infer", "metrics"),
 
 def print_table(p: dict[str, Any]) -> None:
     """Markdown table of the train figures."""
-    print("\n| case | ceiling img/s | plain loop img/s | segkit img/s | segkit/ceiling | "
-          "segkit/plain | peak RSS segkit / plain (MB) |")
+    print(
+        "\n| case | ceiling img/s | plain loop img/s | segkit img/s | segkit/ceiling | "
+        "segkit/plain | peak RSS segkit / plain (MB) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in p.get("train", {}).values():
-        print(f"| {r['label']} | {r['ceiling']['images_per_s']} | {r['plain']['images_per_s']} | "
-              f"{r['segkit']['images_per_s']} | {r['segkit_vs_ceiling']} | {r['segkit_vs_plain']} | "
-              f"{r['segkit']['peak_rss_mb']} / {r['plain']['peak_rss_mb']} |")
+        print(
+            f"| {r['label']} | {r['ceiling']['images_per_s']} | {r['plain']['images_per_s']} | "
+            f"{r['segkit']['images_per_s']} | {r['segkit_vs_ceiling']} | {r['segkit_vs_plain']} | "
+            f"{r['segkit']['peak_rss_mb']} / {r['plain']['peak_rss_mb']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import save  # noqa: E402
-
 from segkit.engine.evaluate import evaluate  # noqa: E402
 from segkit.engine.inference import FULL_TTA_SCALES, InferenceOptions  # noqa: E402
 

@@ -109,7 +109,8 @@ def make_coco(root: Path, split: str = "train", year: str = "2017", n: int = 4,
     return root
 
 
-def make_folder(root: Path, n: int = 8, size=(32, 40), classes: int = 4, splits: bool = False) -> Path:
+def make_folder(root: Path, n: int = 8, size=(32, 40), classes: int = 4,
+                splits: bool = False) -> Path:
     """images/*.png + masks/*.png (grayscale indices), optional splits/*.txt."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()

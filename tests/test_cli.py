@@ -23,7 +23,8 @@ def test_unknown_model_is_one_line_error(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip() == (
-        "segkit: error: unknown model 'unett'; did you mean 'unet'? known: " + err.split("known: ")[1].strip()
+        "segkit: error: unknown model 'unett'; did you mean 'unet'? known: "
+        + err.split("known: ")[1].strip()
     )
     assert "Traceback" not in err
 
@@ -42,8 +43,20 @@ def test_cli_end_to_end_predict(trained_run, tmp_path, capsys) -> None:
     from PIL import Image
 
     Image.new("RGB", (50, 40), (200, 30, 30)).save(tmp_path / "x.png")
-    assert main(["predict", str(trained_run), str(tmp_path / "x.png"), "--out",
-                 str(tmp_path / "o"), "--tta", "flip"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(trained_run),
+                str(tmp_path / "x.png"),
+                "--out",
+                str(tmp_path / "o"),
+                "--tta",
+                "flip",
+            ]
+        )
+        == 0
+    )
     assert Image.open(tmp_path / "o" / "x_mask.png").size == (50, 40)
     assert main(["evaluate", str(trained_run), "--out", str(tmp_path / "e")]) == 0
     assert "mIoU" in capsys.readouterr().out
@@ -57,8 +70,20 @@ def test_console_script_runs() -> None:
 @pytest.mark.slow
 def test_cli_train_and_resume(tmp_path) -> None:
     run = tmp_path / "r"
-    common = ["--set", "data.num_train=8", "--set", "data.num_val=4", "--image-size", "32", "32",
-              "--batch-size", "4", "--no-progress", "--set", "run.grid_images=0"]
+    common = [
+        "--set",
+        "data.num_train=8",
+        "--set",
+        "data.num_val=4",
+        "--image-size",
+        "32",
+        "32",
+        "--batch-size",
+        "4",
+        "--no-progress",
+        "--set",
+        "run.grid_images=0",
+    ]
     assert main(["train", "--epochs", "1", "--out", str(run), *common]) == 0
     assert main(["train", "--resume", str(run), "--epochs", "2", *common]) == 0
     lines = (run / "metrics.csv").read_text().splitlines()

@@ -40,4 +40,6 @@ def test_tutorial_runs_and_produces_its_pictures(page: Path, tmp_path: Path) -> 
     assert "Traceback" not in proc.stderr
     for produced, _ in tutorials.figures(page):
         path = tmp_path / produced
-        assert path.is_file() and path.stat().st_size > 1000, f"{page.name} did not write {produced}"
+        assert path.is_file() and path.stat().st_size > 1000, (
+            f"{page.name} did not write {produced}"
+        )

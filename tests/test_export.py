@@ -15,14 +15,18 @@ from segkit.export import export_model
 
 
 def _quick_run(tmp_path, name: str, **extra):
-    over = tiny_overrides(tmp_path / name, **{"run.limit_train_batches": 2, "run.limit_val_batches": 1,
-                                              "run.grid_images": 0, **extra})
+    over = tiny_overrides(
+        tmp_path / name,
+        **{"run.limit_train_batches": 2, "run.limit_val_batches": 1, "run.grid_images": 0, **extra},
+    )
     return train(build_config(overrides=over)).best_checkpoint
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model,encoder", [("unet", "resnet18"), ("fcn", "resnet18"),
-                                           ("deeplabv3", "mobilenet_v3_large")])
+@pytest.mark.parametrize(
+    "model,encoder",
+    [("unet", "resnet18"), ("fcn", "resnet18"), ("deeplabv3", "mobilenet_v3_large")],
+)
 def test_onnx_segmentation_matches_pytorch_any_size(tmp_path, model, encoder) -> None:
     ckpt = _quick_run(tmp_path, model, **{"model.name": model, "model.encoder": encoder})
     result = export_model(ckpt, tmp_path / f"{model}.onnx")
@@ -40,8 +44,16 @@ def test_onnx_segmentation_matches_pytorch_any_size(tmp_path, model, encoder) ->
 
 @pytest.mark.slow
 def test_torchscript_and_classifier_export(tmp_path) -> None:
-    ckpt = _quick_run(tmp_path, "cls", **{"task": "classify", "data.name": "shapes-cls",
-                                          "model.name": "lenet", "data.image_size": [28, 28]})
+    ckpt = _quick_run(
+        tmp_path,
+        "cls",
+        **{
+            "task": "classify",
+            "data.name": "shapes-cls",
+            "model.name": "lenet",
+            "data.image_size": [28, 28],
+        },
+    )
     assert export_model(ckpt, tmp_path / "cls.onnx").max_abs_diff < 1e-4
     assert export_model(ckpt, tmp_path / "cls.pt", fmt="torchscript").max_abs_diff < 1e-4
 
@@ -52,6 +64,17 @@ def test_cli_export_and_predict_from_onnx_alone(tmp_path, capsys) -> None:
     assert main(["export", str(ckpt), "--out", str(tmp_path / "m.onnx")]) == 0
     assert "max |exported - PyTorch|" in capsys.readouterr().out
     Image.fromarray(np.zeros((30, 41, 3), np.uint8)).save(tmp_path / "a.png")
-    assert main(["predict", str(tmp_path / "a.png"), "--onnx", str(tmp_path / "m.onnx"),
-                 "--out", str(tmp_path / "o")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "a.png"),
+                "--onnx",
+                str(tmp_path / "m.onnx"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
     assert Image.open(tmp_path / "o" / "a_mask.png").size == (41, 30)

@@ -25,7 +25,9 @@ def test_ce_matches_torch_and_ignores_void() -> None:
     assert loss == pytest.approx(float(F.cross_entropy(logits, target, ignore_index=255)))
     changed = logits.clone()
     changed[0, :, 0] = 100.0  # only ignored pixels change
-    assert build_loss(LossConfig(name="ce"), "multiclass")(changed, target) == pytest.approx(float(loss))
+    assert build_loss(LossConfig(name="ce"), "multiclass")(changed, target) == pytest.approx(
+        float(loss)
+    )
 
 
 def test_weighted_ce_uses_weights() -> None:
@@ -41,10 +43,13 @@ def test_weighted_ce_uses_weights() -> None:
 def test_focal_hand_computed_and_gamma_zero_is_ce() -> None:
     logits, target = _batch()
     zero = build_loss(LossConfig(name="focal", focal_gamma=0.0), "multiclass")(logits, target)
-    assert float(zero) == pytest.approx(float(F.cross_entropy(logits, target, ignore_index=255)), rel=1e-5)
+    assert float(zero) == pytest.approx(
+        float(F.cross_entropy(logits, target, ignore_index=255)), rel=1e-5
+    )
     # one pixel, two classes, p_t = sigmoid(1) -> -(1-p)^2 log p
-    one = build_loss(LossConfig(name="focal"), "multiclass")(torch.tensor([[[[0.0]], [[1.0]]]]),
-                                                      torch.tensor([[[1]]]))
+    one = build_loss(LossConfig(name="focal"), "multiclass")(
+        torch.tensor([[[[0.0]], [[1.0]]]]), torch.tensor([[[1]]])
+    )
     p = torch.sigmoid(torch.tensor(1.0))
     assert float(one) == pytest.approx(float(-((1 - p) ** 2) * torch.log(p)), rel=1e-5)
 
@@ -117,7 +122,9 @@ def test_multilabel_bce_and_asymmetric_loss() -> None:
 
 
 def test_losses_say_which_targets_they_fit() -> None:
-    with pytest.raises(SegkitError, match="loss 'dice' does not fit multilabel targets; use asl, bce, ce"):
+    with pytest.raises(
+        SegkitError, match="loss 'dice' does not fit multilabel targets; use asl, bce, ce"
+    ):
         build_loss(LossConfig(name="dice"), "multilabel")
     with pytest.raises(SegkitError, match="does not fit classify targets"):
         build_loss(LossConfig(name="weighted-ce"), "classify")

@@ -93,8 +93,10 @@ def test_twenty_concurrent_requests_do_not_mix(server, trained_run) -> None:
 
     with ThreadPoolExecutor(20) as pool:
         masks = list(pool.map(call, payloads))
-    for data, mask in zip(payloads, masks):
-        expected, _ = predictor.predict_array(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    for data, mask in zip(payloads, masks, strict=True):
+        expected, _ = predictor.predict_array(
+            np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        )
         np.testing.assert_array_equal(mask, expected)
 
 
@@ -106,9 +108,16 @@ def test_classifier_service_returns_top_k(tmp_path) -> None:
     from segkit.engine.train import train
     from segkit.serve import create_app
 
-    over = tiny_overrides(tmp_path / "cls", **{"task": "classify", "data.name": "shapes-cls",
-                                               "model.name": "lenet", "data.image_size": [28, 28],
-                                               "run.grid_images": 0})
+    over = tiny_overrides(
+        tmp_path / "cls",
+        **{
+            "task": "classify",
+            "data.name": "shapes-cls",
+            "model.name": "lenet",
+            "data.image_size": [28, 28],
+            "run.grid_images": 0,
+        },
+    )
     run = train(build_config(overrides=over)).run_dir
     client = TestClient(create_app(run))
     assert client.get("/model").json()["task"] == "classify"

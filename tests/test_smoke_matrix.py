@@ -102,7 +102,8 @@ def test_every_command_on_every_dataset(name, tmp_path, capsys) -> None:
             mask = Image.open(tmp_path / folder / f"{image.stem}_mask.png")
             assert mask.size == (w, h) and mask.mode == "P"
     else:
-        rows = [list(csv.reader(open(tmp_path / f / "predictions.csv"))) for f in ("pred", "pred_onnx")]
+        rows = [list(csv.reader((tmp_path / f / "predictions.csv").read_text().splitlines()))
+                for f in ("pred", "pred_onnx")]
         assert rows[0][0] == ["image", "labels", "scores"] and len(rows[0]) == len(rows[1]) == 2
         if task == "classify":  # top-5 labels agree between PyTorch and ONNX Runtime
             assert rows[0][1][1].split("|")[0] == rows[1][1][1].split("|")[0]
@@ -153,12 +154,23 @@ def test_non_builtin_paths_finds_numpy_and_torch_scalars() -> None:
 
     from segkit.checkpoint_io import to_builtin
 
-    meta = {"info": {"classes": ["a", np.str_("b")]}, "scores": {"miou": np.float32(0.5)},
-            "n": torch.tensor(3), "ok": [1, 2.0, True, None, {"k": "v"}]}
+    meta = {
+        "info": {"classes": ["a", np.str_("b")]},
+        "scores": {"miou": np.float32(0.5)},
+        "n": torch.tensor(3),
+        "ok": [1, 2.0, True, None, {"k": "v"}],
+    }
     found = non_builtin_paths(meta)
-    assert found == [".info.classes[1]: numpy.str_", ".scores.miou: numpy.float32",
-                     ".n: torch.Tensor"]
+    assert found == [
+        ".info.classes[1]: numpy.str_",
+        ".scores.miou: numpy.float32",
+        ".n: torch.Tensor",
+    ]
     plain = to_builtin(meta)
     assert non_builtin_paths(plain) == []
-    assert plain == {"info": {"classes": ["a", "b"]}, "scores": {"miou": 0.5}, "n": 3,
-                     "ok": [1, 2.0, True, None, {"k": "v"}]}
+    assert plain == {
+        "info": {"classes": ["a", "b"]},
+        "scores": {"miou": 0.5},
+        "n": 3,
+        "ok": [1, 2.0, True, None, {"k": "v"}],
+    }

@@ -45,7 +45,8 @@ def script(page: Path) -> str:
     lines = ["import subprocess", ""]
     for lang, code in blocks(page):
         if lang == "bash":
-            lines.append(f"subprocess.run({code!r}, shell=True, check=True, executable='/bin/bash')")
+            lines.append(f"subprocess.run({code!r}, shell=True, check=True, "
+                         "executable='/bin/bash')")
         else:
             lines.append(code)
     return "\n".join(lines) + "\n"

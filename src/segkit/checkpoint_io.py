@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -41,7 +40,9 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             tmp.unlink()
 
 
-def checkpoint_sizes(model: torch.nn.Module, optimizer: str, momentum: float = 0.9) -> tuple[int, int]:
+def checkpoint_sizes(
+    model: torch.nn.Module, optimizer: str, momentum: float = 0.9
+) -> tuple[int, int]:
     """Estimated bytes of best.ckpt (weights only) and last.ckpt (weights + optimiser state)."""
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
@@ -54,7 +55,9 @@ def check_disk_space(folder: Path, best_bytes: int, last_bytes: int) -> None:
     """Refuse to start when the disk cannot hold the checkpoints and their temporary copies."""
     # Peak: old last + new last being written, plus best; existing files are overwritten.
     need = 2 * last_bytes + best_bytes
-    need -= sum(f.stat().st_size for f in (folder / "last.ckpt", folder / "best.ckpt") if f.is_file())
+    need -= sum(
+        f.stat().st_size for f in (folder / "last.ckpt", folder / "best.ckpt") if f.is_file()
+    )
     need = int(need * 1.1)  # logs, plots and the report
     free = shutil.disk_usage(folder).free
     if free < need:
@@ -62,7 +65,8 @@ def check_disk_space(folder: Path, best_bytes: int, last_bytes: int) -> None:
         raise SegkitError(
             f"{folder}: {free // mb} MB free on its disk, training needs about {need // mb} MB for "
             f"checkpoints (last.ckpt {last_bytes // mb} MB, best.ckpt {best_bytes // mb} MB and a "
-            "temporary copy while writing); free disk space or choose --out on another disk")
+            "temporary copy while writing); free disk space or choose --out on another disk"
+        )
 
 
 def remove_stale_temporaries(folder: Path) -> int:
@@ -98,10 +102,14 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO that never leaves a half-written file and loads safely."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
         atomic_torch_save(checkpoint, path)
 
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = True) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = True
+    ) -> dict[str, Any]:
         return safe_load(path, map_location or "cpu")
 
 
@@ -121,7 +129,6 @@ def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:
 def run_dir_of(ckpt: Path) -> Path:
     """The run directory a checkpoint belongs to (its parent's parent)."""
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-
 
 
 BUILTIN_SCALARS = (str, int, float, bool, type(None))
@@ -150,8 +157,11 @@ def to_builtin(value: Any) -> Any:
 def non_builtin_paths(value: Any, path: str = "") -> list[str]:
     """Where ``value`` holds anything but plain Python (for checks and tests)."""
     if isinstance(value, dict):
-        return [p for k, v in value.items()
-                for p in non_builtin_paths(k, f"{path}.<key>") + non_builtin_paths(v, f"{path}.{k}")]
+        return [
+            p
+            for k, v in value.items()
+            for p in non_builtin_paths(k, f"{path}.<key>") + non_builtin_paths(v, f"{path}.{k}")
+        ]
     if isinstance(value, list):
         return [p for i, v in enumerate(value) for p in non_builtin_paths(v, f"{path}[{i}]")]
     if type(value) in BUILTIN_SCALARS:

@@ -144,8 +144,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     """segkit export."""
     from segkit.export import export_model
 
-    result = export_model(args.run, args.out, args.format, not args.static, args.opset, args.tolerance)
-    print(f"wrote {result.path} ({args.format}); max |exported - PyTorch| = {result.max_abs_diff:.2e}")
+    result = export_model(args.run, args.out, args.format, not args.static, args.opset,
+                          args.tolerance)
+    print(
+        f"wrote {result.path} ({args.format}); max |exported - PyTorch| = {result.max_abs_diff:.2e}"
+    )
     return 0
 
 
@@ -165,8 +168,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     h, w = args.size
     if args.stats:
-        print(f"{'model':<14} {'encoder':<20} {'params':>8} {'GFLOPs':>8}  (at {h}x{w}, "
-              f"{args.classes} outputs)")
+        print(
+            f"{'model':<14} {'encoder':<20} {'params':>8} {'GFLOPs':>8}  (at {h}x{w}, "
+            f"{args.classes} outputs)"
+        )
     for entry in MODELS:
         tasks = "/".join(entry.tags.get("tasks", ()))
         if not args.stats:
@@ -175,13 +180,18 @@ def cmd_models(args: argparse.Namespace) -> int:
         encoder = args.encoder
         if "default_encoder" in entry.tags and not encoder.startswith("resnet5"):
             encoder = entry.tags["default_encoder"]
-        model = build_model(ModelConfig(name=entry.name, encoder=encoder), args.classes, 3,
-                            entry.tags["tasks"][0])
-        print(f"{entry.name:<14} {encoder:<20} {count_parameters(model) / 1e6:7.2f}M "
-              f"{gflops(model, (h, w)):8.2f}  {entry.description}")
+        model = build_model(
+            ModelConfig(name=entry.name, encoder=encoder), args.classes, 3, entry.tags["tasks"][0]
+        )
+        print(
+            f"{entry.name:<14} {encoder:<20} {count_parameters(model) / 1e6:7.2f}M "
+            f"{gflops(model, (h, w)):8.2f}  {entry.description}"
+        )
     if not args.stats:
-        print(f"{'timm:NAME':<16} {'classify/multilabel':<20} any timm architecture "
-              "(e.g. timm:efficientnet_b0, or its bare name)")
+        print(
+            f"{'timm:NAME':<16} {'classify/multilabel':<20} any timm architecture "
+            "(e.g. timm:efficientnet_b0, or its bare name)"
+        )
     return 0
 
 
@@ -230,7 +240,9 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     cfg = _data_config(args)
     stats_type = task_class(dataset_task(cfg.name)).check_stats()
     report = check_dataset(cfg, splits, args.out, stats_type=stats_type)
-    print(f"\n{report.dataset}: " + ", ".join(f"{k} {v} samples" for k, v in report.samples.items()))
+    print(
+        f"\n{report.dataset}: " + ", ".join(f"{k} {v} samples" for k, v in report.samples.items())
+    )
     if report.classes:
         print(report.describe_sizes())
         print(report.frequency_table())
@@ -254,10 +266,18 @@ def cmd_data_sample(args: argparse.Namespace) -> int:
     """segkit data sample."""
     from segkit.data.samples import write_sample
 
-    root = write_sample(args.format, args.out, args.train, args.val,
-                        tuple(args.size) if args.size else None, args.seed)
-    print(f"wrote {args.train} train + {args.val} val {args.format} samples to {root}; "
-          f"use --data {args.format} --data-root {root}")
+    root = write_sample(
+        args.format,
+        args.out,
+        args.train,
+        args.val,
+        tuple(args.size) if args.size else None,
+        args.seed,
+    )
+    print(
+        f"wrote {args.train} train + {args.val} val {args.format} samples to {root}; "
+        f"use --data {args.format} --data-root {root}"
+    )
     return 0
 
 
@@ -265,8 +285,13 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     """segkit data prepare."""
     from segkit.data.prepare import prepare_dataset
 
-    written = prepare_dataset(_data_config(args), args.out, tuple(args.size) if args.size else None,
-                              tuple(args.splits or ("train", "val")), args.workers)
+    written = prepare_dataset(
+        _data_config(args),
+        args.out,
+        tuple(args.size) if args.size else None,
+        tuple(args.splits or ("train", "val")),
+        args.workers,
+    )
     print(f"wrote {written} to {args.out}; train on it with --data folder --data-root {args.out}")
     return 0
 
@@ -294,8 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--scheduler", choices=["plateau", "poly", "cosine", "step", "none"])
     t.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"))
     t.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"))
-    t.add_argument("--val-window", type=int, nargs=2, metavar=("H", "W"),
-                   help="validate big images in sliding windows of this size (less memory)")
+    t.add_argument(
+        "--val-window",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="validate big images in sliding windows of this size (less memory)",
+    )
     t.add_argument("--aug", choices=["none", "light", "strong"])
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "gpu", "mps"])
     t.add_argument("--precision", choices=["32", "16-mixed", "bf16-mixed"])
@@ -307,8 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--devices", type=_devices, help="devices (processes) per node, or 'auto'")
-    t.add_argument("--num-nodes", type=int, help="machines taking part (torchrun / SLURM set ranks)")
-    t.add_argument("--strategy", choices=["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"])
+    t.add_argument(
+        "--num-nodes", type=int, help="machines taking part (torchrun / SLURM set ranks)"
+    )
+    t.add_argument(
+        "--strategy", choices=["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"]
+    )
     t.add_argument("--sync-bn", action="store_true", help="synchronised BatchNorm across processes")
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--channels-last", action="store_true", help="NHWC memory format")
@@ -328,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("--onnx", help="run an exported ONNX file instead of a checkpoint")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--save-probs", action="store_true", help="also write per-class probabilities (npz)")
+    p.add_argument(
+        "--save-probs", action="store_true", help="also write per-class probabilities (npz)"
+    )
     _add_inference_args(p)
     p.set_defaults(func=cmd_predict)
 
@@ -347,19 +383,24 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--device", default="cpu")
     sv.add_argument("--max-upload-mb", type=float, default=10.0)
-    sv.add_argument("--timeout", type=float, default=30.0,
-                    help="seconds a request may wait for the model before a 503")
+    sv.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds a request may wait for the model before a 503",
+    )
     sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("data", help="check, prepare or write sample data")
     dsub = d.add_subparsers(dest="data_command", required=True)
-    for name, func, helptext in (("check", cmd_data_check, "find defects; class balance"),
-                                 ("prepare", cmd_data_prepare, "resized PNG copy (folder layout)")):
+    for name, func, helptext in (
+        ("check", cmd_data_check, "find defects; class balance"),
+        ("prepare", cmd_data_prepare, "resized PNG copy (folder layout)"),
+    ):
         dp = dsub.add_parser(name, help=helptext)
         dp.add_argument("--data", required=True)
         dp.add_argument("--data-root")
-        dp.add_argument("--splits", nargs="+",
-                        help="default: the config's train and val splits")
+        dp.add_argument("--splits", nargs="+", help="default: the config's train and val splits")
         dp.add_argument("--set", action="append", metavar="KEY=VALUE")
         dp.add_argument("--out", required=name == "prepare", help="output folder")
         if name == "prepare":
@@ -367,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
             dp.add_argument("--workers", type=int, default=4)
         dp.set_defaults(func=func)
     ds = dsub.add_parser("sample", help="write small learnable data in a real dataset's layout")
-    ds.add_argument("format", help="voc, cityscapes, carvana, coco, idx, folder, imagefolder or csv-multilabel")
+    ds.add_argument(
+        "format", help="voc, cityscapes, carvana, coco, idx, folder, imagefolder or csv-multilabel"
+    )
     ds.add_argument("--out", required=True, help="dataset root to create")
     ds.add_argument("--train", type=int, default=64, help="training samples")
     ds.add_argument("--val", type=int, default=16, help="validation samples")
@@ -383,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     mo.set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list datasets").set_defaults(func=cmd_datasets)
     sub.add_parser("tasks", help="list tasks with their models and losses").set_defaults(
-        func=cmd_tasks)
+        func=cmd_tasks
+    )
     return parser
 
 
@@ -417,8 +461,11 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         first = (str(err).strip().splitlines() or [""])[0][:300]
-        print(f"segkit: error: unexpected {type(err).__name__}: {first} (run with --debug for the "
-              "traceback and report it)", file=sys.stderr)
+        print(
+            f"segkit: error: unexpected {type(err).__name__}: {first} (run with --debug for the "
+            "traceback and report it)",
+            file=sys.stderr,
+        )
         return 3
 
 

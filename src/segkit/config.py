@@ -106,7 +106,8 @@ class AugConfig(_Section):
 
     preset: Literal["none", "light", "strong"] = "light"
     crop_size: tuple[int, int] | None = None
-    scale: tuple[float, float] | None = Field(None, description="random rescale range, e.g. [0.5, 2]")
+    scale: tuple[float, float] | None = Field(
+        None, description="random rescale range, e.g. [0.5, 2]")
     cutmix_prob: float = Field(0.0, ge=0, le=1)
     copyblob_prob: float = Field(0.0, ge=0, le=1)
     copyblob_classes: list[int] | None = Field(None, description="default: the rare classes")
@@ -137,13 +138,17 @@ class RunConfig(_Section):
     progress: bool = True
     grid_images: int = Field(6, ge=0)
     val_window: tuple[int, int] | None = Field(
-        None, description="validate with sliding windows of this size (bounded memory on big images)")
+        None,
+        description="validate with sliding windows of this size (bounded memory on big images)",
+    )
     devices: int | Literal["auto"] = Field(1, description="devices (processes) per node")
     num_nodes: int = Field(1, ge=1)
     strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = "auto"
     sync_bn: bool = Field(False, description="synchronise BatchNorm statistics across processes")
     compile: bool = Field(False, description="torch.compile the model for training")
-    channels_last: bool = Field(False, description="NHWC memory format (faster convs on some hardware)")
+    channels_last: bool = Field(
+        False, description="NHWC memory format (faster convs on some hardware)"
+    )
 
     @field_validator("devices")
     @classmethod
@@ -253,9 +258,11 @@ def build_config(
 ) -> Config:
     """Validate ``base`` with dotted overrides applied; SegkitError on any problem."""
     tree: dict[str, Any] = _plain(base or {})
-    items = overrides.items() if isinstance(overrides, dict) else [
-        parse_override(o) for o in (overrides or [])
-    ]
+    items = (
+        overrides.items()
+        if isinstance(overrides, dict)
+        else [parse_override(o) for o in (overrides or [])]
+    )
     for key, value in items:
         keys = key.split(".") if isinstance(key, str) else key
         apply_override(tree, keys, value)

@@ -1,4 +1,5 @@
-"""``make demo``: train a U-Net on the built-in shapes, evaluate it, predict, show where it all is."""
+"""``make demo``: train a U-Net on the built-in shapes, evaluate it, predict, and show where
+it all is."""
 
 from __future__ import annotations
 
@@ -53,8 +54,10 @@ def run_demo(out: str = "runs/demo", **overrides: object) -> dict[str, Path]:
     }
     print("\n" + "=" * 72)
     print(f"segkit demo finished in {time.time() - start:.0f} s")
-    print(f"validation: mIoU {m['mIoU']:.4f} (macro) | pixel accuracy {m['pixel_accuracy']:.4f} "
-          f"| dice {m['dice']:.4f}")
+    print(
+        f"validation: mIoU {m['mIoU']:.4f} (macro) | pixel accuracy {m['pixel_accuracy']:.4f} "
+        f"| dice {m['dice']:.4f}"
+    )
     for name, path in paths.items():
         print(f"  {name:<12} {path}")
     print("next: segkit evaluate runs/demo --tta full   |   segkit predict runs/demo IMG --out DIR")

@@ -152,30 +152,42 @@ def _ce(cfg: LossConfig, mode: str, weights: torch.Tensor | None, ignore: int) -
                  aliases=("wce",), modes=SEGMENT_MODES)
 def _wce(cfg: LossConfig, mode: str, weights: torch.Tensor | None, ignore: int) -> nn.Module:
     if weights is None:
-        raise SegkitError("weighted-ce needs class weights (loss.class_weights or the training set)")
+        raise SegkitError(
+            "weighted-ce needs class weights (loss.class_weights or the training set)")
     if mode == "binary":
         return BCEWithIgnore(ignore, pos_weight=float(weights[1] / weights[0]))
     return CrossEntropy(ignore, weights, cfg.label_smoothing)
 
 
-@LOSSES.register("bce", "binary cross-entropy with logits (binary segmentation, multi-label)",
-                 modes=("binary", "multilabel"))
+@LOSSES.register(
+    "bce",
+    "binary cross-entropy with logits (binary segmentation, multi-label)",
+    modes=("binary", "multilabel"),
+)
 def _bce(cfg: LossConfig, mode: str, weights: torch.Tensor | None, ignore: int) -> nn.Module:
     return MultiLabelBCE(cfg.label_smoothing) if mode == "multilabel" else BCEWithIgnore(ignore)
 
 
-@LOSSES.register("asl", "asymmetric loss for multi-label (gamma- 4, gamma+ 1, clip 0.05)",
-                 aliases=("asymmetric",), modes=("multilabel",))
+@LOSSES.register(
+    "asl",
+    "asymmetric loss for multi-label (gamma- 4, gamma+ 1, clip 0.05)",
+    aliases=("asymmetric",),
+    modes=("multilabel",),
+)
 def _asl(cfg: LossConfig, mode: str, weights: torch.Tensor | None, ignore: int) -> nn.Module:
     return AsymmetricLoss()
 
 
-@LOSSES.register("focal", "softmax focal loss (loss.focal_gamma, default 2)",
-                 modes=("binary", "multiclass", "classify"))
+@LOSSES.register(
+    "focal",
+    "softmax focal loss (loss.focal_gamma, default 2)",
+    modes=("binary", "multiclass", "classify"),
+)
 def _focal(cfg: LossConfig, mode: str, weights: torch.Tensor | None, ignore: int) -> nn.Module:
     if mode == "binary":
-        return Float32(smp.losses.FocalLoss("binary", gamma=cfg.focal_gamma, ignore_index=ignore),
-                       True)
+        return Float32(
+            smp.losses.FocalLoss("binary", gamma=cfg.focal_gamma, ignore_index=ignore), True
+        )
     return FocalLoss(cfg.focal_gamma, ignore, weights if cfg.class_weights else None)
 
 
@@ -191,8 +203,11 @@ def _lovasz(cfg: LossConfig, mode: str, weights: torch.Tensor | None, ignore: in
 
 def loss_terms(name: str) -> list[str]:
     """The canonical names of the terms of ``name`` ('auto' is the task's default: 'ce')."""
-    return [LOSSES.resolve("ce" if t.strip() == "auto" else t.strip())
-            for t in name.split("+") if t.strip()]
+    return [
+        LOSSES.resolve("ce" if t.strip() == "auto" else t.strip())
+        for t in name.split("+")
+        if t.strip()
+    ]
 
 
 def loss_needs_class_weights(name: str) -> bool:
@@ -200,8 +215,9 @@ def loss_needs_class_weights(name: str) -> bool:
     return "weighted-ce" in loss_terms(name)
 
 
-def build_loss(cfg: LossConfig, mode: str, weights: torch.Tensor | None = None,
-               ignore_index: int | None = None) -> nn.Module:
+def build_loss(
+    cfg: LossConfig, mode: str, weights: torch.Tensor | None = None, ignore_index: int | None = None
+) -> nn.Module:
     """The loss named in ``cfg`` (terms joined by '+') for ``mode``.
 
     Args:

@@ -37,7 +37,9 @@ def scores_from_confusion(cm: torch.Tensor) -> dict[str, Any]:
     union = gt + pred - tp
     present = union > 0
     iou = torch.where(present, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
-    dice = torch.where(present, 2 * tp / (gt + pred).clamp_min(1), torch.full_like(tp, float("nan")))
+    dice = torch.where(
+        present, 2 * tp / (gt + pred).clamp_min(1), torch.full_like(tp, float("nan"))
+    )
     acc = torch.where(gt > 0, tp / gt.clamp_min(1), torch.full_like(tp, float("nan")))
     total = cm.sum()
     freq = gt / total.clamp_min(1)
@@ -98,8 +100,9 @@ def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
     return float(((recall - prev) * precision).sum())
 
 
-def multilabel_scores(scores: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5,
-                      top_k: int = 3) -> dict[str, Any]:
+def multilabel_scores(
+    scores: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5, top_k: int = 3
+) -> dict[str, Any]:
     """mAP and per-class (C*) / overall (O*) precision, recall, F1, also for top-k predictions.
 
     mAP averages AP over classes with at least one positive (others are skipped, never NaN);
@@ -109,8 +112,10 @@ def multilabel_scores(scores: torch.Tensor, targets: torch.Tensor, threshold: fl
     targets = targets.float()
     aps = [average_precision(scores[:, c], targets[:, c]) for c in range(targets.shape[1])]
     valid = [a for a in aps if not math.isnan(a)]
-    out: dict[str, Any] = {"mAP": float(sum(valid) / len(valid)) if valid else 0.0,
-                           "per_class_ap": aps}
+    out: dict[str, Any] = {
+        "mAP": float(sum(valid) / len(valid)) if valid else 0.0,
+        "per_class_ap": aps,
+    }
     topk = torch.zeros_like(targets)
     k = min(top_k, targets.shape[1])
     topk.scatter_(1, scores.topk(k, dim=1).indices, 1.0)
@@ -122,8 +127,16 @@ def multilabel_scores(scores: torch.Tensor, targets: torch.Tensor, threshold: fl
         op = tp.sum() / npred.sum() if npred.sum() > 0 else torch.tensor(0.0)
         orr = tp.sum() / npos.sum() if npos.sum() > 0 else torch.tensor(0.0)
         f1 = lambda p, r: float(2 * p * r / (p + r)) if p + r > 0 else 0.0  # noqa: E731
-        out.update({f"{prefix}CP": float(cp), f"{prefix}CR": float(cr), f"{prefix}CF1": f1(cp, cr),
-                    f"{prefix}OP": float(op), f"{prefix}OR": float(orr), f"{prefix}OF1": f1(op, orr)})
+        out.update(
+            {
+                f"{prefix}CP": float(cp),
+                f"{prefix}CR": float(cr),
+                f"{prefix}CF1": f1(cp, cr),
+                f"{prefix}OP": float(op),
+                f"{prefix}OR": float(orr),
+                f"{prefix}OF1": f1(op, orr),
+            }
+        )
     return out
 
 
@@ -147,12 +160,14 @@ class MultiLabelMetrics(Metric):
         """Scores of everything collected so far."""
         from torchmetrics.utilities import dim_zero_cat
 
-        return multilabel_scores(dim_zero_cat(self.scores).cpu(), dim_zero_cat(self.targets).cpu(),
-                                 self.threshold)
+        return multilabel_scores(
+            dim_zero_cat(self.scores).cpu(), dim_zero_cat(self.targets).cpu(), self.threshold
+        )
 
 
-def per_image_miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                   ignore_index: int) -> torch.Tensor:
+def per_image_miou(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int
+) -> torch.Tensor:
     """mIoU of each image of a batch (macro over classes present), from one bincount."""
     b = pred.shape[0]
     t = target.reshape(b, -1).long()
@@ -170,7 +185,9 @@ def per_image_miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
 class ThresholdSweep:
     """Foreground Dice and IoU of a binary model at thresholds 0.1 ... 0.9."""
 
-    def __init__(self, thresholds: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(1, 10))):
+    def __init__(
+        self, thresholds: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(1, 10))
+    ):
         self.thresholds = thresholds
         self.tp = torch.zeros(len(thresholds), dtype=torch.long)
         self.fp = torch.zeros_like(self.tp)
@@ -197,8 +214,9 @@ class ThresholdSweep:
         return rows
 
 
-def accuracy_scores(scores: torch.Tensor, targets: torch.Tensor, num_classes: int,
-                    top_k: int = 5) -> dict[str, Any]:
+def accuracy_scores(
+    scores: torch.Tensor, targets: torch.Tensor, num_classes: int, top_k: int = 5
+) -> dict[str, Any]:
     """Accuracy (micro), top-k accuracy, per-class accuracy and its macro mean (over classes
     with support), support and the confusion matrix, from scores [N,C] and labels [N]."""
     cm = confusion_matrix(scores.argmax(1), targets, num_classes, ignore_index=-1)
@@ -210,10 +228,15 @@ def accuracy_scores(scores: torch.Tensor, targets: torch.Tensor, num_classes: in
 def scores_from_counts(cm: torch.Tensor, topk_hits: int, seen: int, k: int) -> dict[str, Any]:
     """Classification scores from a confusion matrix and top-k hit counts."""
     s = scores_from_confusion(cm)
-    return {"accuracy": s["pixel_accuracy"], "mean_class_accuracy": s["mean_accuracy"],
-            "top5_accuracy": topk_hits / max(seen, 1), "top_k": k,
-            "per_class_accuracy": s["per_class_accuracy"], "support": s["support"],
-            "confusion_matrix": cm.tolist()}
+    return {
+        "accuracy": s["pixel_accuracy"],
+        "mean_class_accuracy": s["mean_accuracy"],
+        "top5_accuracy": topk_hits / max(seen, 1),
+        "top_k": k,
+        "per_class_accuracy": s["per_class_accuracy"],
+        "support": s["support"],
+        "confusion_matrix": cm.tolist(),
+    }
 
 
 class ClassificationMetrics(Metric):
@@ -224,8 +247,11 @@ class ClassificationMetrics(Metric):
     def __init__(self, num_classes: int, top_k: int = 5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.num_classes, self.top_k = num_classes, min(top_k, num_classes)
-        self.add_state("confmat", default=torch.zeros(num_classes, num_classes, dtype=torch.long),
-                       dist_reduce_fx="sum")
+        self.add_state(
+            "confmat",
+            default=torch.zeros(num_classes, num_classes, dtype=torch.long),
+            dist_reduce_fx="sum",
+        )
         self.add_state("topk_hits", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("seen", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 

@@ -31,7 +31,9 @@ def palette_png(mask: np.ndarray, palette: Palette) -> Image.Image:
     return img
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, palette: Palette, alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    image: np.ndarray, mask: np.ndarray, palette: Palette, alpha: float = 0.5
+) -> np.ndarray:
     """Blend the colourised mask over the image; background (class 0) left clear."""
     colour = colorize(mask, palette).astype(np.float32)
     out = image.astype(np.float32).copy()
@@ -52,7 +54,11 @@ def save_png(array_or_image: np.ndarray | Image.Image, path: str | Path) -> Path
     """Write a PNG, creating parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    img = (
+        array_or_image
+        if isinstance(array_or_image, Image.Image)
+        else Image.fromarray(array_or_image)
+    )
     img.save(path)
     return path
 
@@ -78,11 +84,18 @@ def plot_curves(history: list[dict[str, float]], path: str | Path) -> Path:
     ax1.set_ylabel("loss")
     ax1.legend()
     ax1.grid(alpha=0.3)
-    metric_keys = [k for k in ("val_mIoU", "val_dice", "val_pixel_accuracy", "val_accuracy",
-                               "val_mAP") if any(k in r for r in history)]
+    metric_keys = [
+        k
+        for k in ("val_mIoU", "val_dice", "val_pixel_accuracy", "val_accuracy", "val_mAP")
+        if any(k in r for r in history)
+    ]
     for key in metric_keys:
-        ax2.plot(epochs, [r.get(key, np.nan) for r in history], marker="o",
-                 label=key.replace("val_", "val "))
+        ax2.plot(
+            epochs,
+            [r.get(key, np.nan) for r in history],
+            marker="o",
+            label=key.replace("val_", "val "),
+        )
     ax2.set_xlabel("epoch")
     ax2.set_ylim(0, 1)
     ax2.legend()
@@ -112,7 +125,9 @@ def prediction_grid(
         row = np.concatenate([p for part in parts for p in (part, sep)][:-1], axis=1)
         tiles.append(row)
     width = max(t.shape[1] for t in tiles)
-    tiles = [np.pad(t, ((0, 2), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]
+    tiles = [
+        np.pad(t, ((0, 2), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in tiles
+    ]
     grid = np.concatenate(tiles, axis=0)
     if scale > 1:
         grid = grid.repeat(scale, 0).repeat(scale, 1)
@@ -135,8 +150,15 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | Path) -> 
     if n <= 25:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{norm[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title("confusion matrix (row-normalised)")
     fig.tight_layout()
@@ -146,8 +168,13 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | Path) -> 
     return path
 
 
-def plot_class_bars(values: Sequence[float], classes: Sequence[str], path: str | Path,
-                    ylabel: str = "fraction of pixels", log: bool = False) -> Path:
+def plot_class_bars(
+    values: Sequence[float],
+    classes: Sequence[str],
+    path: str | Path,
+    ylabel: str = "fraction of pixels",
+    log: bool = False,
+) -> Path:
     """A bar chart per class (class frequencies, per-class IoU, ...); ``log`` for a log y axis."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5.0, 0.4 * len(classes) + 2), 3.8))
@@ -170,7 +197,11 @@ def png_base64(array_or_image: np.ndarray | Image.Image) -> str:
     import base64
     import io
 
-    img = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    img = (
+        array_or_image
+        if isinstance(array_or_image, Image.Image)
+        else Image.fromarray(array_or_image)
+    )
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()

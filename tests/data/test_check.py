@@ -24,7 +24,9 @@ def _plant_defects(root) -> dict[str, str]:
     # mask of the wrong size
     Image.fromarray(np.zeros((10, 10), np.uint8), mode="L").save(root / "masks" / "img002.png")
     # mask value outside the classes
-    Image.fromarray(np.full(good.size[::-1], 9, np.uint8), mode="L").save(root / "masks" / "img003.png")
+    Image.fromarray(np.full(good.size[::-1], 9, np.uint8), mode="L").save(
+        root / "masks" / "img003.png"
+    )
     # image without mask, mask without image, duplicate name
     (root / "masks" / "img004.png").unlink()
     Image.fromarray(np.zeros((4, 4), np.uint8), mode="L").save(root / "masks" / "orphan.png")
@@ -32,17 +34,26 @@ def _plant_defects(root) -> dict[str, str]:
     # zero-byte file and non-image with an image suffix
     (root / "images" / "img006.png").write_bytes(b"")
     (root / "images" / "img007.png").write_text("not an image")
-    return {"img001.png": "corrupt or truncated", "img002.png": "does not match image",
-            "img003.png": "mask value 9 is outside", "img004.png": "image without mask",
-            "orphan.png": "mask without image", "img005": "duplicate name",
-            "img006.png": "empty", "img007.png": "not an image"}
+    return {
+        "img001.png": "corrupt or truncated",
+        "img002.png": "does not match image",
+        "img003.png": "mask value 9 is outside",
+        "img004.png": "image without mask",
+        "orphan.png": "mask without image",
+        "img005": "duplicate name",
+        "img006.png": "empty",
+        "img007.png": "not an image",
+    }
 
 
 def test_checker_finds_each_planted_defect(tmp_path, capsys) -> None:
     root = make_folder(tmp_path / "d", n=12, classes=4)
     planted = _plant_defects(root)
-    report = check_dataset(DataConfig(name="folder", root=str(root), val_fraction=0.5),
-                           out=tmp_path / "out", progress=False)
+    report = check_dataset(
+        DataConfig(name="folder", root=str(root), val_fraction=0.5),
+        out=tmp_path / "out",
+        progress=False,
+    )
     text = "\n".join(report.problems)
     for name, message in planted.items():
         assert any(name in p and message in p for p in report.problems), (name, text)
@@ -61,24 +72,45 @@ def test_checker_clean_dataset_and_frequencies(tmp_path, capsys) -> None:
     for p in (root / "masks").iterdir():
         expected += np.bincount(np.asarray(Image.open(p)).ravel(), minlength=3)
     np.testing.assert_array_equal(report.counts, expected)
-    assert main(["data", "check", "--data", "shapes", "--set", "data.num_train=4",
-                 "--set", "data.num_val=2"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "check",
+                "--data",
+                "shapes",
+                "--set",
+                "data.num_train=4",
+                "--set",
+                "data.num_val=2",
+            ]
+        )
+        == 0
+    )
     assert "no problems found" in capsys.readouterr().out
 
 
 def test_prepare_resizes_gif_masks_and_is_reused(tmp_path) -> None:
     root = make_carvana(tmp_path / "c", cars=3, views=2, size=(40, 60))
     out = tmp_path / "prep"
-    written = prepare_dataset(DataConfig(name="carvana", root=str(root), val_fraction=0.34), out,
-                              size=(16, 24), progress=False)
+    written = prepare_dataset(
+        DataConfig(name="carvana", root=str(root), val_fraction=0.34),
+        out,
+        size=(16, 24),
+        progress=False,
+    )
     assert written == {"train": 4, "val": 2}
     ds = build_dataset(DataConfig(name="folder", root=str(out)), "train")
     assert ds.info.binary and ds.info.classes == ["background", "car"]
     s = ds[0]
     assert s["image"].shape == (16, 24, 3) and set(np.unique(s["mask"])) <= {0, 1}
     stamp = (out / "images" / "train_000000.png").stat().st_mtime_ns
-    prepare_dataset(DataConfig(name="carvana", root=str(root), val_fraction=0.34), out,
-                    size=(16, 24), progress=False)
+    prepare_dataset(
+        DataConfig(name="carvana", root=str(root), val_fraction=0.34),
+        out,
+        size=(16, 24),
+        progress=False,
+    )
     assert (out / "images" / "train_000000.png").stat().st_mtime_ns == stamp
 
 

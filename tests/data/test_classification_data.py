@@ -59,7 +59,9 @@ def test_csv_multilabel(tmp_path) -> None:
         Image.new("RGB", (8, 8)).save(tmp_path / "images" / f"{i}.jpg")
         rows.append(f"{i}.jpg,{'cat|dog' if i % 2 else 'dog'}")
     (tmp_path / "labels.csv").write_text("\n".join(rows))
-    ds = build_dataset(DataConfig(name="csv-multilabel", root=str(tmp_path), val_fraction=0.5), "train")
+    ds = build_dataset(
+        DataConfig(name="csv-multilabel", root=str(tmp_path), val_fraction=0.5), "train"
+    )
     assert ds.info.classes == ["cat", "dog"]
     assert {tuple(ds[i]["labels"]) for i in range(len(ds))} <= {(1.0, 1.0), (0.0, 1.0)}
 

@@ -1,4 +1,5 @@
-"""Each real on-disk format: generated in its layout, loaded, checked for tensors, classes, splits."""
+"""Each real on-disk format: generated in its layout, loaded, checked for tensors, classes and
+splits."""
 
 from __future__ import annotations
 
@@ -20,10 +21,15 @@ def test_voc_palette_round_trip_and_void(tmp_path) -> None:
     assert len(ds) == 6 and ds.info.num_classes == 21 and ds.info.classes[15] == "person"
     assert ds.info.palette[1] == (128, 0, 0) and ds.info.palette[15] == (192, 128, 128)
     s = ds[0]
-    raw = np.asarray(Image.open(tmp_path / "VOCdevkit/VOC2012/SegmentationClass" / f"{s['name']}.png"))
+    raw = np.asarray(
+        Image.open(tmp_path / "VOCdevkit/VOC2012/SegmentationClass" / f"{s['name']}.png")
+    )
     np.testing.assert_array_equal(s["mask"], raw)
     assert (s["mask"][0] == 255).all() and s["image"].shape == (40, 48, 3)
-    assert len(build_dataset(DataConfig(name="voc", root=str(tmp_path / "VOCdevkit/VOC2012")), "val")) == 3
+    assert (
+        len(build_dataset(DataConfig(name="voc", root=str(tmp_path / "VOCdevkit/VOC2012")), "val"))
+        == 3
+    )
 
 
 def test_voc_missing_split_and_classes_override(tmp_path) -> None:
@@ -31,7 +37,9 @@ def test_voc_missing_split_and_classes_override(tmp_path) -> None:
     with pytest.raises(SegkitError, match="split file not found: .*test.txt"):
         build_dataset(DataConfig(name="voc", root=str(tmp_path)), "test")
     (tmp_path / "VOCdevkit/VOC2012/classes.txt").write_text("\n".join(f"c{i}" for i in range(21)))
-    assert build_dataset(DataConfig(name="voc", root=str(tmp_path)), "train").info.classes[3] == "c3"
+    assert (
+        build_dataset(DataConfig(name="voc", root=str(tmp_path)), "train").info.classes[3] == "c3"
+    )
     with pytest.raises(SegkitError, match="VOC dataset not found"):
         build_dataset(DataConfig(name="voc", root=str(tmp_path / "nothing")), "train")
 
@@ -130,8 +138,13 @@ def test_folder_of_0_255_masks_says_how_to_map_them(tmp_path) -> None:
     root = str(_binary_folder(tmp_path / "bin"))
     with pytest.raises(SegkitError, match=r"only 0 and 255.*data.label_map=\{255: 1\}"):
         build_dataset(DataConfig(name="folder", root=root), "train")
-    cfg = build_config(overrides={"data.name": "folder", "data.root": root,
-                                  "data.label_map": parse_override("x={255: 1}")[1]})
+    cfg = build_config(
+        overrides={
+            "data.name": "folder",
+            "data.root": root,
+            "data.label_map": parse_override("x={255: 1}")[1],
+        }
+    )
     ds = build_dataset(cfg.data, "train")
     assert ds.info.num_classes == 2
     masks = [ds[i]["mask"] for i in range(len(ds))]
@@ -145,8 +158,9 @@ def test_reduce_zero_label_shifts_classes_and_ignores_zero(tmp_path) -> None:
     assert ds.info.num_classes == 3  # raw values 1..3 -> classes 0..2
     mask = ds[0]["mask"]
     assert set(np.unique(mask).tolist()) == {2, 255}
-    both = build_dataset(DataConfig(name="folder", root=root, reduce_zero_label=True,
-                                    label_map={3: 0}), "train")[0]["mask"]
+    both = build_dataset(
+        DataConfig(name="folder", root=root, reduce_zero_label=True, label_map={3: 0}), "train"
+    )[0]["mask"]
     assert set(np.unique(both).tolist()) == {0, 255}  # label_map names raw values
 
 

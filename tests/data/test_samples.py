@@ -33,8 +33,12 @@ def test_voc_sample_maps_shapes_to_voc_ids_with_void_outlines(tmp_path) -> None:
     from PIL import Image
 
     root = write_sample("voc", tmp_path, n_train=2, n_val=1, size=(40, 40))
-    mask = np.asarray(Image.open(next((root / "VOCdevkit/VOC2012/SegmentationClass").glob("*.png"))))
-    assert Image.open(next((root / "VOCdevkit/VOC2012/SegmentationClass").glob("*.png"))).mode == "P"
+    mask = np.asarray(
+        Image.open(next((root / "VOCdevkit/VOC2012/SegmentationClass").glob("*.png")))
+    )
+    assert (
+        Image.open(next((root / "VOCdevkit/VOC2012/SegmentationClass").glob("*.png"))).mode == "P"
+    )
     assert set(np.unique(mask).tolist()) <= {0, 1, 6, 9, 12, 15, 255}
     assert (mask == 255).any()
 

@@ -16,10 +16,21 @@ from segkit.errors import SegkitError
 
 
 def _cls(out, **extra):
-    over = tiny_overrides(out, **{"task": "classify", "data.name": "shapes-cls", "model.name": "lenet",
-                                  "data.image_size": [28, 28], "data.num_train": 400,
-                                  "data.num_val": 100, "data.batch_size": 32, "run.epochs": 8,
-                                  "optim.lr": 0.01, "optim.scheduler": "none"})
+    over = tiny_overrides(
+        out,
+        **{
+            "task": "classify",
+            "data.name": "shapes-cls",
+            "model.name": "lenet",
+            "data.image_size": [28, 28],
+            "data.num_train": 400,
+            "data.num_val": 100,
+            "data.batch_size": 32,
+            "run.epochs": 8,
+            "optim.lr": 0.01,
+            "optim.scheduler": "none",
+        },
+    )
     over.update(extra)
     return build_config(overrides=over)
 
@@ -36,24 +47,44 @@ def test_lenet_learns_builtin_classification(tmp_path) -> None:
 @pytest.mark.slow
 def test_lenet_learns_generated_idx(tmp_path) -> None:
     make_idx(tmp_path / "fashion", n_train=400, n_test=100)
-    result = train(_cls(tmp_path / "run", **{"data.name": "idx", "data.root": str(tmp_path / "fashion"),
-                                            "run.epochs": 20}))
+    result = train(
+        _cls(
+            tmp_path / "run",
+            **{"data.name": "idx", "data.root": str(tmp_path / "fashion"), "run.epochs": 20},
+        )
+    )
     assert result.metrics["accuracy"] > 0.5
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["resnet18", "ssgrl"])
 def test_multilabel_baseline_and_ssgrl_train(tmp_path, model) -> None:
-    over = tiny_overrides(tmp_path / model, **{
-        "task": "multilabel", "data.name": "shapes-multilabel", "model.name": model,
-        "model.encoder": "resnet18", "model.ssgrl_rank": 64, "data.image_size": [64, 64],
-        "data.num_train": 64, "data.num_val": 32, "data.batch_size": 16, "run.epochs": 2})
+    over = tiny_overrides(
+        tmp_path / model,
+        **{
+            "task": "multilabel",
+            "data.name": "shapes-multilabel",
+            "model.name": model,
+            "model.encoder": "resnet18",
+            "model.ssgrl_rank": 64,
+            "data.image_size": [64, 64],
+            "data.num_train": 64,
+            "data.num_val": 32,
+            "data.batch_size": 16,
+            "run.epochs": 2,
+        },
+    )
     result = train(build_config(overrides=over))
     m = result.metrics
     assert 0 < m["mAP"] <= 1 and "top3_OF1" in m
     saved = json.loads((tmp_path / model / "metrics.json").read_text())
     assert saved["task"] == "multilabel" and set(saved["per_class"]) == {
-        "circle", "square", "triangle", "star", "ring"}
+        "circle",
+        "square",
+        "triangle",
+        "star",
+        "ring",
+    }
 
 
 def test_task_mismatch_is_clear(tmp_path) -> None:
@@ -69,8 +100,20 @@ def test_classifier_predict_and_evaluate_cli(tmp_path, capsys) -> None:
     cfg = _cls(tmp_path / "run", **{"run.epochs": 1, "data.num_train": 64, "data.num_val": 16})
     train(cfg)
     Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "x.png")
-    assert main(["predict", str(tmp_path / "run"), str(tmp_path / "x.png"), "--out",
-                 str(tmp_path / "p"), "--top-k", "3"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "run"),
+                str(tmp_path / "x.png"),
+                "--out",
+                str(tmp_path / "p"),
+                "--top-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     with open(tmp_path / "p" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and len(rows[0]["labels"].split("|")) == 3
@@ -98,7 +141,9 @@ def test_train_end_to_end_on_recognition_formats(tmp_path, fmt) -> None:
         for c in ("a", "b"):
             (root / c).mkdir(parents=True)
             for i in range(6):
-                Image.fromarray(np.full((16, 16, 3), 100 * (c == "a") + i, np.uint8)).save(root / c / f"{i}.png")
+                Image.fromarray(np.full((16, 16, 3), 100 * (c == "a") + i, np.uint8)).save(
+                    root / c / f"{i}.png"
+                )
         task = "classify"
     elif fmt == "csv-multilabel":
         (root / "images").mkdir(parents=True)
@@ -112,9 +157,18 @@ def test_train_end_to_end_on_recognition_formats(tmp_path, fmt) -> None:
         make_coco(root, "train", "2017")
         make_coco(root, "val", "2017", n=3)
         task = "multilabel"
-    over = tiny_overrides(tmp_path / "run", **{"task": task, "data.name": fmt, "data.root": str(root),
-                                               "model.name": "resnet18", "data.batch_size": 2,
-                                               "data.val_fraction": 0.34, "run.grid_images": 0})
+    over = tiny_overrides(
+        tmp_path / "run",
+        **{
+            "task": task,
+            "data.name": fmt,
+            "data.root": str(root),
+            "model.name": "resnet18",
+            "data.batch_size": 2,
+            "data.val_fraction": 0.34,
+            "run.grid_images": 0,
+        },
+    )
     result = train(build_config(overrides=over))
     key = "mAP" if task == "multilabel" else "accuracy"
     assert 0.0 <= result.metrics[key] <= 1.0

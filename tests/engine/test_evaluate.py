@@ -57,8 +57,7 @@ def test_per_image_miou_matches_confusion_scores() -> None:
 
     import torch
 
-    from segkit.metrics import per_image_miou
-    from segkit.metrics import confusion_matrix, scores_from_confusion
+    from segkit.metrics import confusion_matrix, per_image_miou, scores_from_confusion
 
     g = torch.Generator().manual_seed(0)
     target = torch.randint(0, 4, (5, 9, 7), generator=g)
@@ -69,5 +68,7 @@ def test_per_image_miou_matches_confusion_scores() -> None:
     ours = per_image_miou(pred, target, 4, 255)
     for k in range(5):
         ref = scores_from_confusion(confusion_matrix(pred[k], target[k], 4))["mIoU"]
-        assert (math.isnan(ref) and math.isnan(float(ours[k]))) or float(ours[k]) == pytest.approx(ref)
+        assert (math.isnan(ref) and math.isnan(float(ours[k]))) or float(ours[k]) == pytest.approx(
+            ref
+        )
     assert float(ours[2]) == 1.0

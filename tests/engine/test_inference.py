@@ -33,8 +33,9 @@ def test_scale_one_without_flip_equals_plain_forward(task) -> None:
 
 @pytest.mark.parametrize("size", [(32, 32), (37, 53), (5, 9), (70, 33)])
 def test_any_input_size_gives_same_size_output(task, size) -> None:
-    probs = TorchPredictor(task, InferenceOptions(scales=(0.75, 1.0, 1.5), flip=True)).probabilities(
-        _images(1, *size))
+    probs = TorchPredictor(
+        task, InferenceOptions(scales=(0.75, 1.0, 1.5), flip=True)
+    ).probabilities(_images(1, *size))
     assert probs.shape == (1, 6, *size)
     assert torch.allclose(probs.sum(1), torch.ones(1, *size), atol=1e-5)
 
@@ -80,8 +81,12 @@ def test_large_images_switch_to_windows_automatically(task) -> None:
 def test_predict_writes_palette_mask_and_overlay_of_input_size(trained_run, tmp_path) -> None:
     src = tmp_path / "in"
     src.mkdir()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (45, 61, 3), dtype=np.uint8)).save(src / "a.png")
-    Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(src / "b.jpg")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (45, 61, 3), dtype=np.uint8)).save(
+        src / "a.png"
+    )
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(
+        src / "b.jpg"
+    )
     written = predict(trained_run, [src], tmp_path / "out", progress=False, save_probs=True)
     assert len(written) == 2
     mask = Image.open(written[0]["mask"])

@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from conftest import tiny_overrides
+from segkit.checkpoint_io import safe_load
 from segkit.cli import main
 from segkit.config import build_config
-from segkit.checkpoint_io import safe_load
 from segkit.engine.train import train
 from segkit.errors import SegkitError
 
@@ -40,7 +40,14 @@ def test_run_directory_contents(trained_run) -> None:
     metrics = json.loads((trained_run / "metrics.json").read_text())
     for key in ("mIoU", "pixel_accuracy", "mean_accuracy", "dice", "per_class", "fwIoU"):
         assert key in metrics
-    assert set(metrics["per_class"]) == {"background", "circle", "square", "triangle", "star", "ring"}
+    assert set(metrics["per_class"]) == {
+        "background",
+        "circle",
+        "square",
+        "triangle",
+        "star",
+        "ring",
+    }
     saved = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert saved["run"]["epochs"] == 2 and saved["data"]["image_size"] == [32, 32]
     lines = (trained_run / "metrics.csv").read_text().splitlines()
@@ -62,7 +69,8 @@ def test_best_holds_weights_and_last_holds_everything_to_resume(trained_run) -> 
     best_state = next(v for k, v in last["callbacks"].items() if "val/mIoU" in k)
     assert best_state["best_model_path"].endswith("best.ckpt")
     assert float(best_state["best_model_score"]) == pytest.approx(
-        max(float(r) for r in _column(trained_run / "metrics.csv", "val_mIoU")), abs=1e-4)
+        max(float(r) for r in _column(trained_run / "metrics.csv", "val_mIoU")), abs=1e-4
+    )
     size = (trained_run / "checkpoints" / "best.ckpt").stat().st_size
     assert size < 0.5 * (trained_run / "checkpoints" / "last.ckpt").stat().st_size
 
@@ -98,8 +106,11 @@ def test_resume_with_nothing_to_resume(tmp_path) -> None:
 
 
 def test_binary_training_uses_one_channel(tmp_path) -> None:
-    cfg = build_config(overrides=tiny_overrides(tmp_path / "bin", **{"data.name": "shapes-binary",
-                                                                    "run.grid_images": 0}))
+    cfg = build_config(
+        overrides=tiny_overrides(
+            tmp_path / "bin", **{"data.name": "shapes-binary", "run.grid_images": 0}
+        )
+    )
     result = train(cfg)
     ckpt = safe_load(result.last_checkpoint)
     head = [v for k, v in ckpt["state_dict"].items() if "segmentation_head" in k and v.ndim == 4]
@@ -121,9 +132,33 @@ def test_validation_in_sliding_windows_matches_windowed_evaluation(tmp_path, mon
 
     monkeypatch.setattr(task_module, "sliding_window_logits", spy)
     run = tmp_path / "run"
-    assert main(["train", "--out", str(run), "--epochs", "1", "--image-size", "32", "32",
-                 "--set", "data.num_train=16", "--set", "data.num_val=6", "--batch-size", "4",
-                 "--device", "cpu", "--no-progress", "--val-window", "16", "16"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(run),
+                "--epochs",
+                "1",
+                "--image-size",
+                "32",
+                "32",
+                "--set",
+                "data.num_train=16",
+                "--set",
+                "data.num_val=6",
+                "--batch-size",
+                "4",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--val-window",
+                "16",
+                "16",
+            ]
+        )
+        == 0
+    )
     assert calls and all(shape[-2:] == (32, 32) for shape in calls)
     assert sum(shape[0] for shape in calls) == 6  # every validation image, in windows
     val_scores = safe_load(run / "checkpoints" / "best.ckpt")["segkit"]["val_scores"]

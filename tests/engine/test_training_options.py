@@ -9,10 +9,10 @@ import torch
 
 from conftest import tiny_overrides
 from segkit.config import build_config
-from segkit.tasks import SegmentationTask
-from segkit.tasks.base import epoch_lr_factor
 from segkit.engine.train import train
 from segkit.errors import SegkitError
+from segkit.tasks import SegmentationTask
+from segkit.tasks.base import epoch_lr_factor
 
 
 def test_schedule_factors_by_hand() -> None:
@@ -73,7 +73,9 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path) -> None:
     if torch.cuda.is_available():
         pytest.skip("has a GPU")
     with pytest.raises(SegkitError, match="16-mixed needs a CUDA GPU"):
-        train(build_config(overrides=tiny_overrides(tmp_path / "r", **{"run.precision": "16-mixed"})))
+        train(
+            build_config(overrides=tiny_overrides(tmp_path / "r", **{"run.precision": "16-mixed"}))
+        )
 
 
 @pytest.mark.slow
@@ -81,10 +83,20 @@ def test_compile_and_channels_last_keep_plain_checkpoints(tmp_path) -> None:
     from segkit.checkpoint_io import safe_load
     from segkit.engine.checkpoint import load_task
 
-    cfg = build_config(overrides=tiny_overrides(
-        tmp_path / "c", **{"task": "classify", "data.name": "shapes-cls", "model.name": "lenet",
-                           "data.image_size": [28, 28], "run.compile": True,
-                           "run.channels_last": True, "run.grid_images": 0}))
+    cfg = build_config(
+        overrides=tiny_overrides(
+            tmp_path / "c",
+            **{
+                "task": "classify",
+                "data.name": "shapes-cls",
+                "model.name": "lenet",
+                "data.image_size": [28, 28],
+                "run.compile": True,
+                "run.channels_last": True,
+                "run.grid_images": 0,
+            },
+        )
+    )
     result = train(cfg)
     state = safe_load(result.last_checkpoint)["state_dict"]
     assert state and not any("_orig_mod" in k for k in state)

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from segkit.config import ModelConfig
-from segkit.models import build_model
 from segkit.errors import SegkitError
+from segkit.models import build_model
 from segkit.models.classifiers import LeNet5
 from segkit.models.stats import conv_out
 

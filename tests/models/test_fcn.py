@@ -32,5 +32,7 @@ def test_fcn_structure() -> None:
     model = FCN(21, "resnet18")
     assert model.upsample.kernel_size == (64, 64) and model.upsample.stride == (32, 32)
     assert model.upsample.padding == (16, 16)
-    assert not any(isinstance(m, (nn.AdaptiveAvgPool2d, nn.Linear)) for m in model.encoder.modules())
+    assert not any(
+        isinstance(m, (nn.AdaptiveAvgPool2d, nn.Linear)) for m in model.encoder.modules()
+    )
     assert model(torch.randn(1, 3, 64, 96)).shape == (1, 21, 64, 96)

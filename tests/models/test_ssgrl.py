@@ -63,7 +63,9 @@ def test_ggnn_permutation_equivariant() -> None:
     g = GatedGNN(dim=4, steps=3)
     h, adj = torch.randn(2, 5, 4), torch.rand(5, 5)
     perm = torch.tensor([3, 0, 4, 1, 2])
-    torch.testing.assert_close(g(h, adj)[:, perm], g(h[:, perm], adj[perm][:, perm]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        g(h, adj)[:, perm], g(h[:, perm], adj[perm][:, perm]), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_ssgrl_forward_backward(tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""Every bad input through the real CLI: exit 2, one line naming the file/key and the fix, no traceback."""
+"""Every bad input through the real CLI: exit 2, one line naming the file/key and the fix, no
+traceback."""
 
 from __future__ import annotations
 
@@ -14,8 +15,19 @@ from fake_data import make_carvana, make_coco, make_folder, make_idx, make_voc
 from segkit.cli import main
 from segkit.data.io import read_image
 
-TINY = ["--epochs", "1", "--batch-size", "2", "--no-progress", "--device", "cpu",
-        "--set", "run.grid_images=0", "--set", "model.decoder_channels=[16,16,8,8,8]"]
+TINY = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "2",
+    "--no-progress",
+    "--device",
+    "cpu",
+    "--set",
+    "run.grid_images=0",
+    "--set",
+    "model.decoder_channels=[16,16,8,8,8]",
+]
 
 
 def cli_error(capsys: pytest.CaptureFixture, *argv: str) -> str:
@@ -31,8 +43,18 @@ def cli_error(capsys: pytest.CaptureFixture, *argv: str) -> str:
 
 def train_error(capsys, tmp_path: Path, data: str, root: Path | str, *extra: str) -> str:
     """The error of ``segkit train --data DATA --data-root ROOT``."""
-    return cli_error(capsys, "train", "--data", data, "--data-root", str(root),
-                     "--out", str(tmp_path / "run"), *TINY, *extra)
+    return cli_error(
+        capsys,
+        "train",
+        "--data",
+        data,
+        "--data-root",
+        str(root),
+        "--out",
+        str(tmp_path / "run"),
+        *TINY,
+        *extra,
+    )
 
 
 @pytest.fixture
@@ -41,6 +63,7 @@ def folder(tmp_path: Path) -> Path:
 
 
 # --- where the data is -------------------------------------------------------------------------
+
 
 def test_missing_data_root(capsys, tmp_path) -> None:
     err = train_error(capsys, tmp_path, "folder", tmp_path / "nowhere")
@@ -79,6 +102,7 @@ def test_empty_dataset_after_filtering(capsys, tmp_path, folder) -> None:
 
 # --- broken files ------------------------------------------------------------------------------
 
+
 def test_truncated_png(capsys, tmp_path, folder) -> None:
     f = folder / "images" / "img001.png"
     f.write_bytes(f.read_bytes()[:120])
@@ -106,11 +130,29 @@ def test_non_image_with_image_suffix(capsys, tmp_path, folder) -> None:
 
 def test_bad_images_are_skipped_and_counted_when_configured(capsys, tmp_path, folder) -> None:
     (folder / "images" / "img000.png").write_bytes(b"")
-    assert main(["train", "--data", "folder", "--data-root", str(folder), "--out",
-                 str(tmp_path / "run"), *TINY, "--set", "data.on_bad_image=skip"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "folder",
+                "--data-root",
+                str(folder),
+                "--out",
+                str(tmp_path / "run"),
+                *TINY,
+                "--set",
+                "data.on_bad_image=skip",
+            ]
+        )
+        == 0
+    )
     skipped = (tmp_path / "run" / "skipped_files.txt").read_text()
     assert "img000.png" in skipped
-    assert "bad files skipped (data.on_bad_image=skip): 1" in (tmp_path / "run" / "report.md").read_text()
+    assert (
+        "bad files skipped (data.on_bad_image=skip): 1"
+        in (tmp_path / "run" / "report.md").read_text()
+    )
 
 
 def test_grayscale_rgba_and_16bit_images_are_converted(tmp_path) -> None:
@@ -183,21 +225,40 @@ def test_idx_wrong_magic_or_truncated(capsys, tmp_path, damage) -> None:
     f = root / "train-images-idx3-ubyte"
     data = f.read_bytes()
     f.write_bytes(b"\x00\x00\x0d\x03" + data[4:] if damage == "magic" else data[:-50])
-    err = cli_error(capsys, "train", "--task", "classify", "-m", "lenet", "--data", "idx",
-                    "--data-root", str(root), "--image-size", "28", "28",
-                    "--out", str(tmp_path / "run"), *TINY[:7])
+    err = cli_error(
+        capsys,
+        "train",
+        "--task",
+        "classify",
+        "-m",
+        "lenet",
+        "--data",
+        "idx",
+        "--data-root",
+        str(root),
+        "--image-size",
+        "28",
+        "28",
+        "--out",
+        str(tmp_path / "run"),
+        *TINY[:7],
+    )
     assert "train-images-idx3-ubyte" in err
     assert ("magic" in err) if damage == "magic" else ("truncated" in err)
 
 
 # --- configuration and names -------------------------------------------------------------------
 
-@pytest.mark.parametrize("setting,expected", [
-    ("optim.learning_rate=0.1", "unknown key; allowed here: "),
-    ("run.epochs=many", "run.epochs"),
-    ("data.batch_size=-4", "data.batch_size"),
-    ("aug.crop_size=[128,128]", "bigger than data.image_size"),
-])
+
+@pytest.mark.parametrize(
+    "setting,expected",
+    [
+        ("optim.learning_rate=0.1", "unknown key; allowed here: "),
+        ("run.epochs=many", "run.epochs"),
+        ("data.batch_size=-4", "data.batch_size"),
+        ("aug.crop_size=[128,128]", "bigger than data.image_size"),
+    ],
+)
 def test_bad_config_values(capsys, tmp_path, setting, expected) -> None:
     err = cli_error(capsys, "train", "--set", setting, "--out", str(tmp_path / "r"))
     assert expected in err
@@ -209,18 +270,22 @@ def test_bad_config_file(capsys, tmp_path) -> None:
     assert "c.yaml" in cli_error(capsys, "train", "--config", str(cfg))
 
 
-@pytest.mark.parametrize("argv,expected", [
-    (["-m", "unett"], "did you mean 'unet'?"),
-    (["--encoder", "resnet19"], "did you mean 'resnet18'?"),
-    (["--loss", "dise"], "did you mean 'dice'?"),
-    (["--data", "shapez"], "did you mean 'shapes'?"),
-    (["--task", "classify", "-m", "lenet5"], "did you mean 'lenet'?"),
-])
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["-m", "unett"], "did you mean 'unet'?"),
+        (["--encoder", "resnet19"], "did you mean 'resnet18'?"),
+        (["--loss", "dise"], "did you mean 'dice'?"),
+        (["--data", "shapez"], "did you mean 'shapes'?"),
+        (["--task", "classify", "-m", "lenet5"], "did you mean 'lenet'?"),
+    ],
+)
 def test_unknown_names_suggest(capsys, tmp_path, argv, expected) -> None:
     assert expected in cli_error(capsys, "train", *argv, "--out", str(tmp_path / "r"), *TINY)
 
 
 # --- checkpoints and run directories -----------------------------------------------------------
+
 
 def test_checkpoint_from_another_class_count(capsys, trained_run, tmp_path) -> None:
     ckpt = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
@@ -236,18 +301,36 @@ def test_checkpoint_from_another_model(capsys, trained_run, tmp_path) -> None:
     ckpt["segkit"]["config"]["model"]["name"] = "fpn"
     ckpt["segkit"]["config"]["model"]["decoder_channels"] = None
     torch.save(ckpt, tmp_path / "fpn.ckpt")
-    err = cli_error(capsys, "predict", str(tmp_path / "fpn.ckpt"), str(tmp_path), "--out",
-                    str(tmp_path / "o"))
+    err = cli_error(
+        capsys, "predict", str(tmp_path / "fpn.ckpt"), str(tmp_path), "--out", str(tmp_path / "o")
+    )
     assert "fpn.ckpt: weights do not fit" in err
 
 
 def test_resume_into_another_model_is_refused(capsys, tmp_path) -> None:
     out = str(tmp_path / "run")
-    assert main(["train", "--out", out, "--image-size", "32", "32", "--set", "data.num_train=4",
-                 "--set", "data.num_val=2", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                out,
+                "--image-size",
+                "32",
+                "32",
+                "--set",
+                "data.num_train=4",
+                "--set",
+                "data.num_val=2",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    err = cli_error(capsys, "train", "--resume", out, "--set", "model.encoder=resnet34",
-                    "--epochs", "2")
+    err = cli_error(
+        capsys, "train", "--resume", out, "--set", "model.encoder=resnet34", "--epochs", "2"
+    )
     assert "model.encoder='resnet18'" in err and "--resume continues the same model" in err
 
 
@@ -270,8 +353,14 @@ def test_output_directory_not_writable(capsys, tmp_path) -> None:
 
 
 def test_inputs_that_do_not_exist(capsys, trained_run, tmp_path) -> None:
-    err = cli_error(capsys, "predict", str(trained_run), str(tmp_path / "missing.png"),
-                    "--out", str(tmp_path / "o"))
+    err = cli_error(
+        capsys,
+        "predict",
+        str(trained_run),
+        str(tmp_path / "missing.png"),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert "missing.png" in err
 
 
@@ -302,6 +391,18 @@ def test_coco_json_is_read_once_and_names_missing_keys(capsys, tmp_path) -> None
 
 
 def test_images_too_small_for_the_network(capsys, tmp_path) -> None:
-    err = cli_error(capsys, "train", "--task", "classify", "-m", "densenet121", "--image-size",
-                    "28", "28", "--out", str(tmp_path / "r"), *TINY[:7])
+    err = cli_error(
+        capsys,
+        "train",
+        "--task",
+        "classify",
+        "-m",
+        "densenet121",
+        "--image-size",
+        "28",
+        "28",
+        "--out",
+        str(tmp_path / "r"),
+        *TINY[:7],
+    )
     assert "28x28 inputs are too small" in err and "--image-size 32 32" in err

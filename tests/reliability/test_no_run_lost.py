@@ -1,4 +1,5 @@
-"""No run lost: SIGKILL at any point resumes to the same result; saves are atomic; disk errors are clean."""
+"""No run lost: SIGKILL at any point resumes to the same result; saves are atomic; disk errors
+are clean."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkit.cli import main
 from segkit.checkpoint_io import atomic_torch_save, safe_load
+from segkit.cli import main
 
-DRIVER = textwrap.dedent('''
+DRIVER = textwrap.dedent("""
     import os, signal, sys
     import torch
     torch.set_num_threads(1)
@@ -57,7 +58,7 @@ DRIVER = textwrap.dedent('''
         torch.save = half_save
     os.environ["SEGKIT_SKIP_REPORT"] = "1"
     train(cfg, resume=resume, callbacks=[] if resume else [Killer()])
-''')
+""")
 
 COMPARED = ("train_loss", "val_loss", "val_mIoU", "val_dice", "lr")
 
@@ -65,9 +66,13 @@ COMPARED = ("train_loss", "val_loss", "val_mIoU", "val_dice", "lr")
 def _drive(tmp_path: Path, mode: str, out: Path, resume: bool = False) -> int:
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    proc = subprocess.run([sys.executable, str(script), mode, str(out), "1" if resume else "0"],
-                          capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(script), mode, str(out), "1" if resume else "0"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
     if proc.returncode not in (0, -9):
         raise AssertionError(proc.stderr[-3000:])
     return proc.returncode
@@ -110,7 +115,8 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path) -> None:
     target = tmp_path / "last.ckpt"
     atomic_torch_save({"epoch": 1, "w": torch.arange(5)}, target)
     script = tmp_path / "crash.py"
-    script.write_text(textwrap.dedent(f'''
+    script.write_text(
+        textwrap.dedent(f"""
         import os, signal, torch
         from segkit.checkpoint_io import atomic_torch_save
         def half(obj, f, *a, **k):
@@ -119,15 +125,31 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         torch.save = half
         atomic_torch_save({{"epoch": 2}}, {str(target)!r})
-    '''))
+    """)
+    )
     assert subprocess.run([sys.executable, str(script)], timeout=120).returncode == -9
     kept = safe_load(target)
     assert kept["epoch"] == 1 and torch.equal(kept["w"], torch.arange(5))
 
 
-TINY = ["--image-size", "32", "32", "--set", "data.num_train=8", "--set", "data.num_val=4",
-        "--batch-size", "4", "--no-progress", "--device", "cpu", "--set", "run.grid_images=0",
-        "--set", "model.decoder_channels=[16,16,8,8,8]"]
+TINY = [
+    "--image-size",
+    "32",
+    "32",
+    "--set",
+    "data.num_train=8",
+    "--set",
+    "data.num_val=4",
+    "--batch-size",
+    "4",
+    "--no-progress",
+    "--device",
+    "cpu",
+    "--set",
+    "run.grid_images=0",
+    "--set",
+    "model.decoder_channels=[16,16,8,8,8]",
+]
 
 
 def test_disk_full_while_checkpointing_is_one_clear_line(tmp_path, monkeypatch, capsys) -> None:
@@ -159,8 +181,11 @@ def test_too_little_disk_is_refused_before_training(tmp_path, monkeypatch, capsy
 
     import segkit.checkpoint_io as checkpoint
 
-    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
-                        lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 5 * 2**20, 5 * 2**20))
+    monkeypatch.setattr(
+        checkpoint.shutil,
+        "disk_usage",
+        lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 5 * 2**20, 5 * 2**20),
+    )
     out = tmp_path / "run"
     code = main(["train", "--out", str(out), "--epochs", "2", *TINY])
     err = capsys.readouterr().err.strip()
@@ -175,8 +200,12 @@ def test_checkpoint_size_estimate_matches_the_files(trained_run) -> None:
 
     task = load_task(trained_run / "checkpoints" / "best.ckpt")
     best, last = checkpoint_sizes(task, "adam")
-    assert best == pytest.approx((trained_run / "checkpoints" / "best.ckpt").stat().st_size, rel=0.05)
-    assert last == pytest.approx((trained_run / "checkpoints" / "last.ckpt").stat().st_size, rel=0.05)
+    assert best == pytest.approx(
+        (trained_run / "checkpoints" / "best.ckpt").stat().st_size, rel=0.05
+    )
+    assert last == pytest.approx(
+        (trained_run / "checkpoints" / "last.ckpt").stat().st_size, rel=0.05
+    )
     assert checkpoint_sizes(task, "sgd", momentum=0.0) == (best, best)
 
 
@@ -189,7 +218,9 @@ def test_unwritable_metrics_file_is_one_clear_line(tmp_path, capsys) -> None:
     assert "metrics.csv" in err and "failed" in err
 
 
-def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys) -> None:
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(
+    tmp_path, monkeypatch, capsys
+) -> None:
     from segkit.tasks import SegmentationTask
 
     real = SegmentationTask._shared_step
@@ -209,4 +240,6 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monke
     assert "last good checkpoint" in err and "last.ckpt is kept" in err
     last = safe_load(out / "checkpoints" / "last.ckpt")
     assert last["epoch"] == 0
-    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point()
+    )

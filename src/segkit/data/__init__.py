@@ -55,8 +55,11 @@ def _voc(cfg: DataConfig, split: str) -> SegmentationSource:
     return VOCSegmentation(_need_root(cfg), split, download=cfg.download)
 
 
-@DATASETS.register("cityscapes", "Cityscapes/MiniCity: leftImg8bit + gtFine labelIds -> 19 train ids",
-                   aliases=("minicity",))
+@DATASETS.register(
+    "cityscapes",
+    "Cityscapes/MiniCity: leftImg8bit + gtFine labelIds -> 19 train ids",
+    aliases=("minicity",),
+)
 def _cityscapes(cfg: DataConfig, split: str) -> SegmentationSource:
     from segkit.data.cityscapes import CityscapesSegmentation
 
@@ -70,16 +73,18 @@ def _carvana(cfg: DataConfig, split: str) -> SegmentationSource:
     return CarvanaSegmentation(_need_root(cfg), split, cfg.val_fraction)
 
 
-@DATASETS.register("coco", "COCO instances JSON -> semantic masks (categories in sorted order)",
-                   family="coco")
+@DATASETS.register(
+    "coco", "COCO instances JSON -> semantic masks (categories in sorted order)", family="coco"
+)
 def _coco(cfg: DataConfig, split: str) -> SegmentationSource:
     from segkit.data.coco import COCOSegmentation
 
     return COCOSegmentation(_need_root(cfg), split)
 
 
-@DATASETS.register("shapes-cls", "generated: one shape per image, 5 classes", task="classify",
-                   family="shapes")
+@DATASETS.register(
+    "shapes-cls", "generated: one shape per image, 5 classes", task="classify", family="shapes"
+)
 def _shapes_cls(cfg: DataConfig, split: str) -> Any:
     from segkit.data.classification import ShapesClassification
 
@@ -87,8 +92,12 @@ def _shapes_cls(cfg: DataConfig, split: str) -> Any:
     return ShapesClassification(split, n, cfg.image_size, cfg.seed)
 
 
-@DATASETS.register("shapes-multilabel", "generated: several shapes per image, 5 labels",
-                   task="multilabel", family="shapes")
+@DATASETS.register(
+    "shapes-multilabel",
+    "generated: several shapes per image, 5 labels",
+    task="multilabel",
+    family="shapes",
+)
 def _shapes_ml(cfg: DataConfig, split: str) -> Any:
     from segkit.data.classification import ShapesMultiLabel
 
@@ -96,32 +105,47 @@ def _shapes_ml(cfg: DataConfig, split: str) -> Any:
     return ShapesMultiLabel(split, n, cfg.image_size, cfg.seed)
 
 
-@DATASETS.register("idx", "MNIST / Fashion-MNIST IDX files (gz or raw)", aliases=("mnist", "fashion-mnist"),
-                   task="classify")
+@DATASETS.register(
+    "idx",
+    "MNIST / Fashion-MNIST IDX files (gz or raw)",
+    aliases=("mnist", "fashion-mnist"),
+    task="classify",
+)
 def _idx(cfg: DataConfig, split: str) -> Any:
     from segkit.data.classification import IDXClassification
 
     return IDXClassification(_need_root(cfg), split, download=cfg.download)
 
 
-@DATASETS.register("imagefolder", "ImageFolder: root/[split/]CLASS/*.jpg", task="classify",
-                   family="folder")
+@DATASETS.register(
+    "imagefolder", "ImageFolder: root/[split/]CLASS/*.jpg", task="classify", family="folder"
+)
 def _imagefolder(cfg: DataConfig, split: str) -> Any:
     from segkit.data.classification import ImageFolderClassification
 
     return ImageFolderClassification(_need_root(cfg), split, cfg.val_fraction)
 
 
-@DATASETS.register("csv-multilabel", "images/ + {split}.csv or labels.csv rows 'image,a|b'",
-                   aliases=("folder-multilabel",), task="multilabel", family="folder")
+@DATASETS.register(
+    "csv-multilabel",
+    "images/ + {split}.csv or labels.csv rows 'image,a|b'",
+    aliases=("folder-multilabel",),
+    task="multilabel",
+    family="folder",
+)
 def _csv_ml(cfg: DataConfig, split: str) -> Any:
     from segkit.data.classification import CSVMultiLabel
 
     return CSVMultiLabel(_need_root(cfg), split, cfg.val_fraction)
 
 
-@DATASETS.register("coco-multilabel", "COCO instances JSON -> multi-label targets (cached)",
-                   task="multilabel", family="coco", cache=True)
+@DATASETS.register(
+    "coco-multilabel",
+    "COCO instances JSON -> multi-label targets (cached)",
+    task="multilabel",
+    family="coco",
+    cache=True,
+)
 def _coco_ml(cfg: DataConfig, split: str) -> Any:
     from segkit.data.coco import COCOMultiLabel
 
@@ -140,14 +164,21 @@ def check_task_fits(name: str, task: str) -> None:
     if kind == task:
         return
     family = entry.tags.get("family")
-    siblings = [e.name for e in DATASETS if family and e.tags.get("family") == family
-                and e.tags.get("task", "segment") == task]
+    siblings = [
+        e.name
+        for e in DATASETS
+        if family and e.tags.get("family") == family and e.tags.get("task", "segment") == task
+    ]
     others = [e.name for e in DATASETS if e.tags.get("task", "segment") == task]
-    fix = (f"did you mean --data {siblings[0]}? (the same data, read for --task {task}); or add "
-           f"--task {kind}" if siblings else
-           f"add --task {kind}, or choose a {task} dataset ({', '.join(others)})")
-    raise SegkitError(f"dataset '{entry.name}' is for --task {kind}, but the run's task is "
-                      f"'{task}'; {fix}")
+    fix = (
+        f"did you mean --data {siblings[0]}? (the same data, read for --task {task}); or add "
+        f"--task {kind}"
+        if siblings
+        else f"add --task {kind}, or choose a {task} dataset ({', '.join(others)})"
+    )
+    raise SegkitError(
+        f"dataset '{entry.name}' is for --task {kind}, but the run's task is '{task}'; {fix}"
+    )
 
 
 def build_dataset(cfg: DataConfig, split: str) -> Any:
@@ -155,5 +186,11 @@ def build_dataset(cfg: DataConfig, split: str) -> Any:
     return DATASETS.get(cfg.name).builder(cfg, split)
 
 
-__all__ = ["DATASETS", "DatasetInfo", "SegmentationSource", "build_dataset", "check_task_fits",
-           "dataset_task"]
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "SegmentationSource",
+    "build_dataset",
+    "check_task_fits",
+    "dataset_task",
+]

@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from segkit.data.base import DatasetInfo, SegmentationSource
-from segkit.data.io import read_image, read_mask
-from segkit.data.io import check_pair
+from segkit.data.io import check_pair, read_image, read_mask
 from segkit.errors import SegkitError
 
 
@@ -32,7 +31,7 @@ def rle_decode(rle: str, shape: tuple[int, int], source: str = "RLE") -> np.ndar
     if len(values) % 2:
         raise SegkitError(f"{source}: RLE string has an odd number of values ({len(values)})")
     out = np.zeros(h * w, dtype=np.uint8)
-    for start, length in zip(values[::2], values[1::2]):
+    for start, length in zip(values[::2], values[1::2], strict=False):
         if start < 1 or length < 0 or start - 1 + length > h * w:
             raise SegkitError(f"{source}: RLE run {start} {length} falls outside a {w}x{h} mask")
         out[start - 1 : start - 1 + length] = 1
@@ -65,7 +64,9 @@ class CarvanaSegmentation(SegmentationSource):
         self.root = Path(root)
         img_dir = self.root / "train"
         if not img_dir.is_dir():
-            raise SegkitError(f"Carvana data not found: {img_dir} is missing (expected train/*.jpg)")
+            raise SegkitError(
+                f"Carvana data not found: {img_dir} is missing (expected train/*.jpg)"
+            )
         stems = sorted(p.stem for p in img_dir.glob("*.jpg"))
         if not stems:
             raise SegkitError(f"{img_dir}: no .jpg images")
@@ -81,9 +82,12 @@ class CarvanaSegmentation(SegmentationSource):
             if self.rle is not None and s not in self.rle:
                 raise SegkitError(f"{csv_path}: no RLE row for image '{s}.jpg'")
             if self.rle is None and not (mask_dir / f"{s}_mask.gif").is_file():
-                raise SegkitError(f"{img_dir / (s + '.jpg')}: no mask {mask_dir / (s + '_mask.gif')}")
-        self.info = DatasetInfo(classes=["background", "car"], binary=True,
-                                palette=[(0, 0, 0), (255, 0, 0)])
+                raise SegkitError(
+                    f"{img_dir / (s + '.jpg')}: no mask {mask_dir / (s + '_mask.gif')}"
+                )
+        self.info = DatasetInfo(
+            classes=["background", "car"], binary=True, palette=[(0, 0, 0), (255, 0, 0)]
+        )
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -92,7 +96,9 @@ class CarvanaSegmentation(SegmentationSource):
         stem = self.stems[index]
         image = read_image(self.root / "train" / f"{stem}.jpg")
         if self.rle is not None:
-            mask = rle_decode(self.rle[stem], image.shape[:2], f"{self.root / 'train_masks.csv'} row '{stem}'")
+            mask = rle_decode(
+                self.rle[stem], image.shape[:2], f"{self.root / 'train_masks.csv'} row '{stem}'"
+            )
             mask_path = self.root / "train_masks.csv"
         else:
             mask_path = self.root / "train_masks" / f"{stem}_mask.gif"

@@ -225,7 +225,7 @@ def check_dataset(cfg: DataConfig, splits: tuple[str, ...] | None = None,
         report.extra = stats.summary()
         report.sizes = {"min": lo, "max": hi}
         report.channels = sorted(channels)
-        absent = [c for c, k in zip(report.classes, report.counts) if k == 0]
+        absent = [c for c, k in zip(report.classes, report.counts, strict=True) if k == 0]
         if absent:
             report.warnings.append(f"{len(absent)} class(es) with no {stats.unit[:-1]} in "
                                    f"{' or '.join(report.samples)}: {', '.join(absent)}")

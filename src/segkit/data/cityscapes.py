@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 from segkit.data.base import DatasetInfo, SegmentationSource
-from segkit.data.io import read_image, read_mask
-from segkit.data.io import check_pair
+from segkit.data.io import check_pair, read_image, read_mask
 from segkit.errors import SegkitError
 
 # (name, id, trainId, colour) exactly as cityscapesscripts/helpers/labels.py

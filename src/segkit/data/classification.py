@@ -17,7 +17,7 @@ import numpy as np
 
 from segkit.data.base import DatasetInfo
 from segkit.data.io import list_images, read_image
-from segkit.data.synthetic import SHAPE_CLASSES, _SPLIT_OFFSET, render_shapes
+from segkit.data.synthetic import _SPLIT_OFFSET, SHAPE_CLASSES, render_shapes
 from segkit.errors import SegkitError
 
 
@@ -210,13 +210,17 @@ class CSVMultiLabel(ClassificationSource):
         if not split_rows:
             csv_path = root / "labels.csv"
         if not csv_path.is_file():
-            raise SegkitError(f"label file not found: {root / (split + '.csv')} or {root / 'labels.csv'}")
+            raise SegkitError(f"label file not found: {root / (split + '.csv')} or "
+                              f"{root / 'labels.csv'}")
         rows = _label_rows(csv_path)
         # one class list for every split: the labels of all the root's label files
-        label_files = [p for p in (root / f"{s}.csv" for s in ("train", "val", "test")) if p.is_file()]
+        label_files = [
+            p for p in (root / f"{s}.csv" for s in ("train", "val", "test")) if p.is_file()
+        ]
         every_row = [r for p in label_files or [csv_path] for r in _label_rows(p)]
-        names = sorted({lab for r in every_row for lab in (r[1].split("|") if len(r) > 1 else [])
-                        if lab})
+        names = sorted(
+            {lab for r in every_row for lab in (r[1].split("|") if len(r) > 1 else []) if lab}
+        )
         if not split_rows:
             keep = set(deterministic_split([r[0] for r in rows], split, val_fraction))
             rows = [r for r in rows if r[0] in keep]
@@ -227,7 +231,7 @@ class CSVMultiLabel(ClassificationSource):
             if not path.is_file():
                 raise SegkitError(f"{csv_path}: image '{r[0]}' not found in {root / 'images'}")
             target = np.zeros(len(names), np.float32)
-            for lab in (r[1].split("|") if len(r) > 1 else []):
+            for lab in r[1].split("|") if len(r) > 1 else []:
                 if lab:
                     target[index[lab]] = 1
             self.items.append((path, target))

@@ -104,7 +104,8 @@ class COCOMultiLabel:
         self.root = Path(root)
         ann, self.image_dir = find_annotations(self.root, split)
         stat = ann.stat()
-        cache = ann.with_name(f".segkit_multilabel_{ann.stem}_{stat.st_size}_{int(stat.st_mtime)}.npz")
+        key = f"{ann.stem}_{stat.st_size}_{int(stat.st_mtime)}"
+        cache = ann.with_name(f".segkit_multilabel_{key}.npz")
         if cache.is_file():
             data = np.load(cache, allow_pickle=False)
             # np.load gives numpy.str_: keep plain str, they end up in checkpoints and JSON
@@ -123,16 +124,18 @@ class COCOMultiLabel:
             row = {img_id: r for r, img_id in enumerate(ids)}
             for a in coco.dataset.get("annotations", []):
                 if a["image_id"] not in row:
-                    raise SegkitError(f"{ann}: annotation {a.get('id')} names unknown image "
-                                      f"{a['image_id']}")
+                    raise SegkitError(
+                        f"{ann}: annotation {a.get('id')} names unknown image {a['image_id']}"
+                    )
                 self.targets[row[a["image_id"]], col[a["category_id"]]] = 1
             for f in self.files:
                 if not (self.image_dir / f).is_file():
                     raise SegkitError(f"{ann}: points at missing image {self.image_dir / f}")
             self.cache_hit = False
             try:
-                np.savez(cache, files=np.array(self.files), targets=self.targets,
-                         classes=np.array(names))
+                np.savez(
+                    cache, files=np.array(self.files), targets=self.targets, classes=np.array(names)
+                )
             except OSError:
                 pass  # read-only dataset folder: work without the cache
         self.info = DatasetInfo(classes=names)
@@ -141,8 +144,11 @@ class COCOMultiLabel:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"image": read_image(self.image_dir / self.files[index]),
-                "labels": self.targets[index].copy(), "name": Path(self.files[index]).stem}
+        return {
+            "image": read_image(self.image_dir / self.files[index]),
+            "labels": self.targets[index].copy(),
+            "name": Path(self.files[index]).stem,
+        }
 
     def labels_matrix(self) -> np.ndarray:
         """All targets [N, C]."""

@@ -24,7 +24,9 @@ def deterministic_split(names: list[str], split: str, val_fraction: float) -> li
     return [n for n in names if n not in val]
 
 
-def mask_lut(label_map: dict[int, int] | None, reduce_zero_label: bool = False) -> np.ndarray | None:
+def mask_lut(
+    label_map: dict[int, int] | None, reduce_zero_label: bool = False
+) -> np.ndarray | None:
     """A 256-entry lookup table remapping raw mask values, or None for no remapping."""
     if not label_map and not reduce_zero_label:
         return None
@@ -44,15 +46,22 @@ class FolderDataset(SegmentationSource):
     """
 
     def __init__(
-        self, root: str | Path, split: str = "train", classes: list[str] | None = None,
-        val_fraction: float = 0.2, strict: bool = True, lut: np.ndarray | None = None,
+        self,
+        root: str | Path,
+        split: str = "train",
+        classes: list[str] | None = None,
+        val_fraction: float = 0.2,
+        strict: bool = True,
+        lut: np.ndarray | None = None,
     ) -> None:
         self.root = Path(root)
         self.lut = lut
         img_dir, mask_dir = self.root / "images", self.root / "masks"
         for d in (img_dir, mask_dir):
             if not d.is_dir():
-                raise SegkitError(f"dataset not found: {d} is missing (expected images/ and masks/)")
+                raise SegkitError(
+                    f"dataset not found: {d} is missing (expected images/ and masks/)"
+                )
         self.problems: list[str] = []
         images = self._by_stem(list_images(img_dir))
         masks = self._by_stem(list_images(mask_dir))
@@ -61,7 +70,9 @@ class FolderDataset(SegmentationSource):
             stems = read_split_file(split_dir / f"{split}.txt")
             for s in stems:
                 if s not in images:
-                    self.problems.append(f"{split_dir / (split + '.txt')}: image '{s}' not found in {img_dir}")
+                    self.problems.append(
+                        f"{split_dir / (split + '.txt')}: image '{s}' not found in {img_dir}"
+                    )
         else:
             stems = deterministic_split(sorted(images), split, val_fraction)
         for s in sorted(set(masks) - set(images)):
@@ -89,7 +100,8 @@ class FolderDataset(SegmentationSource):
                 raise SegkitError(
                     f"{self.items[0][1]}: masks hold only 0 and 255, and 255 means 'ignore', so "
                     "nothing would be learned; for binary 0/255 masks add "
-                    "--set 'data.label_map={255: 1}'")
+                    "--set 'data.label_map={255: 1}'"
+                )
             top = int(np.flatnonzero(seen[:255]).max(initial=0))
             classes = [f"class{i}" for i in range(max(top + 1, 2))]
         self.info = DatasetInfo(classes=list(classes), binary=False)

@@ -84,6 +84,7 @@ def check_pair(image: Any, mask: Any, mask_path: Path, num_classes: int, ignore:
     top = int(mask[mask != ignore].max(initial=0))
     if top >= num_classes:
         raise SegkitError(
-            f"{mask_path}: mask value {top} is outside the {num_classes} classes (0..{num_classes - 1},"
+            f"{mask_path}: mask value {top} is outside the {num_classes} classes "
+            f"(0..{num_classes - 1},"
             f" {ignore} = ignore); fix the mask or the class list"
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -41,7 +42,7 @@ def prepare_dataset(cfg: DataConfig, out: str | Path, size: tuple[int, int] | No
         (out / "classes.txt").write_text("\n".join(source.info.classes) + "\n")
         (out / "info.json").write_text(json.dumps(source.info.to_dict()))
 
-        def convert(i: int) -> str:
+        def convert(i: int, split: str = split, source: Any = source) -> str:
             name = f"{split}_{i:06d}"
             img_path, mask_path = out / "images" / f"{name}.png", out / "masks" / f"{name}.png"
             if not (img_path.is_file() and mask_path.is_file()):

@@ -11,15 +11,15 @@ import difflib
 import gzip
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
+from segkit.data.base import voc_colormap
 from segkit.data.synthetic import SHAPE_CLASSES, render_shapes
 from segkit.errors import SegkitError
-from segkit.data.base import voc_colormap
 
 # shapes class -> VOC class index (background, aeroplane, bus, chair, dog, person)
 VOC_IDS = np.array([0, 1, 6, 9, 12, 15], dtype=np.uint8)
@@ -62,17 +62,24 @@ def write_voc(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed:
     return root
 
 
-def write_cityscapes(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int) -> Path:
+def write_cityscapes(
+    root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int
+) -> Path:
     """leftImg8bit/{train,val}/CITY/*_leftImg8bit.png + gtFine/*_gtFine_labelIds.png."""
     index = 0
-    for split, n, cities in (("train", n_train, ("aachen", "bochum")), ("val", n_val, ("frankfurt",))):
+    for split, n, cities in (
+        ("train", n_train, ("aachen", "bochum")),
+        ("val", n_val, ("frankfurt",)),
+    ):
         for k in range(n):
             city = cities[k % len(cities)]
             stem = f"{city}_{k:06d}_000019"
             image, shapes = _pair(seed, index, size)
             index += 1
-            for folder, suffix, array in (("leftImg8bit", "leftImg8bit", image),
-                                          ("gtFine", "gtFine_labelIds", CITYSCAPES_IDS[shapes])):
+            for folder, suffix, array in (
+                ("leftImg8bit", "leftImg8bit", image),
+                ("gtFine", "gtFine_labelIds", CITYSCAPES_IDS[shapes]),
+            ):
                 out = root / folder / split / city
                 out.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(array).save(out / f"{stem}_{suffix}.png")
@@ -95,7 +102,8 @@ def write_carvana(root: Path, n_train: int, n_val: int, size: tuple[int, int], s
             mask = (shapes > 0).astype(np.uint8)
             Image.fromarray(image).save(root / "train" / f"{stem}.jpg", quality=92)
             Image.fromarray(mask * 255, mode="L").convert("P").save(
-                root / "train_masks" / f"{stem}_mask.gif")
+                root / "train_masks" / f"{stem}_mask.gif"
+            )
             rows.append(f"{stem}.jpg,{rle_encode(mask)}")
     (root / "train_masks.csv").write_text("\n".join(rows) + "\n")
     return root
@@ -142,21 +150,24 @@ def write_folder(root: Path, n_train: int, n_val: int, size: tuple[int, int], se
 COCO_CATEGORIES = [(1, "person"), (3, "car"), (18, "dog"), (44, "bottle"), (62, "chair")]
 
 
-def write_coco(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
-               year: str = "2014") -> Path:
+def write_coco(
+    root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int, year: str = "2014"
+) -> Path:
     """COCO 2014 layout: {train,val}2014/COCO_{split}2014_%012d.jpg and
     annotations/instances_{split}2014.json, one RLE instance per shape (read as semantic masks
     by ``coco`` and as label vectors by ``coco-multilabel``)."""
     from pycocotools import mask as mask_utils
 
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    categories = [{"id": cid, "name": name, "supercategory": "shape"} for cid, name in COCO_CATEGORIES]
+    categories = [
+        {"id": cid, "name": name, "supercategory": "shape"} for cid, name in COCO_CATEGORIES
+    ]
     index, ann_id = 0, 1
     for split, n in (("train", n_train), ("val", n_val)):
         folder = root / f"{split}{year}"
         folder.mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
-        for k in range(n):
+        for _ in range(n):
             image, shapes = _pair(seed, index, size)
             index += 1
             img_id = 100 + index
@@ -167,19 +178,30 @@ def write_coco(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed
                 binary = np.asfortranarray((shapes == kind).astype(np.uint8))
                 rle = mask_utils.encode(binary)
                 x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-                annotations.append({
-                    "id": ann_id, "image_id": img_id, "category_id": COCO_CATEGORIES[kind - 1][0],
-                    "iscrowd": 0, "area": float(mask_utils.area(rle)), "bbox": [x, y, w, h],
-                    "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode()},
-                })
+                annotations.append(
+                    {
+                        "id": ann_id,
+                        "image_id": img_id,
+                        "category_id": COCO_CATEGORIES[kind - 1][0],
+                        "iscrowd": 0,
+                        "area": float(mask_utils.area(rle)),
+                        "bbox": [x, y, w, h],
+                        "segmentation": {
+                            "size": list(rle["size"]),
+                            "counts": rle["counts"].decode(),
+                        },
+                    }
+                )
                 ann_id += 1
-        (root / "annotations" / f"instances_{split}{year}.json").write_text(json.dumps(
-            {"images": images, "annotations": annotations, "categories": categories}))
+        (root / "annotations" / f"instances_{split}{year}.json").write_text(
+            json.dumps({"images": images, "annotations": annotations, "categories": categories})
+        )
     return root
 
 
-def write_imagefolder(root: Path, n_train: int, n_val: int, size: tuple[int, int],
-                      seed: int) -> Path:
+def write_imagefolder(
+    root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int
+) -> Path:
     """ImageFolder layout: {train,val}/CLASS/NAME.jpg, one generated shape per image."""
     from segkit.data.classification import ShapesClassification
 
@@ -193,8 +215,9 @@ def write_imagefolder(root: Path, n_train: int, n_val: int, size: tuple[int, int
     return root
 
 
-def write_csv_multilabel(root: Path, n_train: int, n_val: int, size: tuple[int, int],
-                         seed: int) -> Path:
+def write_csv_multilabel(
+    root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int
+) -> Path:
     """images/*.jpg + train.csv / val.csv rows ``image,label1|label2`` (several shapes each)."""
     from segkit.data.classification import ShapesMultiLabel
 
@@ -204,9 +227,10 @@ def write_csv_multilabel(root: Path, n_train: int, n_val: int, size: tuple[int, 
         rows = ["image,labels"]
         for i in range(n):
             sample = source[i]
-            Image.fromarray(sample["image"]).save(root / "images" / f"{sample['name']}.jpg",
-                                                  quality=92)
-            names = [c for c, on in zip(source.info.classes, sample["labels"]) if on]
+            Image.fromarray(sample["image"]).save(
+                root / "images" / f"{sample['name']}.jpg", quality=92
+            )
+            names = [c for c, on in zip(source.info.classes, sample["labels"], strict=True) if on]
             rows.append(f"{sample['name']}.jpg,{'|'.join(names)}")
         (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
     return root
@@ -225,12 +249,23 @@ WRITERS: dict[str, tuple[Callable[..., Path], tuple[int, int]]] = {
 
 
 # dataset names that read another writer's layout
-WRITER_ALIASES = {"coco-multilabel": "coco", "minicity": "cityscapes", "mnist": "idx",
-                  "fashion-mnist": "idx", "folder-multilabel": "csv-multilabel"}
+WRITER_ALIASES = {
+    "coco-multilabel": "coco",
+    "minicity": "cityscapes",
+    "mnist": "idx",
+    "fashion-mnist": "idx",
+    "folder-multilabel": "csv-multilabel",
+}
 
 
-def write_sample(fmt: str, root: str | Path, n_train: int = 64, n_val: int = 16,
-                 size: tuple[int, int] | None = None, seed: int = 0) -> Path:
+def write_sample(
+    fmt: str,
+    root: str | Path,
+    n_train: int = 64,
+    n_val: int = 16,
+    size: tuple[int, int] | None = None,
+    seed: int = 0,
+) -> Path:
     """Write ``n_train``/``n_val`` learnable samples of ``fmt`` under ``root``; returns root."""
     fmt = WRITER_ALIASES.get(fmt, fmt)
     if fmt not in WRITERS:

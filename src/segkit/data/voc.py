@@ -50,7 +50,9 @@ class VOCSegmentation(SegmentationSource):
         self.ids = read_split_file(split_file)
         for i in self.ids:
             if not (self.root / "JPEGImages" / f"{i}.jpg").is_file():
-                raise SegkitError(f"{split_file}: image '{i}' not found in {self.root / 'JPEGImages'}")
+                raise SegkitError(
+                    f"{split_file}: image '{i}' not found in {self.root / 'JPEGImages'}"
+                )
         classes = VOC_CLASSES
         if (self.root / "classes.txt").is_file():
             classes = read_split_file(self.root / "classes.txt")

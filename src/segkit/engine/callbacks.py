@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from segkit.errors import describe_os_error
 
+
 def read_history(path: Path) -> list[dict[str, float]]:
     """Rows of a metrics.csv as dicts of floats."""
     if not path.is_file():
@@ -50,7 +51,7 @@ class EpochSummary(Callback):
         self._train_time = time.perf_counter() - self._start
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # After the checkpoint is restored: on resume, keep the rows of epochs that were completed before.
+        # After the checkpoint is restored: on resume, keep the rows of completed epochs.
         start = trainer.current_epoch
         self.history = [r for r in read_history(self.csv_path) if r.get("epoch", 0) < start + 1]
 
@@ -64,7 +65,9 @@ class EpochSummary(Callback):
                 row[key.replace("/", "_")] = float(metrics[key])
         if self._train_time > 0:  # all processes together (each sees an equal shard)
             row["train_examples_per_s"] = self._examples * trainer.world_size / self._train_time
-        row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
+        row["lr"] = (
+            float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
+        )
         self.history = [r for r in self.history if r["epoch"] != row["epoch"]] + [row]
         if not trainer.is_global_zero:
             return
@@ -74,8 +77,11 @@ class EpochSummary(Callback):
             for key in self.keys:
                 name = key.replace("/", "_")
                 if name in row:
-                    label = (key.replace("/", " ").replace("val dice", "dice")
-                             .replace("train examples_per_s", "examples/s"))
+                    label = (
+                        key.replace("/", " ")
+                        .replace("val dice", "dice")
+                        .replace("train examples_per_s", "examples/s")
+                    )
                     parts.append(f"{label} {_fmt(row[name])}")
             tqdm.write(" | ".join(parts))
 

@@ -60,21 +60,28 @@ def evaluate(
                        {f"data.{k}": v for k, v in (data_overrides or {}).items()})
     source = build_dataset(cfg.data, split)
     origin = getattr(predictor, "checkpoint_path", None) or Path(run)
-    out_dir = Path(out) if out else (run_dir_of(origin) if origin.suffix == ".ckpt" else origin.parent)
+    out_dir = (
+        Path(out) if out else (run_dir_of(origin) if origin.suffix == ".ckpt" else origin.parent)
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.data.on_bad_image == "skip":
         source = SkipBadSamples(source, out_dir / "skipped_files.txt")
-    same_size = not kind.spatial or getattr(getattr(source, "source", source), "image_size",
-                                            None) is not None
-    loader = DataLoader(Augmented(source, kind.transform(cfg, train=False)),
-                        batch_size=cfg.data.batch_size if same_size else 1,
-                        num_workers=cfg.data.num_workers)
+    same_size = (
+        not kind.spatial
+        or getattr(getattr(source, "source", source), "image_size", None) is not None
+    )
+    loader = DataLoader(
+        Augmented(source, kind.transform(cfg, train=False)),
+        batch_size=cfg.data.batch_size if same_size else 1,
+        num_workers=cfg.data.num_workers,
+    )
     evaluator = kind.evaluator(predictor.info, options)
     for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, unit="batch"):
         evaluator.update(predictor.probabilities(batch["image"]), batch)
     metrics = evaluator.compute()
-    metrics.update({"checkpoint": str(origin), "split": split, "dataset": cfg.data.name,
-                    "task": kind.name})
+    metrics.update(
+        {"checkpoint": str(origin), "split": split, "dataset": cfg.data.name, "task": kind.name}
+    )
     title = f"segkit evaluation of {origin} on {cfg.data.name}/{split} ({metrics['images']} images)"
     (out_dir / "results.txt").write_text(evaluator.results_text(metrics, title))
     (out_dir / "metrics.json").write_text(json.dumps(to_builtin(metrics), indent=2))

@@ -136,7 +136,8 @@ class ExportedPredictor(Predictor):
         self.options = options or InferenceOptions()
         self.in_channels = in_channels
         self.image_size = tuple(json.loads(meta.get("image_size", "[64, 64]")))
-        self.config = Config.model_validate(json.loads(meta["config"])) if "config" in meta else None
+        config = json.loads(meta["config"]) if "config" in meta else None
+        self.config = Config.model_validate(config) if config else None
 
     def run(self, pixels: torch.Tensor) -> torch.Tensor:
         """The exported graph on float pixels whose sides are multiples of ``pad_multiple``."""
@@ -152,8 +153,12 @@ class ExportedPredictor(Predictor):
 class OnnxPredictor(ExportedPredictor):
     """Runs an exported segkit ONNX file with ONNX Runtime (CPU)."""
 
-    def __init__(self, path: str | Path, options: InferenceOptions | None = None,
-                 threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        options: InferenceOptions | None = None,
+        threshold: float | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         path = Path(path)
@@ -187,5 +192,13 @@ class TorchScriptPredictor(ExportedPredictor):
         return self.module(pixels.float().cpu())
 
 
-__all__ = ["FULL_TTA_SCALES", "InferenceOptions", "OnnxPredictor", "Predictor",
-           "TorchPredictor", "TorchScriptPredictor", "sliding_window_logits", "window_starts"]
+__all__ = [
+    "FULL_TTA_SCALES",
+    "InferenceOptions",
+    "OnnxPredictor",
+    "Predictor",
+    "TorchPredictor",
+    "TorchScriptPredictor",
+    "sliding_window_logits",
+    "window_starts",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -11,23 +10,26 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities import rank_zero_only
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
+from segkit.checkpoint_io import (
+    AtomicCheckpointIO,
+    check_disk_space,
+    checkpoint_sizes,
+    remove_stale_temporaries,
+)
 from segkit.config import Config
 from segkit.data import build_dataset, check_task_fits
 from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented
 from segkit.engine.callbacks import EpochSummary, read_history
-from segkit.checkpoint_io import AtomicCheckpointIO, check_disk_space, checkpoint_sizes, remove_stale_temporaries
 from segkit.engine.checkpoint import check_resumable
 from segkit.engine.loaders import RunData
 from segkit.errors import SegkitError
 from segkit.tasks import InferenceOptions, Task, task_class
-
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage()
@@ -49,7 +51,9 @@ def accelerator_for(device: str) -> str:
     """Lightning accelerator name for a ``run.device`` value."""
     if device in ("cuda", "gpu"):
         if not torch.cuda.is_available():
-            raise SegkitError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
+            raise SegkitError(
+                "--device cuda asked for, but no CUDA GPU is visible; use --device cpu"
+            )
         return "gpu"
     return {"auto": "auto", "cpu": "cpu", "mps": "mps"}[device]
 
@@ -63,8 +67,9 @@ def prepare_run_dir(out: str | Path) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
-        raise SegkitError(f"cannot write to run directory {run_dir}: {err.strerror}; "
-                          "choose another --out") from None
+        raise SegkitError(
+            f"cannot write to run directory {run_dir}: {err.strerror}; choose another --out"
+        ) from None
     return run_dir
 
 
@@ -72,14 +77,16 @@ def build_task(cfg: Config, train_src: Any, run_dir: Path) -> Task:
     """The task's LightningModule for ``cfg``, with settings derived from the training data."""
     kind = task_class(cfg.task)
     in_channels = getattr(getattr(train_src, "source", train_src), "channels", 3)
-    task = kind(cfg.to_dict(), train_src.info.to_dict(), in_channels,
-                kind.prepare(cfg, train_src, run_dir))
+    task = kind(
+        cfg.to_dict(), train_src.info.to_dict(), in_channels, kind.prepare(cfg, train_src, run_dir)
+    )
     task.check_input_size()
     return task
 
 
-def train(cfg: Config, resume: bool = False,
-          callbacks: list[pl.Callback] | None = None) -> TrainResult:
+def train(
+    cfg: Config, resume: bool = False, callbacks: list[pl.Callback] | None = None
+) -> TrainResult:
     """Train ``cfg`` with Lightning and write its run directory.
 
     Args:
@@ -120,30 +127,44 @@ def train(cfg: Config, resume: bool = False,
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         check_disk_space(ckpt_dir, *checkpoint_sizes(task, cfg.optim.name, cfg.optim.momentum))
     mixed = kind.training_source(cfg, train_src, run_dir)
-    data = RunData(Augmented(mixed, kind.transform(cfg, True)),
-                   Augmented(val_src, kind.transform(cfg, False)), cfg)
+    data = RunData(
+        Augmented(mixed, kind.transform(cfg, True)),
+        Augmented(val_src, kind.transform(cfg, False)),
+        cfg,
+    )
     steps_per_epoch = max(1, len(mixed) // cfg.data.batch_size)
 
     accelerator = accelerator_for(cfg.run.device)
     if cfg.run.sync_bn and (accelerator == "cpu" or not torch.cuda.is_available()):
-        raise SegkitError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU kernel); "
-                          "drop --sync-bn for CPU runs")
+        raise SegkitError(
+            "--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU kernel); "
+            "drop --sync-bn for CPU runs"
+        )
     if cfg.run.precision == "16-mixed" and not torch.cuda.is_available():
         raise SegkitError("--precision 16-mixed needs a CUDA GPU; use bf16-mixed or 32 on CPU")
     # best.ckpt is for evaluation and deployment: weights only, a third of a full checkpoint
     # with Adam. last.ckpt is written after it each epoch, so it holds best's state for resume.
     checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor=task.monitor, mode="max", save_top_k=1,
-        save_weights_only=True, enable_version_counter=False, auto_insert_metric_name=False,
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=task.monitor,
+        mode="max",
+        save_top_k=1,
+        save_weights_only=True,
+        enable_version_counter=False,
+        auto_insert_metric_name=False,
     )
-    last_checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1,
-                                      enable_version_counter=False)
+    last_checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False
+    )
     summary = EpochSummary(run_dir / "metrics.csv", kind.epoch_keys)
     callbacks = [checkpoint, last_checkpoint, summary, *(callbacks or [])]
     if cfg.run.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 20)))
     if cfg.run.early_stop_patience:
-        callbacks.append(EarlyStopping(task.monitor, mode="max", patience=cfg.run.early_stop_patience))
+        callbacks.append(
+            EarlyStopping(task.monitor, mode="max", patience=cfg.run.early_stop_patience)
+        )
     logger = TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False)
     trainer = pl.Trainer(
         max_epochs=cfg.run.epochs,
@@ -171,8 +192,9 @@ def train(cfg: Config, resume: bool = False,
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*number of training batches.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning vs torch pytree API
-        trainer.fit(task, datamodule=data, ckpt_path=str(last) if resume else None,
-                    weights_only=True)
+        trainer.fit(
+            task, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True
+        )
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
     result = TrainResult(run_dir, best, last, {}, read_history(run_dir / "metrics.csv"))
@@ -190,8 +212,12 @@ def finish_run(result: TrainResult, cfg: Config) -> dict[str, Any]:
 
     if result.history:
         plot_curves(result.history, result.run_dir / "curves.png")
-    metrics = evaluate(result.best_checkpoint, cfg.data.val_split,
-                       InferenceOptions(window=cfg.run.val_window), progress=False,
-                       grid=cfg.run.grid_images)
+    metrics = evaluate(
+        result.best_checkpoint,
+        cfg.data.val_split,
+        InferenceOptions(window=cfg.run.val_window),
+        progress=False,
+        grid=cfg.run.grid_images,
+    )
     write_report(result.run_dir, cfg, metrics, result.history)
     return metrics

@@ -14,8 +14,12 @@ from torch import nn
 
 from segkit.config import ModelConfig
 from segkit.errors import SegkitError
-from segkit.models.classifiers import (adapt_first_conv, build_classifier, build_ssgrl,
-                                       timm_model_name)
+from segkit.models.classifiers import (
+    adapt_first_conv,
+    build_classifier,
+    build_ssgrl,
+    timm_model_name,
+)
 from segkit.models.deeplab import build_deeplabv3
 from segkit.models.fcn import build_fcn
 from segkit.models.smp_models import SMP_ARCHS, smp_builder

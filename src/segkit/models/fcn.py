@@ -34,7 +34,9 @@ def bilinear_kernel(in_channels: int, out_channels: int, kernel_size: int) -> to
 def resnet_trunk(name: str, pretrained: bool) -> tuple[nn.Module, int]:
     """A torchvision ResNet without avgpool/fc, and its output channels."""
     if name not in RESNETS:
-        raise SegkitError(f"fcn needs a torchvision ResNet encoder ({', '.join(RESNETS)}), got '{name}'")
+        raise SegkitError(
+            f"fcn needs a torchvision ResNet encoder ({', '.join(RESNETS)}), got '{name}'"
+        )
     weights = "DEFAULT" if pretrained else None
     net = getattr(torchvision.models, name)(weights=weights)
     channels = net.fc.in_features
@@ -60,7 +62,8 @@ class FCN(nn.Module):
         return self.upsample(self.classifier(self.encoder(x)))
 
 
-def build_fcn(cfg: ModelConfig, out_channels: int, in_channels: int = 3,
-              classes: list[str] | None = None) -> nn.Module:
+def build_fcn(
+    cfg: ModelConfig, out_channels: int, in_channels: int = 3, classes: list[str] | None = None
+) -> nn.Module:
     """Registry builder for ``fcn``."""
     return FCN(out_channels, cfg.encoder, pretrained=cfg.weights == "imagenet")

@@ -41,7 +41,9 @@ def smp_builder(cls_name: str):
         extra = {}
         if cfg.decoder_channels is not None:
             if cls_name not in ("Unet", "UnetPlusPlus"):
-                raise SegkitError(f"model.decoder_channels is only for unet/unetplusplus, not {cfg.name}")
+                raise SegkitError(
+                    f"model.decoder_channels is only for unet/unetplusplus, not {cfg.name}"
+                )
             extra = {"decoder_channels": tuple(cfg.decoder_channels)}
         try:
             return getattr(smp, cls_name)(

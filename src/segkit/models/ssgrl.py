@@ -64,7 +64,9 @@ class SemanticDecoupling(nn.Module):
         self.p = nn.Linear(rank, rank)
         self.attend = nn.Linear(rank, 1)
 
-    def forward(self, feats: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, feats: torch.Tensor, embeddings: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """feats [B,D,H,W], embeddings [C,E] -> (category features [B,C,D], attention [B,C,HW])."""
         b, d, h, w = feats.shape
         flat = feats.flatten(2).transpose(1, 2)  # [B, HW, D]
@@ -98,8 +100,16 @@ class GatedGNN(nn.Module):
 class SSGRL(nn.Module):
     """Backbone -> semantic decoupling -> gated GNN -> one classifier per category."""
 
-    def __init__(self, num_classes: int, encoder: str = "resnet101", embeddings: torch.Tensor | None = None,
-                 rank: int = 512, steps: int = 3, embed_dim: int = 300, pretrained: bool = False) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        encoder: str = "resnet101",
+        embeddings: torch.Tensor | None = None,
+        rank: int = 512,
+        steps: int = 3,
+        embed_dim: int = 300,
+        pretrained: bool = False,
+    ) -> None:
         super().__init__()
         self.encoder, feat_dim = resnet_trunk(encoder, pretrained)
         if embeddings is not None:

@@ -35,8 +35,10 @@ def check_input_size(model: torch.nn.Module, in_channels: int, size: tuple[int, 
     except RuntimeError as err:
         if "too small" not in str(err) and "Kernel size can't be greater" not in str(err):
             raise
-        raise SegkitError(f"{size[0]}x{size[1]} inputs are too small for this network (it "
-                          "downsamples them to nothing); use --image-size 32 32 or larger") from None
+        raise SegkitError(
+            f"{size[0]}x{size[1]} inputs are too small for this network (it "
+            "downsamples them to nothing); use --image-size 32 32 or larger"
+        ) from None
     finally:
         model.train(was_training)
 
@@ -49,14 +51,22 @@ class ClassificationTask(Task):
     target_key = "label"
     monitor = "val/accuracy"
     headline = "accuracy"
-    epoch_keys = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/top5",
-                  "val/mean_class_accuracy", "train/examples_per_s")
+    epoch_keys = (
+        "train/loss",
+        "train/accuracy",
+        "val/loss",
+        "val/accuracy",
+        "val/top5",
+        "val/mean_class_accuracy",
+        "train/examples_per_s",
+    )
     loss_mode = "classify"
     multilabel_aug: ClassVar[bool] = False  # multi-scale crops / centre-crop evaluation
 
     def configure_models(self) -> None:
-        self.model = build_model(self.config.model, self.info.num_classes, self.in_channels,
-                                 self.name, self.info.classes)
+        self.model = build_model(
+            self.config.model, self.info.num_classes, self.in_channels, self.name, self.info.classes
+        )
 
     def configure_losses(self) -> None:
         self.criterion = build_loss(self.config.loss, self.loss_mode, None, LABEL_IGNORE)
@@ -82,8 +92,14 @@ class ClassificationTask(Task):
     def log_train_extras(self, logits: torch.Tensor, batch: dict[str, Any]) -> None:
         """Training accuracy of the epoch."""
         acc = (logits.argmax(1) == batch["label"]).float().mean()
-        self.log("train/accuracy", acc, on_step=False, on_epoch=True,
-                 batch_size=logits.shape[0], sync_dist=True)
+        self.log(
+            "train/accuracy",
+            acc,
+            on_step=False,
+            on_epoch=True,
+            batch_size=logits.shape[0],
+            sync_dist=True,
+        )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self(batch["image"])
@@ -94,8 +110,10 @@ class ClassificationTask(Task):
         scores = self.val_metrics.compute()
         self.val_metrics.reset()
         self.last_val_scores = scores
-        heads = {"accuracy": scores["accuracy"],
-                 "mean_class_accuracy": scores["mean_class_accuracy"]}
+        heads = {
+            "accuracy": scores["accuracy"],
+            "mean_class_accuracy": scores["mean_class_accuracy"],
+        }
         if self.info.num_classes > 5:
             heads["top5"] = scores["top5_accuracy"]
         self.log_scores(heads)
@@ -103,8 +121,9 @@ class ClassificationTask(Task):
     # ---- data --------------------------------------------------------------------------
     @classmethod
     def transform(cls, cfg: Config, train: bool) -> Any:
-        return build_classification_augmentation(cfg.aug, tuple(cfg.data.image_size), train,
-                                                 multilabel=cls.multilabel_aug)
+        return build_classification_augmentation(
+            cfg.aug, tuple(cfg.data.image_size), train, multilabel=cls.multilabel_aug
+        )
 
     @classmethod
     def check_stats(cls) -> type:
@@ -112,21 +131,25 @@ class ClassificationTask(Task):
 
     # ---- inference ---------------------------------------------------------------------
     @classmethod
-    def probabilities(cls, logits: Logits, pixels: torch.Tensor, info: DatasetInfo,
-                      options: InferenceOptions) -> torch.Tensor:
+    def probabilities(
+        cls, logits: Logits, pixels: torch.Tensor, info: DatasetInfo, options: InferenceOptions
+    ) -> torch.Tensor:
         return torch.softmax(logits(pixels).float(), dim=1)
 
     @classmethod
-    def prepare_image(cls, image: np.ndarray, image_size: tuple[int, int],
-                      in_channels: int) -> np.ndarray:
+    def prepare_image(
+        cls, image: np.ndarray, image_size: tuple[int, int], in_channels: int
+    ) -> np.ndarray:
         image = super().prepare_image(image, image_size, in_channels)
-        tf = build_classification_augmentation(Config().aug, image_size, False,
-                                               multilabel=cls.multilabel_aug)
+        tf = build_classification_augmentation(
+            Config().aug, image_size, False, multilabel=cls.multilabel_aug
+        )
         return Augmented([{"image": image}], tf)[0]["image"].numpy().transpose(1, 2, 0)
 
     @classmethod
-    def decode(cls, probs: np.ndarray, info: DatasetInfo,
-               options: InferenceOptions) -> list[tuple[str, float]]:
+    def decode(
+        cls, probs: np.ndarray, info: DatasetInfo, options: InferenceOptions
+    ) -> list[tuple[str, float]]:
         """The top-k (label, probability) pairs."""
         order = np.argsort(-probs, kind="stable")[: min(max(options.top_k, 1), len(probs))]
         return [(info.classes[i], float(probs[i])) for i in order]
@@ -137,22 +160,36 @@ class ClassificationTask(Task):
         return ClassificationEvaluator(info, options)
 
     @classmethod
-    def prediction_writer(cls, out: Path, info: DatasetInfo, options: InferenceOptions,
-                          save_probs: bool = False) -> LabelWriter:
+    def prediction_writer(
+        cls, out: Path, info: DatasetInfo, options: InferenceOptions, save_probs: bool = False
+    ) -> LabelWriter:
         return LabelWriter(out, info, options, cls.decode)
 
     @classmethod
-    def serve_reply(cls, image: np.ndarray, probs: np.ndarray, info: DatasetInfo,
-                    options: InferenceOptions, fmt: str) -> dict[str, Any] | bytes:
+    def serve_reply(
+        cls,
+        image: np.ndarray,
+        probs: np.ndarray,
+        info: DatasetInfo,
+        options: InferenceOptions,
+        fmt: str,
+    ) -> dict[str, Any] | bytes:
         picked = cls.decode(probs, info, options)
         return {"task": cls.name, "labels": [{"label": n, "score": p} for n, p in picked]}
 
     @classmethod
     def report_lines(cls, metrics: dict[str, Any], run_dir: Path) -> list[str]:
-        lines = [f"- validation {cls.headline}: {metrics[cls.headline]:.4f}", "", "```",
-                 (run_dir / "results.txt").read_text(), "```"]
-        for name, title in (("confusion_matrix.png", "confusion matrix"),
-                            ("per_class_ap.png", "average precision per class")):
+        lines = [
+            f"- validation {cls.headline}: {metrics[cls.headline]:.4f}",
+            "",
+            "```",
+            (run_dir / "results.txt").read_text(),
+            "```",
+        ]
+        for name, title in (
+            ("confusion_matrix.png", "confusion matrix"),
+            ("per_class_ap.png", "average precision per class"),
+        ):
             if (run_dir / name).is_file():
                 lines += ["", f"![{title}]({name})"]
         return lines
@@ -175,12 +212,19 @@ class ClassificationEvaluator:
         """metrics.json contents."""
         probs, targets = torch.cat(self.probs), torch.cat(self.targets)
         s = accuracy_scores(probs, targets, len(self.info.classes))
-        per_class = {c: {"accuracy": s["per_class_accuracy"][i], "support": s["support"][i]}
-                     for i, c in enumerate(self.info.classes)}
-        return {"accuracy": s["accuracy"], "top5_accuracy": s["top5_accuracy"],
-                "top_k": s["top_k"], "mean_class_accuracy": s["mean_class_accuracy"],
-                "per_class": per_class, "confusion_matrix": s["confusion_matrix"],
-                "images": len(targets)}
+        per_class = {
+            c: {"accuracy": s["per_class_accuracy"][i], "support": s["support"][i]}
+            for i, c in enumerate(self.info.classes)
+        }
+        return {
+            "accuracy": s["accuracy"],
+            "top5_accuracy": s["top5_accuracy"],
+            "top_k": s["top_k"],
+            "mean_class_accuracy": s["mean_class_accuracy"],
+            "per_class": per_class,
+            "confusion_matrix": s["confusion_matrix"],
+            "images": len(targets),
+        }
 
     def results_text(self, metrics: dict[str, Any], title: str) -> str:
         """results.txt: per-class accuracy and support, then the means."""
@@ -188,24 +232,33 @@ class ClassificationEvaluator:
         for c, row in metrics["per_class"].items():
             acc = "      n/a" if math.isnan(row["accuracy"]) else f"{row['accuracy']:9.4f}"
             lines.append(f"{c:<20} {acc} {row['support']:>8d}")
-        lines += ["", f"accuracy (micro)               {metrics['accuracy']:.4f}",
-                  f"top-{metrics['top_k']} accuracy                 {metrics['top5_accuracy']:.4f}",
-                  f"mean class accuracy (macro)    {metrics['mean_class_accuracy']:.4f}"]
+        lines += [
+            "",
+            f"accuracy (micro)               {metrics['accuracy']:.4f}",
+            f"top-{metrics['top_k']} accuracy                 {metrics['top5_accuracy']:.4f}",
+            f"mean class accuracy (macro)    {metrics['mean_class_accuracy']:.4f}",
+        ]
         return "\n".join(lines) + "\n"
 
-    def write_pictures(self, out_dir: Path, metrics: dict[str, Any], predictor: Any,
-                       source: Any, grid: int = 0) -> None:
+    def write_pictures(
+        self, out_dir: Path, metrics: dict[str, Any], predictor: Any, source: Any, grid: int = 0
+    ) -> None:
         """confusion_matrix.png."""
         from segkit.viz import plot_confusion
 
-        plot_confusion(np.asarray(metrics["confusion_matrix"]), self.info.classes,
-                       out_dir / "confusion_matrix.png")
+        plot_confusion(
+            np.asarray(metrics["confusion_matrix"]),
+            self.info.classes,
+            out_dir / "confusion_matrix.png",
+        )
 
 
 class LabelWriter:
     """predictions.csv (image, labels, scores) and predictions.json for a set of images."""
 
-    def __init__(self, out: Path, info: DatasetInfo, options: InferenceOptions, decode: Any) -> None:
+    def __init__(
+        self, out: Path, info: DatasetInfo, options: InferenceOptions, decode: Any
+    ) -> None:
         self.out, self.info, self.options, self.decode = out, info, options, decode
         self.rows: list[dict[str, Any]] = []
 
@@ -226,14 +279,31 @@ class LabelWriter:
             writer = csv.writer(f)
             writer.writerow(["image", "labels", "scores"])
             for r in self.rows:
-                writer.writerow([r["image"], "|".join(c for c, _ in r["labels"]),
-                                 "|".join(f"{p:.4f}" for _, p in r["labels"])])
-        (self.out / "predictions.json").write_text(json.dumps(
-            [{"image": r["image"], "labels": [{"label": c, "score": p} for c, p in r["labels"]]}
-             for r in self.rows], indent=2))
+                writer.writerow(
+                    [
+                        r["image"],
+                        "|".join(c for c, _ in r["labels"]),
+                        "|".join(f"{p:.4f}" for _, p in r["labels"]),
+                    ]
+                )
+        (self.out / "predictions.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "image": r["image"],
+                        "labels": [{"label": c, "score": p} for c, p in r["labels"]],
+                    }
+                    for r in self.rows
+                ],
+                indent=2,
+            )
+        )
 
     def describe(self) -> str:
         """Each image's labels, then where the files are."""
-        lines = [f"{r['image']}: " + (", ".join(f"{c} {p:.3f}" for c, p in r["labels"])
-                                      or "(no label above threshold)") for r in self.rows]
+        lines = [
+            f"{r['image']}: "
+            + (", ".join(f"{c} {p:.3f}" for c, p in r["labels"]) or "(no label above threshold)")
+            for r in self.rows
+        ]
         return "\n".join([*lines, f"wrote {self.out / 'predictions.csv'} and predictions.json"])

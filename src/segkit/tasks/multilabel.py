@@ -117,8 +117,10 @@ class MultiLabelEvaluator:
         probs, targets = torch.cat(self.probs), torch.cat(self.targets)
         s = multilabel_scores(probs, targets, self.options.threshold)
         metrics = {k: v for k, v in s.items() if k != "per_class_ap"}
-        metrics["per_class"] = {c: {"ap": s["per_class_ap"][i], "positives": int(targets[:, i].sum())}
-                                for i, c in enumerate(self.info.classes)}
+        metrics["per_class"] = {
+            c: {"ap": s["per_class_ap"][i], "positives": int(targets[:, i].sum())}
+            for i, c in enumerate(self.info.classes)
+        }
         metrics.update({"threshold": self.options.threshold, "images": len(targets)})
         return metrics
 
@@ -134,11 +136,16 @@ class MultiLabelEvaluator:
         lines.append(f"(C*/O* at threshold {metrics['threshold']:g})")
         return "\n".join(lines) + "\n"
 
-    def write_pictures(self, out_dir: Path, metrics: dict[str, Any], predictor: Any,
-                       source: Any, grid: int = 0) -> None:
+    def write_pictures(
+        self, out_dir: Path, metrics: dict[str, Any], predictor: Any, source: Any, grid: int = 0
+    ) -> None:
         """per_class_ap.png: AP of each class."""
         from segkit.viz import plot_class_bars
 
         aps = [0.0 if math.isnan(r["ap"]) else r["ap"] for r in metrics["per_class"].values()]
-        plot_class_bars(aps, list(metrics["per_class"]), out_dir / "per_class_ap.png",
-                        ylabel="average precision")
+        plot_class_bars(
+            aps,
+            list(metrics["per_class"]),
+            out_dir / "per_class_ap.png",
+            ylabel="average precision",
+        )

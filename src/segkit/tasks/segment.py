@@ -18,8 +18,12 @@ from segkit.data.base import DatasetInfo
 from segkit.data.check import PixelStats
 from segkit.data.transforms import build_augmentation
 from segkit.losses import build_loss, inverse_frequency_weights, loss_needs_class_weights
-from segkit.metrics import (SegmentationMetrics, ThresholdSweep, per_image_miou,
-                            scores_from_confusion)
+from segkit.metrics import (
+    SegmentationMetrics,
+    ThresholdSweep,
+    per_image_miou,
+    scores_from_confusion,
+)
 from segkit.models import build_model
 from segkit.tasks.base import Task
 from segkit.tasks.tta import InferenceOptions, Logits, sliding_window_logits, tta_probabilities
@@ -343,14 +347,18 @@ class MaskWriter:
 
         mask = SegmentationTask.decode(probs, self.info, self.options)
         files = {
-            "mask": save_png(palette_png(mask, self.info.palette), self.out / f"{path.stem}_mask.png"),
-            "overlay": save_png(overlay(image, mask, self.info.palette),
-                                self.out / f"{path.stem}_overlay.png"),
+            "mask": save_png(
+                palette_png(mask, self.info.palette), self.out / f"{path.stem}_mask.png"
+            ),
+            "overlay": save_png(
+                overlay(image, mask, self.info.palette), self.out / f"{path.stem}_overlay.png"
+            ),
         }
         if self.save_probs:
             files["probs"] = self.out / f"{path.stem}_probs.npz"
-            np.savez_compressed(files["probs"], probs=probs.astype(np.float16),
-                                classes=np.array(self.info.classes))
+            np.savez_compressed(
+                files["probs"], probs=probs.astype(np.float16), classes=np.array(self.info.classes)
+            )
         self.written.append(files)
         return files
 
