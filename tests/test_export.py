@@ -78,3 +78,19 @@ def test_cli_export_and_predict_from_onnx_alone(tmp_path, capsys) -> None:
         == 0
     )
     assert Image.open(tmp_path / "o" / "a_mask.png").size == (41, 30)
+
+
+@pytest.mark.slow
+def test_fixed_size_onnx_slides_windows_over_bigger_images(tmp_path) -> None:
+    from segkit.engine.inference import InferenceOptions
+
+    ckpt = _quick_run(tmp_path, "u")
+    export_model(ckpt, tmp_path / "fixed.onnx", dynamic=False)
+    onnx_pred = OnnxPredictor(tmp_path / "fixed.onnx")
+    assert onnx_pred.fixed_size == (32, 32) and onnx_pred.options.window == (32, 32)
+    image = np.random.default_rng(1).integers(0, 255, (45, 70, 3), dtype=np.uint8)
+    mask_o, probs_o = onnx_pred.predict_array(image)
+    torch_pred = TorchPredictor.from_checkpoint(ckpt, options=InferenceOptions(window=(32, 32)))
+    mask_t, probs_t = torch_pred.predict_array(image)
+    assert mask_o.shape == (45, 70)
+    np.testing.assert_allclose(probs_o, probs_t, atol=1e-4)

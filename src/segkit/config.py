@@ -256,7 +256,19 @@ def build_config(
     overrides: list[str] | dict[str, Any] | None = None,
     source: str = "config",
 ) -> Config:
-    """Validate ``base`` with dotted overrides applied; SegkitError on any problem."""
+    """Validate ``base`` with dotted overrides applied.
+
+    Args:
+        base: a nested config dict (e.g. a loaded YAML file); defaults when None.
+        overrides: ``{"section.key": value}`` or ``["section.key=value", ...]``.
+        source: what ``base`` came from, named in error messages.
+
+    Returns:
+        The validated ``Config``; unnamed keys keep their defaults (per task for model / data).
+
+    Raises:
+        SegkitError: an unknown key (the allowed ones are listed) or a bad value.
+    """
     tree: dict[str, Any] = _plain(base or {})
     items = (
         overrides.items()

@@ -105,36 +105,62 @@ def export_model(run: str | Path, out: str | Path, fmt: str = "onnx", dynamic: b
         if fmt == "onnx":
             import onnx
 
-            axes = {0: "batch"} | ({2: "height", 3: "width"} if spatial else {})
-            torch.onnx.export(
-                wrapper, (example,), str(out), input_names=["image"], output_names=["logits"],
-                dynamic_axes={"image": axes, "logits": axes} if dynamic else None,
-                opset_version=opset, dynamo=False,
-            )
+            dynamic_size = write_onnx(wrapper, example, out, dynamic, spatial, opset)
+            if spatial and not dynamic_size:
+                meta["fixed_size"] = json.dumps([h, w])
             proto = onnx.load(str(out))
             for k, v in meta.items():
                 entry = proto.metadata_props.add()
                 entry.key, entry.value = k, v
             onnx.save(proto, str(out))
         else:
+            if spatial and not dynamic:
+                meta["fixed_size"] = json.dumps([h, w])
             traced = torch.jit.trace(wrapper, example)
             torch.jit.save(traced, str(out), _extra_files={"segkit.json": json.dumps(meta)})
     exported = OnnxPredictor(out) if fmt == "onnx" else TorchScriptPredictor(out)
-    diff = check_export(TorchPredictor(task), exported, example, dynamic and spatial, step)
+    diff = check_export(TorchPredictor(task), exported, example, spatial, step)
     if diff > tolerance:
         raise SegkitError(f"{out}: exported model differs from PyTorch by {diff:.2e} "
                           f"(> {tolerance:g}); the export is not trustworthy")
     return ExportResult(out, diff, meta)
 
 
+def write_onnx(wrapper: nn.Module, example: torch.Tensor, out: Path, dynamic: bool,
+               spatial: bool, opset: int) -> bool:
+    """Write the ONNX graph; True when its height and width are free.
+
+    The TorchScript-based exporter goes first. Ops it cannot express (adaptive pooling to a
+    size that does not divide the input: LeNet at 32x32, PSPNet's pyramid) go through the
+    dynamo exporter with a dynamic batch and, for dense prediction, the example's fixed size
+    (segkit's predictors then pad or slide windows of that size over any image).
+    """
+    axes = {0: "batch"} | ({2: "height", 3: "width"} if spatial else {})
+    try:
+        torch.onnx.export(
+            wrapper, (example,), str(out), input_names=["image"], output_names=["logits"],
+            dynamic_axes={"image": axes, "logits": axes} if dynamic else None,
+            opset_version=opset, dynamo=False,
+        )
+        return dynamic
+    except torch.onnx.errors.SymbolicValueError:
+        dims = {0: torch.export.Dim("batch")} if dynamic else None
+        torch.onnx.export(wrapper, (example,), str(out), input_names=["image"],
+                          output_names=["logits"], opset_version=max(opset, 18), dynamo=True,
+                          dynamic_shapes={"image": dims} if dims else None, verbose=False)
+        return False
+
+
 @torch.inference_mode()
-def check_export(reference: Any, exported: Any, example: torch.Tensor, dynamic: bool,
+def check_export(reference: Any, exported: Any, example: torch.Tensor, spatial: bool,
                  multiple: int) -> float:
-    """Max |exported - PyTorch| logits over the example, a batch of 2 and (if dynamic) an odd
-    size, both run through the inference protocol's backends."""
+    """Max |exported - PyTorch| logits over the example, a batch of 2 and, for dense
+    prediction, an odd size (larger for free sizes, smaller for a fixed one, which the
+    predictor pads), all through the inference protocol's backends."""
     inputs = [example, torch.rand(2, *example.shape[1:]) * 255]
-    if dynamic:
+    if spatial:
+        h, w = example.shape[2:]
         step = max(multiple, 8)
-        inputs.append(torch.rand(1, example.shape[1], example.shape[2] + step - 3,
-                                 example.shape[3] + 2 * step + 5) * 255)
+        odd = (h - 5, w - 3) if exported.fixed_size else (h + step - 3, w + 2 * step + 5)
+        inputs.append(torch.rand(1, example.shape[1], *odd) * 255)
     return max(float((exported.logits(x) - reference.logits(x)).abs().max()) for x in inputs)

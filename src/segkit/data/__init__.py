@@ -182,7 +182,19 @@ def check_task_fits(name: str, task: str) -> None:
 
 
 def build_dataset(cfg: DataConfig, split: str) -> Any:
-    """The source dataset named in ``cfg`` for ``split``."""
+    """The source dataset named in ``cfg`` for ``split``.
+
+    Args:
+        cfg: the data section (``name``, ``root`` and format options).
+        split: ``train``, ``val`` or another split the format has.
+
+    Returns:
+        A map-style dataset of numpy samples (``image`` HxWxC uint8, ``name``, and ``mask``,
+        ``label`` or ``labels``) with ``info`` describing its classes.
+
+    Raises:
+        SegkitError: unknown dataset ("did you mean"), missing root, files or split lists.
+    """
     return DATASETS.get(cfg.name).builder(cfg, split)
 
 

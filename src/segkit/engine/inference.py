@@ -19,7 +19,7 @@ import torch
 from segkit.config import Config
 from segkit.data.base import DatasetInfo
 from segkit.errors import SegkitError
-from segkit.models.wrappers import pad_to_multiple
+from segkit.models.wrappers import pad_to_multiple, pad_to_size
 from segkit.tasks import FULL_TTA_SCALES, InferenceOptions, Task, task_class
 from segkit.tasks.tta import sliding_window_logits, window_starts
 
@@ -136,6 +136,10 @@ class ExportedPredictor(Predictor):
         self.options = options or InferenceOptions()
         self.in_channels = in_channels
         self.image_size = tuple(json.loads(meta.get("image_size", "[64, 64]")))
+        fixed = meta.get("fixed_size")
+        self.fixed_size: tuple[int, int] | None = tuple(json.loads(fixed)) if fixed else None
+        if self.fixed_size and self.options.window is None:  # bigger images: slide windows
+            self.options.window = self.fixed_size
         config = json.loads(meta["config"]) if "config" in meta else None
         self.config = Config.model_validate(config) if config else None
 
@@ -147,7 +151,11 @@ class ExportedPredictor(Predictor):
         if not self.kind.spatial:
             return self.run(pixels)
         h, w = pixels.shape[-2:]
-        return self.run(pad_to_multiple(pixels, self.multiple))[..., :h, :w]
+        if self.fixed_size:  # a graph of one size: pad up to it (windows keep inputs <= it)
+            padded = pad_to_size(pixels, self.fixed_size)
+        else:
+            padded = pad_to_multiple(pixels, self.multiple)
+        return self.run(padded)[..., :h, :w]
 
 
 class OnnxPredictor(ExportedPredictor):
@@ -166,13 +174,18 @@ class OnnxPredictor(ExportedPredictor):
             raise SegkitError(f"ONNX file not found: {path}")
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
-        super().__init__(path, meta, options, int(self.session.get_inputs()[0].shape[1]))
+        shape = self.session.get_inputs()[0].shape
+        super().__init__(path, meta, options, int(shape[1]))
+        self.batch = shape[0] if isinstance(shape[0], int) else None  # a --static export's
         if threshold is not None:
             self.options.threshold = threshold
 
     def run(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.detach().cpu().numpy().astype(np.float32)
-        return torch.from_numpy(self.session.run(None, {"image": x})[0])
+        step = self.batch or len(x)
+        outs = [self.session.run(None, {"image": x[i : i + step]})[0]
+                for i in range(0, len(x), step)]
+        return torch.from_numpy(np.concatenate(outs))
 
 
 class TorchScriptPredictor(ExportedPredictor):

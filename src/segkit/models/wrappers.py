@@ -28,7 +28,13 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """[B,C,H,W] padded at the bottom and right up to multiples of ``multiple`` (reflect,
     or replicate where the image is smaller than the padding)."""
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    return pad_to_size(x, (h + (-h) % multiple, w + (-w) % multiple))
+
+
+def pad_to_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[B,C,H,W] padded at the bottom and right up to ``size`` (same rule as above)."""
+    h, w = x.shape[-2:]
+    ph, pw = max(size[0] - h, 0), max(size[1] - w, 0)
     if not (ph or pw):
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"
