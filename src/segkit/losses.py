@@ -134,6 +134,13 @@ class SumLoss(nn.Module):
         return sum(term(logits, target) for term in self.terms.values())  # type: ignore[return-value]
 
 
+# the modes whose targets are 0/1 per output: one logit per pixel, or per label
+BCE_MODES: dict[str, Callable[[LossConfig, int], nn.Module]] = {
+    "binary": lambda cfg, ignore: BCEWithIgnore(ignore),
+    "multilabel": lambda cfg, ignore: MultiLabelBCE(cfg.label_smoothing),
+}
+
+
 def _smp_mode(mode: str) -> str:
     return smp.losses.BINARY_MODE if mode == "binary" else smp.losses.MULTICLASS_MODE
 
@@ -141,10 +148,8 @@ def _smp_mode(mode: str) -> str:
 @LOSSES.register("ce", "cross-entropy (BCE-with-logits for binary segmentation and multi-label; "
                  "loss.label_smoothing)", modes=("binary", "multiclass", "classify", "multilabel"))
 def _ce(cfg: LossConfig, mode: str, weights: torch.Tensor | None, ignore: int) -> nn.Module:
-    if mode == "binary":
-        return BCEWithIgnore(ignore)
-    if mode == "multilabel":
-        return MultiLabelBCE(cfg.label_smoothing)
+    if mode in BCE_MODES:
+        return BCE_MODES[mode](cfg, ignore)
     return CrossEntropy(ignore, None, cfg.label_smoothing)
 
 
@@ -165,7 +170,7 @@ def _wce(cfg: LossConfig, mode: str, weights: torch.Tensor | None, ignore: int) 
     modes=("binary", "multilabel"),
 )
 def _bce(cfg: LossConfig, mode: str, weights: torch.Tensor | None, ignore: int) -> nn.Module:
-    return MultiLabelBCE(cfg.label_smoothing) if mode == "multilabel" else BCEWithIgnore(ignore)
+    return BCE_MODES[mode](cfg, ignore)
 
 
 @LOSSES.register(

@@ -66,13 +66,20 @@ def test_csv_multilabel(tmp_path) -> None:
     assert {tuple(ds[i]["labels"]) for i in range(len(ds))} <= {(1.0, 1.0), (0.0, 1.0)}
 
 
-def test_coco_multilabel_noncontiguous_and_cached(tmp_path) -> None:
+def test_coco_multilabel_noncontiguous_and_cached(tmp_path, monkeypatch) -> None:
+    import segkit.data.coco as coco
+
     make_coco(tmp_path, "train", "2014")
     a = build_dataset(DataConfig(name="coco-multilabel", root=str(tmp_path)), "train")
-    assert a.info.classes == ["person", "car", "dog"] and not a.cache_hit
+    assert a.info.classes == ["person", "car", "dog"]
     assert a[1]["labels"].tolist() == [0.0, 1.0, 1.0]  # car (id 3) + dog (id 18)
+
+    def no_json(path):
+        raise AssertionError("the second load should read the cache, not the JSON")
+
+    monkeypatch.setattr(coco, "load_coco", no_json)
     b = build_dataset(DataConfig(name="coco-multilabel", root=str(tmp_path)), "train")
-    assert b.cache_hit
+    assert b.info.classes == a.info.classes and all(type(c) is str for c in b.info.classes)
     np.testing.assert_array_equal(a.labels_matrix(), b.labels_matrix())
 
 

@@ -26,11 +26,11 @@ class ClassificationSource:
 
     info: DatasetInfo
     task = "classify"
+    target_key = "label"  # "labels" for multi-label sources
 
     def labels_matrix(self) -> np.ndarray:
         """All targets: [N] ints (classify) or [N, C] 0/1 (multilabel)."""
-        return np.stack([np.asarray(self[i]["label" if self.task == "classify" else "labels"])
-                         for i in range(len(self))])
+        return np.stack([np.asarray(self[i][self.target_key]) for i in range(len(self))])
 
 
 class _GeneratedShapes(ClassificationSource):
@@ -61,6 +61,7 @@ class ShapesMultiLabel(_GeneratedShapes):
     """Several generated shapes per image; labels = the kinds visible (>= 20 pixels)."""
 
     task = "multilabel"
+    target_key = "labels"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
@@ -200,6 +201,7 @@ class CSVMultiLabel(ClassificationSource):
     """``root/{split}.csv`` (or ``labels.csv``) rows ``image,label1|label2`` + ``root/images/``."""
 
     task = "multilabel"
+    target_key = "labels"
 
     def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2) -> None:
         from segkit.data.folders import deterministic_split

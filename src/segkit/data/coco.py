@@ -112,7 +112,6 @@ class COCOMultiLabel:
             self.files = [str(f) for f in data["files"]]
             self.targets = data["targets"]
             names = [str(c) for c in data["classes"]]
-            self.cache_hit = True
         else:
             coco = load_coco(ann)
             cat_ids = sorted(coco.getCatIds())
@@ -131,7 +130,6 @@ class COCOMultiLabel:
             for f in self.files:
                 if not (self.image_dir / f).is_file():
                     raise SegkitError(f"{ann}: points at missing image {self.image_dir / f}")
-            self.cache_hit = False
             try:
                 np.savez(
                     cache, files=np.array(self.files), targets=self.targets, classes=np.array(names)

@@ -98,7 +98,6 @@ class TorchPredictor(Predictor):
         self.image_size = tuple(task.config.data.image_size)
         self.in_channels = task.in_channels
         self.device = next(task.parameters()).device
-        self.inputs_run = 0  # network inputs (whole images or windows) run so far
 
     @classmethod
     def from_checkpoint(cls, run_or_ckpt: str | Path, device: str = "cpu",
@@ -114,7 +113,6 @@ class TorchPredictor(Predictor):
         return getattr(self.module, "checkpoint_path", None)
 
     def logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        self.inputs_run += pixels.shape[0]
         return self.module.pixel_logits(pixels)
 
 
@@ -127,7 +125,7 @@ class ExportedPredictor(Predictor):
         if "classes" not in meta:
             raise SegkitError(f"{path}: no segkit metadata; export it with `segkit export`")
         self.path, self.metadata = path, meta
-        self.task = meta.get("segkit_task", "segment")
+        self.task = meta.get("segkit_task") or Config().task  # exports before the key: segment
         self.multiple = int(meta.get("pad_multiple", "1"))
         self.info = DatasetInfo(classes=json.loads(meta["classes"]),
                                 palette=[tuple(c) for c in json.loads(meta["palette"])],
