@@ -7,12 +7,12 @@ import json
 import numpy as np
 from PIL import Image
 
-from fake_data import make_carvana, make_folder
 from segkit.cli import main
 from segkit.config import DataConfig
 from segkit.data import build_dataset
 from segkit.data.check import check_dataset
 from segkit.data.prepare import prepare_dataset
+from segkit.data.samples import write_sample
 
 
 def _plant_defects(root) -> dict[str, str]:
@@ -47,7 +47,7 @@ def _plant_defects(root) -> dict[str, str]:
 
 
 def test_checker_finds_each_planted_defect(tmp_path, capsys) -> None:
-    root = make_folder(tmp_path / "d", n=12, classes=4)
+    root = write_sample("folder", tmp_path / "d", 10, 2, (32, 40), splits=False, classes=4)
     planted = _plant_defects(root)
     report = check_dataset(
         DataConfig(name="folder", root=str(root), val_fraction=0.5),
@@ -65,7 +65,7 @@ def test_checker_finds_each_planted_defect(tmp_path, capsys) -> None:
 
 
 def test_checker_clean_dataset_and_frequencies(tmp_path, capsys) -> None:
-    root = make_folder(tmp_path / "d", n=6, classes=3)
+    root = write_sample("folder", tmp_path / "d", 5, 1, (32, 40), splits=False, classes=3)
     report = check_dataset(DataConfig(name="folder", root=str(root)), progress=False)
     assert report.ok and report.samples == {"train": 5, "val": 1}
     expected = np.zeros(3, np.int64)
@@ -91,7 +91,7 @@ def test_checker_clean_dataset_and_frequencies(tmp_path, capsys) -> None:
 
 
 def test_prepare_resizes_gif_masks_and_is_reused(tmp_path) -> None:
-    root = make_carvana(tmp_path / "c", cars=3, views=2, size=(40, 60))
+    root = write_sample("carvana", tmp_path / "c", 4, 2, (40, 60), views=2)
     out = tmp_path / "prep"
     written = prepare_dataset(
         DataConfig(name="carvana", root=str(root), val_fraction=0.34),

@@ -6,22 +6,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fake_data import make_coco, make_idx, write_idx
 from segkit.config import DataConfig
 from segkit.data import build_dataset
 from segkit.data.classification import read_idx
+from segkit.data.samples import COCO_CATEGORIES, idx_bytes, write_sample
+from segkit.data.synthetic import render_shapes
 from segkit.errors import SegkitError
 
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_round_trip(tmp_path, gz: bool) -> None:
     arr = np.random.default_rng(0).integers(0, 255, (5, 28, 28), dtype=np.uint8)
-    write_idx(tmp_path / "x", arr, gz=gz)
+    (tmp_path / "x").write_bytes(idx_bytes(arr, gz))
     np.testing.assert_array_equal(read_idx(tmp_path / "x"), arr)
 
 
 def test_idx_dataset(tmp_path) -> None:
-    make_idx(tmp_path, n_train=20, n_test=10)
+    write_sample("idx", tmp_path, 20, 10)
     ds = build_dataset(DataConfig(name="fashion-mnist", root=str(tmp_path)), "train")
     assert len(ds) == 20 and ds.channels == 1
     s = ds[3]
@@ -33,7 +34,7 @@ def test_idx_bad_magic_and_truncated(tmp_path) -> None:
     (tmp_path / "bad").write_bytes(b"\x00\x00\x0d\x01" + b"\x00" * 8)
     with pytest.raises(SegkitError, match="wrong magic number"):
         read_idx(tmp_path / "bad")
-    write_idx(tmp_path / "t", np.zeros((10, 4, 4), np.uint8), gz=False)
+    (tmp_path / "t").write_bytes(idx_bytes(np.zeros((10, 4, 4), np.uint8), gz=False))
     (tmp_path / "t").write_bytes((tmp_path / "t").read_bytes()[:-20])
     with pytest.raises(SegkitError, match="truncated IDX body"):
         read_idx(tmp_path / "t")
@@ -69,10 +70,13 @@ def test_csv_multilabel(tmp_path) -> None:
 def test_coco_multilabel_noncontiguous_and_cached(tmp_path, monkeypatch) -> None:
     import segkit.data.coco as coco
 
-    make_coco(tmp_path, "train", "2014")
+    write_sample("coco", tmp_path, 4, 0, (40, 48))
     a = build_dataset(DataConfig(name="coco-multilabel", root=str(tmp_path)), "train")
-    assert a.info.classes == ["person", "car", "dog"]
-    assert a[1]["labels"].tolist() == [0.0, 1.0, 1.0]  # car (id 3) + dog (id 18)
+    assert a.info.classes == [name for _, name in COCO_CATEGORIES]  # ids 1, 3, 18, 44, 62
+    for i in range(len(a)):  # one instance per shape: the labels are the shapes present
+        _, shapes = render_shapes(0, i, (40, 48))
+        present = [float((shapes == k).any()) for k in range(1, 6)]
+        assert a[i]["labels"].tolist() == present
 
     def no_json(path):
         raise AssertionError("the second load should read the cache, not the JSON")
@@ -84,7 +88,7 @@ def test_coco_multilabel_noncontiguous_and_cached(tmp_path, monkeypatch) -> None
 
 
 def test_corrupt_coco_json(tmp_path) -> None:
-    make_coco(tmp_path, "train", "2014")
+    write_sample("coco", tmp_path, 4, 0, (40, 48))
     (tmp_path / "annotations" / "instances_train2014.json").write_text("{not json")
     with pytest.raises(SegkitError, match="not valid JSON"):
         build_dataset(DataConfig(name="coco", root=str(tmp_path)), "train")

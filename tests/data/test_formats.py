@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fake_data import make_carvana, make_cityscapes, make_coco, make_folder, make_voc
 from segkit.config import DataConfig, build_config, parse_override
 from segkit.data import build_dataset
 from segkit.data.carvana import rle_decode, rle_encode
 from segkit.data.cityscapes import LABELS, TRAIN_CLASSES, id_to_train_id_lut
+from segkit.data.samples import write_sample
+from segkit.data.synthetic import render_shapes
 from segkit.errors import SegkitError
 
 
 def test_voc_palette_round_trip_and_void(tmp_path) -> None:
-    make_voc(tmp_path)
+    write_sample("voc", tmp_path, 6, 3, (40, 48), void_border=True)
     ds = build_dataset(DataConfig(name="voc", root=str(tmp_path)), "train")
     assert len(ds) == 6 and ds.info.num_classes == 21 and ds.info.classes[15] == "person"
     assert ds.info.palette[1] == (128, 0, 0) and ds.info.palette[15] == (192, 128, 128)
@@ -33,7 +34,7 @@ def test_voc_palette_round_trip_and_void(tmp_path) -> None:
 
 
 def test_voc_missing_split_and_classes_override(tmp_path) -> None:
-    make_voc(tmp_path)
+    write_sample("voc", tmp_path, 6, 3, (40, 48))
     with pytest.raises(SegkitError, match="split file not found: .*test.txt"):
         build_dataset(DataConfig(name="voc", root=str(tmp_path)), "test")
     (tmp_path / "VOCdevkit/VOC2012/classes.txt").write_text("\n".join(f"c{i}" for i in range(21)))
@@ -59,7 +60,7 @@ def test_cityscapes_train_ids_match_cityscapesscripts(tmp_path) -> None:
 
 
 def test_cityscapes_loader_maps_ids(tmp_path) -> None:
-    make_cityscapes(tmp_path)
+    write_sample("cityscapes", tmp_path, 4, 2, (32, 64), noise=True)
     ds = build_dataset(DataConfig(name="cityscapes", root=str(tmp_path)), "train")
     assert len(ds) == 4 and ds.info.num_classes == 19
     s = ds[0]
@@ -88,7 +89,7 @@ def test_rle_errors() -> None:
 
 
 def test_carvana_gif_and_csv_agree_and_split_by_car(tmp_path) -> None:
-    make_carvana(tmp_path, cars=5, views=2)
+    write_sample("carvana", tmp_path, 8, 2, (32, 48), views=2)
     cfg = DataConfig(name="carvana", root=str(tmp_path), val_fraction=0.2)
     train, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")
     assert len(train) + len(val) == 10 and len(val) == 2
@@ -104,22 +105,32 @@ def test_carvana_gif_and_csv_agree_and_split_by_car(tmp_path) -> None:
 
 
 def test_coco_semantic_masks_with_noncontiguous_ids(tmp_path) -> None:
-    make_coco(tmp_path, "train", "2014")
-    ds = build_dataset(DataConfig(name="coco", root=str(tmp_path)), "train")
-    assert ds.info.classes == ["background", "person", "car", "dog"]
-    s = ds[1]  # category 3 (car) -> index 2, plus a small dog (18 -> 3)
-    assert s["mask"][10, 10] == 2 and s["mask"][22, 32] == 3 and s["mask"][0, 0] == 0
+    from segkit.data.samples import COCO_CATEGORIES
+
+    for kind, root in (("rle", tmp_path / "rle"), ("polygons", tmp_path / "poly")):
+        write_sample("coco", root, 4, 0, (40, 48), seed=5, polygons=kind == "polygons")
+        ds = build_dataset(DataConfig(name="coco", root=str(root)), "train")
+        # category ids 1, 3, 18, 44, 62 -> indices 1..5 in sorted order, 0 = background
+        assert ds.info.classes == ["background"] + [name for _, name in COCO_CATEGORIES]
+        for i in range(len(ds)):
+            _, shapes = render_shapes(5, i, (40, 48))
+            mask = ds[i]["mask"]
+            if kind == "rle":  # one exact RLE instance per shape: the shapes themselves
+                np.testing.assert_array_equal(mask, shapes)
+            else:  # box polygons: each shape lies inside its painted box
+                assert (mask[shapes > 0] > 0).mean() > 0.97
+                assert (mask > 0).sum() >= (shapes > 0).sum() * 0.97
     with pytest.raises(SegkitError, match="annotations not found"):
-        build_dataset(DataConfig(name="coco", root=str(tmp_path)), "val")
+        build_dataset(DataConfig(name="coco", root=str(tmp_path / "rle")), "val")
 
 
 def test_folder_with_and_without_split_files(tmp_path) -> None:
-    make_folder(tmp_path / "a", n=10)
+    write_sample("folder", tmp_path / "a", 8, 2, (32, 40), splits=False)
     train = build_dataset(DataConfig(name="folder", root=str(tmp_path / "a")), "train")
     val = build_dataset(DataConfig(name="folder", root=str(tmp_path / "a")), "val")
     assert len(train) == 8 and len(val) == 2
     assert not {p for p, _ in train.items} & {p for p, _ in val.items}
-    make_folder(tmp_path / "b", n=6, splits=True)
+    write_sample("folder", tmp_path / "b", 4, 2, (32, 40))
     assert len(build_dataset(DataConfig(name="folder", root=str(tmp_path / "b")), "val")) == 2
 
 

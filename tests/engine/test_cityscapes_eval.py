@@ -7,16 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
-from fake_data import make_cityscapes
 from segkit.config import DataConfig
 from segkit.data import build_dataset
 from segkit.data.cityscapes import LABELS
+from segkit.data.samples import write_sample
 from segkit.metrics import SegmentationMetrics
 
 
 def test_per_class_iou_matches_evalPixelLevelSemanticLabeling(tmp_path) -> None:
     ev = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
-    root = make_cityscapes(tmp_path / "cs", size=(48, 64))
+    root = write_sample("cityscapes", tmp_path / "cs", 4, 2, (48, 64), noise=True)
     ds = build_dataset(DataConfig(name="cityscapes", root=str(root)), "train")
     train_to_id = {tid: lid for _, lid, tid, _ in LABELS if 0 <= tid < 255}
     rng = np.random.default_rng(0)

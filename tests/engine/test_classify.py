@@ -8,9 +8,9 @@ import json
 import pytest
 
 from conftest import tiny_overrides
-from fake_data import make_idx
 from segkit.cli import main
 from segkit.config import build_config
+from segkit.data.samples import write_sample
 from segkit.engine.train import train
 from segkit.errors import SegkitError
 
@@ -46,7 +46,7 @@ def test_lenet_learns_builtin_classification(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_lenet_learns_generated_idx(tmp_path) -> None:
-    make_idx(tmp_path / "fashion", n_train=400, n_test=100)
+    write_sample("idx", tmp_path / "fashion", 400, 100, seed=3)
     result = train(
         _cls(
             tmp_path / "run",
@@ -134,7 +134,6 @@ def test_train_end_to_end_on_recognition_formats(tmp_path, fmt) -> None:
     import numpy as np
     from PIL import Image
 
-    from fake_data import make_coco
 
     root = tmp_path / "data"
     if fmt == "imagefolder":
@@ -154,8 +153,7 @@ def test_train_end_to_end_on_recognition_formats(tmp_path, fmt) -> None:
         (root / "labels.csv").write_text("\n".join(rows))
         task = "multilabel"
     else:
-        make_coco(root, "train", "2017")
-        make_coco(root, "val", "2017", n=3)
+        write_sample("coco", root, 4, 3, (40, 48), year="2017")
         task = "multilabel"
     over = tiny_overrides(
         tmp_path / "run",

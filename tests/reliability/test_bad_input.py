@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fake_data import make_carvana, make_coco, make_folder, make_idx, make_voc
 from segkit.cli import main
 from segkit.data.io import read_image
+from segkit.data.samples import write_sample
 
 TINY = [
     "--epochs",
@@ -59,7 +59,7 @@ def train_error(capsys, tmp_path: Path, data: str, root: Path | str, *extra: str
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    return make_folder(tmp_path / "f", n=6, size=(32, 32), splits=True)
+    return write_sample("folder", tmp_path / "f", 4, 2, (32, 32), classes=4)
 
 
 # --- where the data is -------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def test_missing_data_root(capsys, tmp_path) -> None:
 
 
 def test_missing_split_file(capsys, tmp_path) -> None:
-    root = make_voc(tmp_path / "voc", size=(32, 32))
+    root = write_sample("voc", tmp_path / "voc", 6, 3, (32, 32))
     (root / "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt").unlink()
     assert "val.txt" in train_error(capsys, tmp_path, "voc", root)
 
@@ -111,7 +111,7 @@ def test_truncated_png(capsys, tmp_path, folder) -> None:
 
 
 def test_truncated_jpeg(capsys, tmp_path) -> None:
-    root = make_voc(tmp_path / "voc", n_train=4, n_val=2, size=(32, 32))
+    root = write_sample("voc", tmp_path / "voc", 4, 2, (32, 32))
     f = root / "VOCdevkit/VOC2012/JPEGImages/2007_000001.jpg"
     f.write_bytes(f.read_bytes()[:200])
     assert "2007_000001.jpg: corrupt or truncated" in train_error(capsys, tmp_path, "voc", root)
@@ -193,8 +193,7 @@ def test_rgb_mask_gets_a_palette_hint(capsys, tmp_path, folder) -> None:
 
 
 def test_corrupt_coco_json(capsys, tmp_path) -> None:
-    root = make_coco(tmp_path / "coco")
-    make_coco(root, split="val")
+    root = write_sample("coco", tmp_path / "coco", 4, 4, (40, 48), year="2017")
     ann = root / "annotations" / "instances_train2017.json"
     ann.write_text(ann.read_text()[:300])
     err = train_error(capsys, tmp_path, "coco", root)
@@ -202,15 +201,15 @@ def test_corrupt_coco_json(capsys, tmp_path) -> None:
 
 
 def test_coco_annotation_pointing_at_missing_image(capsys, tmp_path) -> None:
-    root = make_coco(tmp_path / "coco")
-    make_coco(root, split="val")
-    (root / "train2017" / "COCO_train2017_000000000002.jpg").unlink()
+    root = write_sample("coco", tmp_path / "coco", 4, 4, (40, 48), year="2017")
+    missing = sorted((root / "train2017").glob("*.jpg"))[2]
+    missing.unlink()
     err = train_error(capsys, tmp_path, "coco", root)
-    assert "points at missing file" in err and "COCO_train2017_000000000002.jpg" in err
+    assert "points at missing file" in err and missing.name in err
 
 
 def test_bad_rle_in_carvana_csv(capsys, tmp_path) -> None:
-    root = make_carvana(tmp_path / "carvana", gif=False)
+    root = write_sample("carvana", tmp_path / "carvana", 6, 2, (32, 48), views=2, gif=False)
     (root / "train_masks").rmdir()  # masks only in the Kaggle CSV
     lines = (root / "train_masks.csv").read_text().splitlines()
     lines[1] = lines[1].split(",")[0] + ",12 x7 40"
@@ -221,7 +220,7 @@ def test_bad_rle_in_carvana_csv(capsys, tmp_path) -> None:
 
 @pytest.mark.parametrize("damage", ["magic", "truncated"])
 def test_idx_wrong_magic_or_truncated(capsys, tmp_path, damage) -> None:
-    root = make_idx(tmp_path / "idx", n_train=20, n_test=10, gz=False)
+    root = write_sample("idx", tmp_path / "idx", 20, 10, gz=False)
     f = root / "train-images-idx3-ubyte"
     data = f.read_bytes()
     f.write_bytes(b"\x00\x00\x0d\x03" + data[4:] if damage == "magic" else data[:-50])
@@ -381,8 +380,7 @@ def test_unexpected_errors_are_one_line_too(capsys, monkeypatch, tmp_path) -> No
 
 
 def test_coco_json_is_read_once_and_names_missing_keys(capsys, tmp_path) -> None:
-    root = make_coco(tmp_path / "coco")
-    make_coco(root, split="val")
+    root = write_sample("coco", tmp_path / "coco", 4, 4, (40, 48), year="2017")
     ann = root / "annotations" / "instances_train2017.json"
     data = json.loads(ann.read_text())
     del data["categories"]

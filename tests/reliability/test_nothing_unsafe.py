@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import segkit
-from fake_data import make_carvana, make_coco, make_folder
 from segkit.cli import main
+from segkit.data.samples import write_sample
 from segkit.errors import SegkitError
 
 SRC = Path(segkit.__file__).parent
@@ -189,9 +189,9 @@ MUTATION = dict(cut=st.integers(0, 3000),
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("pristine")
-    return {"folder": make_folder(root / "folder", n=4, size=(24, 24)),
-            "carvana": make_carvana(root / "carvana", cars=2, size=(24, 32)),
-            "coco": make_coco(root / "coco", n=3, size=(24, 28))}
+    return {"folder": write_sample("folder", root / "folder", 3, 1, (24, 24), classes=4),
+            "carvana": write_sample("carvana", root / "carvana", 6, 2, (24, 32)),
+            "coco": write_sample("coco", root / "coco", 3, 3, (24, 28), year="2017")}
 
 
 def _only_clean_errors(fn) -> None:

@@ -39,6 +39,9 @@ def mask_lut(
     return lut
 
 
+CLASS_SCAN = 200  # masks read to find the class count when there is no classes.txt
+
+
 class FolderDataset(SegmentationSource):
     """``root/images/*.{jpg,png,...}`` paired with ``root/masks/<stem>.png`` (class indices).
 
@@ -93,8 +96,12 @@ class FolderDataset(SegmentationSource):
         if classes is None and classes_file.is_file():
             classes = read_split_file(classes_file)
         if classes is None:
+            # the same masks for every split (evenly spaced over all of them), so train and
+            # val agree on the class list; a classes.txt names them exactly
+            every = [masks[s] for s in sorted(masks)]
+            step = max(1, len(every) // CLASS_SCAN)
             seen = np.zeros(256, dtype=bool)
-            for _, m in self.items[:50]:
+            for m in every[::step][:CLASS_SCAN]:
                 seen[self._read_mask(m)] = True
             if lut is None and np.flatnonzero(seen).tolist() == [0, 255]:
                 raise SegkitError(

@@ -13,6 +13,7 @@ import json
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -41,8 +42,10 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return edge
 
 
-def write_voc(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int) -> Path:
-    """VOCdevkit/VOC2012: JPEGImages, palette SegmentationClass PNGs (255 outlines), ImageSets."""
+def write_voc(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
+              void_border: bool = False) -> Path:
+    """VOCdevkit/VOC2012: JPEGImages, palette SegmentationClass PNGs (255 outlines), ImageSets;
+    ``void_border`` also marks each mask's top row 255."""
     voc = root / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
@@ -52,6 +55,8 @@ def write_voc(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed:
         image, shapes = _pair(seed, i, size)
         mask = VOC_IDS[shapes]
         mask[_outline(mask)] = 255
+        if void_border:
+            mask[0] = 255
         Image.fromarray(image).save(voc / "JPEGImages" / f"{name}.jpg", quality=92)
         png = Image.fromarray(mask, mode="P")
         png.putpalette(palette)
@@ -62,10 +67,11 @@ def write_voc(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed:
     return root
 
 
-def write_cityscapes(
-    root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int
-) -> Path:
-    """leftImg8bit/{train,val}/CITY/*_leftImg8bit.png + gtFine/*_gtFine_labelIds.png."""
+def write_cityscapes(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
+                     noise: bool = False) -> Path:
+    """leftImg8bit/{train,val}/CITY/*_leftImg8bit.png + gtFine/*_gtFine_labelIds.png; with
+    ``noise``, random pixels and random label ids 0..33 (void ones included)."""
+    rng = np.random.default_rng(seed)
     index = 0
     for split, n, cities in (
         ("train", n_train, ("aachen", "bochum")),
@@ -75,10 +81,14 @@ def write_cityscapes(
             city = cities[k % len(cities)]
             stem = f"{city}_{k:06d}_000019"
             image, shapes = _pair(seed, index, size)
+            ids = CITYSCAPES_IDS[shapes]
+            if noise:
+                image = rng.integers(0, 255, image.shape, dtype=np.uint8)
+                ids = rng.integers(0, 34, shapes.shape).astype(np.uint8)
             index += 1
             for folder, suffix, array in (
                 ("leftImg8bit", "leftImg8bit", image),
-                ("gtFine", "gtFine_labelIds", CITYSCAPES_IDS[shapes]),
+                ("gtFine", "gtFine_labelIds", ids),
             ):
                 out = root / folder / split / city
                 out.mkdir(parents=True, exist_ok=True)
@@ -86,14 +96,15 @@ def write_cityscapes(
     return root
 
 
-def write_carvana(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int) -> Path:
-    """train/CAR_VV.jpg, train_masks/CAR_VV_mask.gif and the Kaggle RLE train_masks.csv."""
+def write_carvana(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
+                  views: int = 4, gif: bool = True, csv: bool = True) -> Path:
+    """train/CAR_VV.jpg, train_masks/CAR_VV_mask.gif and the Kaggle RLE train_masks.csv
+    (``views`` pictures per car; either mask form can be left out)."""
     from segkit.data.carvana import rle_encode
 
     (root / "train").mkdir(parents=True, exist_ok=True)
     (root / "train_masks").mkdir(exist_ok=True)
     rows = ["img,rle_mask"]
-    views = 4
     cars = -(-(n_train + n_val) // views)
     for car in range(cars):
         for view in range(1, views + 1):
@@ -101,11 +112,12 @@ def write_carvana(root: Path, n_train: int, n_val: int, size: tuple[int, int], s
             image, shapes = _pair(seed, car * views + view, size)
             mask = (shapes > 0).astype(np.uint8)
             Image.fromarray(image).save(root / "train" / f"{stem}.jpg", quality=92)
-            Image.fromarray(mask * 255, mode="L").convert("P").save(
-                root / "train_masks" / f"{stem}_mask.gif"
-            )
+            if gif:
+                Image.fromarray(mask * 255, mode="L").convert("P").save(
+                    root / "train_masks" / f"{stem}_mask.gif")
             rows.append(f"{stem}.jpg,{rle_encode(mask)}")
-    (root / "train_masks.csv").write_text("\n".join(rows) + "\n")
+    if csv:
+        (root / "train_masks.csv").write_text("\n".join(rows) + "\n")
     return root
 
 
@@ -116,8 +128,10 @@ def idx_bytes(array: np.ndarray, gz: bool = True) -> bytes:
     return gzip.compress(data) if gz else data
 
 
-def write_idx(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int) -> Path:
-    """Fashion-MNIST-style gzipped IDX files: 28x28 gray images, one shape class each."""
+def write_idx(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
+              gz: bool = True) -> Path:
+    """Fashion-MNIST-style IDX files (gzipped, or raw without the .gz suffix): 28x28 gray
+    images, one shape class each."""
     from segkit.data.classification import ShapesClassification
 
     root.mkdir(parents=True, exist_ok=True)
@@ -126,23 +140,34 @@ def write_idx(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed:
         samples = [source[i] for i in range(n)]
         images = np.stack([s["image"].mean(-1) for s in samples])
         labels = np.array([s["label"] for s in samples])
-        (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(idx_bytes(images))
-        (root / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(idx_bytes(labels))
+        suffix = ".gz" if gz else ""
+        (root / f"{prefix}-images-idx3-ubyte{suffix}").write_bytes(idx_bytes(images, gz))
+        (root / f"{prefix}-labels-idx1-ubyte{suffix}").write_bytes(idx_bytes(labels, gz))
     return root
 
 
-def write_folder(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int) -> Path:
-    """images/*.png + masks/*.png (gray class indices) + splits/{train,val}.txt."""
-    for sub in ("images", "masks", "splits"):
+def write_folder(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
+                 splits: bool = True, classes: int | None = None) -> Path:
+    """images/*.png + masks/*.png (gray class indices), splits/{train,val}.txt and classes.txt.
+
+    Without ``splits`` no split lists are written (the loader then splits by name hash);
+    ``classes`` folds the shapes into that many classes and leaves out classes.txt.
+    """
+    for sub in ("images", "masks"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    stems = [f"img{i:04d}" for i in range(n_train + n_val)]
+    stems = [f"img{i:03d}" for i in range(n_train + n_val)]
     for i, stem in enumerate(stems):
         image, mask = _pair(seed, i, size)
+        if classes is not None:
+            mask = (mask % classes).astype(np.uint8)
         Image.fromarray(image).save(root / "images" / f"{stem}.png")
         Image.fromarray(mask, mode="L").save(root / "masks" / f"{stem}.png")
-    (root / "splits" / "train.txt").write_text("\n".join(stems[:n_train]) + "\n")
-    (root / "splits" / "val.txt").write_text("\n".join(stems[n_train:]) + "\n")
-    (root / "classes.txt").write_text("\n".join(SHAPE_CLASSES) + "\n")
+    if splits:
+        (root / "splits").mkdir(exist_ok=True)
+        (root / "splits" / "train.txt").write_text("\n".join(stems[:n_train]) + "\n")
+        (root / "splits" / "val.txt").write_text("\n".join(stems[n_train:]) + "\n")
+    if classes is None:
+        (root / "classes.txt").write_text("\n".join(SHAPE_CLASSES) + "\n")
     return root
 
 
@@ -150,12 +175,12 @@ def write_folder(root: Path, n_train: int, n_val: int, size: tuple[int, int], se
 COCO_CATEGORIES = [(1, "person"), (3, "car"), (18, "dog"), (44, "bottle"), (62, "chair")]
 
 
-def write_coco(
-    root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int, year: str = "2014"
-) -> Path:
-    """COCO 2014 layout: {train,val}2014/COCO_{split}2014_%012d.jpg and
-    annotations/instances_{split}2014.json, one RLE instance per shape (read as semantic masks
-    by ``coco`` and as label vectors by ``coco-multilabel``)."""
+def write_coco(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
+               year: str = "2014", polygons: bool = False) -> Path:
+    """COCO layout: {train,val}YEAR/COCO_{split}YEAR_%012d.jpg and
+    annotations/instances_{split}YEAR.json, one instance per shape, as RLE (or, with
+    ``polygons``, as its bounding-box polygon); read as semantic masks by ``coco`` and as label
+    vectors by ``coco-multilabel``. A split with 0 images is not written."""
     from pycocotools import mask as mask_utils
 
     (root / "annotations").mkdir(parents=True, exist_ok=True)
@@ -165,7 +190,8 @@ def write_coco(
     index, ann_id = 0, 1
     for split, n in (("train", n_train), ("val", n_val)):
         folder = root / f"{split}{year}"
-        folder.mkdir(parents=True, exist_ok=True)
+        if n:
+            folder.mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for _ in range(n):
             image, shapes = _pair(seed, index, size)
@@ -178,21 +204,17 @@ def write_coco(
                 binary = np.asfortranarray((shapes == kind).astype(np.uint8))
                 rle = mask_utils.encode(binary)
                 x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-                annotations.append(
-                    {
-                        "id": ann_id,
-                        "image_id": img_id,
-                        "category_id": COCO_CATEGORIES[kind - 1][0],
-                        "iscrowd": 0,
-                        "area": float(mask_utils.area(rle)),
-                        "bbox": [x, y, w, h],
-                        "segmentation": {
-                            "size": list(rle["size"]),
-                            "counts": rle["counts"].decode(),
-                        },
-                    }
-                )
+                segmentation: Any = {"size": list(rle["size"]), "counts": rle["counts"].decode()}
+                area = float(mask_utils.area(rle))
+                if polygons:
+                    segmentation, area = [[x, y, x + w, y, x + w, y + h, x, y + h]], w * h
+                annotations.append({
+                    "id": ann_id, "image_id": img_id, "category_id": COCO_CATEGORIES[kind - 1][0],
+                    "iscrowd": 0, "area": area, "bbox": [x, y, w, h], "segmentation": segmentation,
+                })
                 ann_id += 1
+        if not n:
+            continue
         (root / "annotations" / f"instances_{split}{year}.json").write_text(
             json.dumps({"images": images, "annotations": annotations, "categories": categories})
         )
@@ -258,19 +280,18 @@ WRITER_ALIASES = {
 }
 
 
-def write_sample(
-    fmt: str,
-    root: str | Path,
-    n_train: int = 64,
-    n_val: int = 16,
-    size: tuple[int, int] | None = None,
-    seed: int = 0,
-) -> Path:
-    """Write ``n_train``/``n_val`` learnable samples of ``fmt`` under ``root``; returns root."""
+def write_sample(fmt: str, root: str | Path, n_train: int = 64, n_val: int = 16,
+                 size: tuple[int, int] | None = None, seed: int = 0, **options: Any) -> Path:
+    """Write ``n_train``/``n_val`` learnable samples of ``fmt`` under ``root``; returns root.
+
+    ``options`` go to the format's writer (e.g. ``gif=False`` for Carvana, ``gz=False`` for
+    IDX, ``splits=False`` for folder, ``year="2017"`` for COCO, ``noise=True`` for
+    Cityscapes, ``void_border=True`` for VOC).
+    """
     fmt = WRITER_ALIASES.get(fmt, fmt)
     if fmt not in WRITERS:
         close = difflib.get_close_matches(fmt, list(WRITERS), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise SegkitError(f"no sample writer for '{fmt}'; {hint}known: {', '.join(WRITERS)}")
     writer, default_size = WRITERS[fmt]
-    return writer(Path(root), n_train, n_val, tuple(size or default_size), seed)
+    return writer(Path(root), n_train, n_val, tuple(size or default_size), seed, **options)
