@@ -195,8 +195,10 @@ class ClassificationTask(Task):
         return lines
 
 
-class ClassificationEvaluator:
-    """Collects probabilities and labels of a split; accuracy, top-5, per-class accuracy."""
+class CollectingEvaluator:
+    """Keeps a split's probabilities and targets (``target_key`` of the batch) on the CPU."""
+
+    target_key = "label"
 
     def __init__(self, info: DatasetInfo, options: InferenceOptions) -> None:
         self.info, self.options = info, options
@@ -204,9 +206,13 @@ class ClassificationEvaluator:
         self.targets: list[torch.Tensor] = []
 
     def update(self, probs: torch.Tensor, batch: dict[str, Any]) -> None:
-        """Add a batch of probabilities [B,C] and its labels."""
+        """Add a batch of probabilities [B,C] and its targets."""
         self.probs.append(probs.float().cpu())
-        self.targets.append(batch["label"].cpu())
+        self.targets.append(batch[self.target_key].cpu())
+
+
+class ClassificationEvaluator(CollectingEvaluator):
+    """Accuracy, top-5 and per-class accuracy of a split."""
 
     def compute(self) -> dict[str, Any]:
         """metrics.json contents."""

@@ -13,7 +13,7 @@ from segkit.config import Config
 from segkit.data.base import DatasetInfo
 from segkit.data.check import MultiLabelStats
 from segkit.metrics import MultiLabelMetrics, multilabel_scores
-from segkit.tasks.classify import ClassificationTask, LabelWriter
+from segkit.tasks.classify import ClassificationTask, CollectingEvaluator, LabelWriter
 from segkit.tasks.tta import InferenceOptions, Logits
 
 
@@ -99,22 +99,14 @@ class MultiLabelTask(ClassificationTask):
         return LabelWriter(out, info, options, cls.decode)
 
 
-class MultiLabelEvaluator:
-    """Collects sigmoid scores and 0/1 targets of a split; mAP and the F1 family."""
+class MultiLabelEvaluator(CollectingEvaluator):
+    """mAP and the precision / recall / F1 family of a split's sigmoid scores."""
 
-    def __init__(self, info: DatasetInfo, options: InferenceOptions) -> None:
-        self.info, self.options = info, options
-        self.probs: list[torch.Tensor] = []
-        self.targets: list[torch.Tensor] = []
-
-    def update(self, probs: torch.Tensor, batch: dict[str, Any]) -> None:
-        """Add a batch of probabilities [B,C] and its 0/1 targets."""
-        self.probs.append(probs.float().cpu())
-        self.targets.append(batch["labels"].float().cpu())
+    target_key = "labels"
 
     def compute(self) -> dict[str, Any]:
         """metrics.json contents."""
-        probs, targets = torch.cat(self.probs), torch.cat(self.targets)
+        probs, targets = torch.cat(self.probs), torch.cat(self.targets).float()
         s = multilabel_scores(probs, targets, self.options.threshold)
         metrics = {k: v for k, v in s.items() if k != "per_class_ap"}
         metrics["per_class"] = {
