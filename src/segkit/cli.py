@@ -262,6 +262,18 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_fingerprint(args: argparse.Namespace) -> int:
+    """segkit data fingerprint."""
+    from segkit.data.fingerprint import fingerprint_dataset, format_fingerprint, write_fingerprint
+
+    cfg = _data_config(args)
+    fp = fingerprint_dataset(cfg, args.max_images)
+    print(format_fingerprint(fp))
+    json_path, png_path = write_fingerprint(fp, args.out or Path("runs") / "fingerprint" / cfg.name)
+    print(f"\nwrote {json_path} and {png_path}")
+    return 0
+
+
 def cmd_data_sample(args: argparse.Namespace) -> int:
     """segkit data sample."""
     from segkit.data.samples import write_sample
@@ -407,6 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
             dp.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
             dp.add_argument("--workers", type=int, default=4)
         dp.set_defaults(func=func)
+    fp = dsub.add_parser("fingerprint", help="sizes, intensities, class and object statistics")
+    fp.add_argument("--data", required=True)
+    fp.add_argument("--data-root")
+    fp.add_argument("--set", action="append", metavar="KEY=VALUE")
+    fp.add_argument("--max-images", type=int, default=2000,
+                    help="training images to read at most (evenly spaced)")
+    fp.add_argument("--out", help="folder for fingerprint.json / .png "
+                                  "(default runs/fingerprint/NAME)")
+    fp.set_defaults(func=cmd_data_fingerprint)
     ds = dsub.add_parser("sample", help="write small learnable data in a real dataset's layout")
     ds.add_argument(
         "format", help="voc, cityscapes, carvana, coco, idx, folder, imagefolder or csv-multilabel"

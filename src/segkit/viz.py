@@ -63,6 +63,15 @@ def save_png(array_or_image: np.ndarray | Image.Image, path: str | Path) -> Path
     return path
 
 
+def _save(fig: object, path: str | Path) -> Path:
+    """Lay out, write as a 100-dpi PNG and close a matplotlib figure."""
+    plt = _plt()
+    fig.tight_layout()  # type: ignore[attr-defined]
+    fig.savefig(Path(path), dpi=100)  # type: ignore[attr-defined]
+    plt.close(fig)
+    return Path(path)
+
+
 def _plt():
     import matplotlib
 
@@ -100,11 +109,7 @@ def plot_curves(history: list[dict[str, float]], path: str | Path) -> Path:
     ax2.set_ylim(0, 1)
     ax2.legend()
     ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def prediction_grid(
@@ -161,11 +166,7 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | Path) -> 
                 )
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title("confusion matrix (row-normalised)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_class_bars(
@@ -185,11 +186,7 @@ def plot_class_bars(
     ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right")
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def png_base64(array_or_image: np.ndarray | Image.Image) -> str:
@@ -217,8 +214,42 @@ def plot_threshold_sweep(rows: list[dict[str, float]], path: str | Path) -> Path
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def plot_fingerprint(fp: dict, path: str | Path) -> Path:
+    """A dataset fingerprint in two panels: class shares, then object sizes (masks), labels
+    per image (multi-label) or nothing more (single labels)."""
+    plt = _plt()
+    names = list(fp["classes"])
+    shares = [row["share"] for row in fp["classes"].values()]
+    second = "objects" in fp or "labels_per_image" in fp
+    fig, axes = plt.subplots(1, 2 if second else 1, figsize=(11 if second else 6, 3.8),
+                             squeeze=False)
+    ax = axes[0][0]
+    ax.bar(range(len(names)), shares, color="tab:blue")
+    present = [s for s in shares if s > 0]
+    if len(present) > 1 and max(present) > 20 * min(present):
+        ax.set_yscale("log")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    unit = "pixels" if fp["target"] == "mask" else "images"
+    ax.set_ylabel(f"share of {unit}")
+    ax.set_title(f"{fp['dataset']}: {fp['splits']['train']} training images")
+    ax.grid(axis="y", alpha=0.3)
+    if "objects" in fp:
+        ax = axes[0][1]
+        per_class = fp["objects"]["per_class_median_area_fraction"]
+        ax.bar(range(len(per_class)), list(per_class.values()), color="tab:orange")
+        ax.set_xticks(range(len(per_class)), list(per_class), rotation=60, ha="right")
+        ax.set_yscale("log")
+        ax.set_ylabel("median object area / image area")
+        ax.set_title(f"{fp['objects']['count']} objects, {fp['objects']['per_image']} per image")
+        ax.grid(axis="y", alpha=0.3)
+    elif "labels_per_image" in fp:
+        ax = axes[0][1]
+        hist = fp["labels_per_image"]["histogram"]
+        ax.bar([int(k) for k in hist], list(hist.values()), color="tab:orange")
+        ax.set_xlabel("labels per image")
+        ax.set_ylabel("images")
+        ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
