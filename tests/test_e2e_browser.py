@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e,
               pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make e2e)")]
 
 
-def test_upload_shows_overlay_and_legend(trained_run, tmp_path) -> None:
+@pytest.mark.parametrize("api_key", [None, "s3cret"])
+def test_upload_shows_overlay_and_legend(trained_run, tmp_path, api_key) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     import uvicorn
 
@@ -29,8 +30,8 @@ def test_upload_shows_overlay_and_legend(trained_run, tmp_path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(trained_run), host="127.0.0.1", port=port,
-                                        log_level="warning"))
+    app = create_app(trained_run, api_key=api_key)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     while not srv.started:
@@ -55,6 +56,8 @@ def test_upload_shows_overlay_and_legend(trained_run, tmp_path) -> None:
                 ],
             )
             page = browser.new_page()
+            prompts: list[str] = []
+            page.on("dialog", lambda d: (prompts.append(d.message), d.accept(api_key or "")))
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector("#model:has-text('classes')")
             page.set_input_files("#file", str(image))
@@ -63,6 +66,7 @@ def test_upload_shows_overlay_and_legend(trained_run, tmp_path) -> None:
             src = page.get_attribute("#overlay", "src")
             assert src.startswith("data:image/png;base64,")
             assert page.locator("#legend tr").count() >= 1
+            assert len(prompts) == (1 if api_key else 0)  # asked once, then kept
             page.screenshot(path=str(tmp_path / "page.png"))
             browser.close()
     finally:

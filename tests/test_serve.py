@@ -125,3 +125,24 @@ def test_classifier_service_returns_top_k(tmp_path) -> None:
     labels = r.json()["labels"]
     assert r.status_code == 200 and len(labels) == 3
     assert labels[0]["score"] >= labels[1]["score"] >= labels[2]["score"]
+
+
+def test_api_key_guards_the_model_and_leaving_loopback_needs_one(trained_run, capsys) -> None:
+    from fastapi.testclient import TestClient
+
+    from segkit.cli import main
+    from segkit.serve import create_app
+
+    client = TestClient(create_app(trained_run, api_key="s3cret"))
+    files = {"file": ("a.png", _png(3))}
+    assert client.get("/health").status_code == 200 and client.get("/").status_code == 200
+    assert client.get("/model").status_code == 401
+    assert client.post("/predict", files=files).status_code == 401
+    wrong = client.post("/predict", files=files, headers={"X-API-Key": "guess"})
+    assert wrong.status_code == 401 and "X-API-Key" in wrong.json()["detail"]
+    ok = client.post("/predict", files=files, headers={"X-API-Key": "s3cret"})
+    assert ok.status_code == 200 and ok.headers["content-type"] == "image/png"
+    # other machines could reach 0.0.0.0: refused before anything listens
+    assert main(["serve", str(trained_run), "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "--host 0.0.0.0 lets other machines reach the model: set --api-key" in err

@@ -156,7 +156,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """segkit serve."""
     from segkit.serve import serve
 
-    serve(args.run, args.host, args.port, args.device, args.max_upload_mb, args.timeout)
+    api_key = args.api_key or os.environ.get("SEGKIT_API_KEY") or None
+    serve(args.run, args.host, args.port, args.device, args.max_upload_mb, args.timeout, api_key)
     return 0
 
 
@@ -395,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--device", default="cpu")
     sv.add_argument("--max-upload-mb", type=float, default=10.0)
+    sv.add_argument("--api-key", help="require this key in an X-API-Key header (needed when "
+                    "--host leaves loopback; or set SEGKIT_API_KEY)")
     sv.add_argument(
         "--timeout",
         type=float,

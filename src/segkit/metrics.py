@@ -1,4 +1,5 @@
-"""Confusion-matrix segmentation metrics, accumulated with bincount on the device."""
+"""Metrics of every task: confusion-matrix segmentation scores (bincount on the device),
+classification accuracy / top-k / per-class accuracy, multi-label mAP and the F1 family."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FastAPI service over the shared inference engine: upload an image, get the mask.
+"""FastAPI service over the shared inference engine: upload an image, get the task's answer.
 
 FastAPI resolves the endpoint annotations from this module's globals, so its names are
 imported at the top level (postponed annotations would otherwise turn them into queries).
@@ -7,6 +7,7 @@ imported at the top level (postponed annotations would otherwise turn them into 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import io
 import threading
 from collections.abc import Iterator
@@ -90,10 +91,29 @@ class Service:
         return self.predictor.kind.serve_reply(image, probs, self.predictor.info, options, fmt)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach."""
+    return host in LOOPBACK or host.startswith("127.")
+
+
 def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0,
-               max_pixels: int = 40_000_000, timeout_s: float = 30.0):
-    """The FastAPI application serving ``run``."""
+               max_pixels: int = 40_000_000, timeout_s: float = 30.0,
+               api_key: str | None = None):
+    """The FastAPI application serving ``run`` (a run directory, checkpoint or exported file).
+
+    With ``api_key``, ``POST /predict`` and ``GET /model`` answer 401 unless the request
+    carries it in an ``X-API-Key`` header; the page asks for it once per browser session.
+    """
     service = Service(run, device, timeout_s)
+
+    def check_key(request: Request) -> None:
+        given = request.headers.get("x-api-key", "")
+        if api_key and not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise HTTPException(401, "missing or wrong X-API-Key header")
+
     limit = int(max_upload_mb * 2**20)
     app = FastAPI(title="segkit", version="1")
     app.state.service = service
@@ -107,12 +127,14 @@ def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0
         return {"status": "ok"}
 
     @app.get("/model")
-    def model() -> dict[str, Any]:
+    def model(request: Request) -> dict[str, Any]:
+        check_key(request)
         return service.describe()
 
     @app.post("/predict")
     def predict(request: Request, file: UploadFile, format: str = "png", top_k: int = 5,
                 threshold: float = 0.5) -> Any:
+        check_key(request)
         if format not in ("png", "json"):
             raise HTTPException(400, f"format must be 'png' or 'json', not '{format}'")
         if not 1 <= top_k <= 1000 or not 0.0 <= threshold <= 1.0:
@@ -139,12 +161,17 @@ def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0
 
 
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
-          max_upload_mb: float = 10.0, timeout_s: float = 30.0) -> None:
+          max_upload_mb: float = 10.0, timeout_s: float = 30.0,
+          api_key: str | None = None) -> None:
     """Run the service with uvicorn (loopback by default; idle connections closed after 5 s,
     at most 64 connections at once, each request waits at most ``timeout_s`` for the model)."""
     import uvicorn
 
     if not Path(run).exists():
         raise SegkitError(f"no such run directory or checkpoint: {run}")
-    uvicorn.run(create_app(run, device, max_upload_mb, timeout_s=timeout_s), host=host, port=port,
+    if not is_loopback(host) and not api_key:
+        raise SegkitError(f"--host {host} lets other machines reach the model: set --api-key KEY "
+                          "(or SEGKIT_API_KEY) so that only clients sending it are answered")
+    app = create_app(run, device, max_upload_mb, timeout_s=timeout_s, api_key=api_key)
+    uvicorn.run(app, host=host, port=port,
                 log_level="info", timeout_keep_alive=5, limit_concurrency=64)
