@@ -60,6 +60,8 @@ TRAIN_FLAGS = {
     "seed": "run.seed", "out": "run.out", "workers": "data.num_workers", "task": "task",
     "devices": "run.devices", "num_nodes": "run.num_nodes", "strategy": "run.strategy",
     "val_window": "run.val_window",
+    "recipe": "run.recipe",
+    "time": "run.time_budget",
 }
 
 
@@ -347,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, help="data loader worker processes")
     t.add_argument("--out", help="run directory (default runs/default)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.ckpt")
+    t.add_argument("--recipe", choices=["auto", "seed"],
+                   help="auto (default): plan the recipe from the data, see plan.yaml; seed: "
+                   "the write-ups' fixed defaults")
+    t.add_argument("--time", metavar="BUDGET", help="train within this time, e.g. 10m, 1h30m "
+                   "(epochs planned from timed steps)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--devices", type=_devices, help="devices (processes) per node, or 'auto'")

@@ -99,6 +99,7 @@ class OptimConfig(_Section):
     patience: int = Field(3, ge=0, description="plateau: epochs without improvement")
     factor: float = Field(0.5, gt=0, lt=1, description="plateau/step: LR multiplier")
     step_size: int = Field(10, ge=1)
+    per_step: bool = Field(False, description="step the schedule every iteration, not epoch")
 
 
 class AugConfig(_Section):
@@ -121,10 +122,28 @@ class AugConfig(_Section):
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
+def budget_seconds(text: str) -> float:
+    """'90s', '10m', '1h30m', '2h' or plain seconds -> seconds (ValueError when unreadable)."""
+    import re
+
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        raise ValueError(f"time budget '{text}' is not like 90s, 10m, 1h30m")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
 class RunConfig(_Section):
     """Epochs, device, checkpoints and where results go."""
 
     out: str = "runs/default"
+    recipe: Literal["auto", "seed"] = Field(
+        "auto", description="auto: plan the recipe from the data (plan.yaml); seed: the "
+        "write-ups' fixed defaults")
+    time_budget: str | None = Field(None, description="train within this time, e.g. 10m, 1h")
+    ema: bool | None = Field(None, description="EMA of the weights (None: the plan decides)")
     epochs: int = Field(10, ge=1)
     accumulate: int = Field(1, ge=1)
     device: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
@@ -149,6 +168,13 @@ class RunConfig(_Section):
     channels_last: bool = Field(
         False, description="NHWC memory format (faster convs on some hardware)"
     )
+
+    @field_validator("time_budget")
+    @classmethod
+    def _readable_budget(cls, v: str | None) -> str | None:
+        if v is not None and budget_seconds(v) <= 0:
+            raise ValueError("time budget must be positive")
+        return v
 
     @field_validator("devices")
     @classmethod

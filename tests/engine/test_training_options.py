@@ -42,6 +42,7 @@ def test_optimisers(tiny_config, name, cls) -> None:
 @pytest.mark.slow
 def test_same_seed_same_run_and_warmup_and_options(tmp_path) -> None:
     extra = {"run.epochs": 2, "run.deterministic": True, "optim.scheduler": "cosine",
+             "optim.lr": 0.001, "optim.per_step": False,
              "optim.warmup_epochs": 1, "run.grid_images": 0, "run.accumulate": 2,
              "loss.name": "ce+dice", "aug.cutmix_prob": 0.5, "aug.copyblob_prob": 0.5,
              "aug.preset": "strong", "aug.scale": [0.75, 1.25], "aug.crop_size": [24, 24]}

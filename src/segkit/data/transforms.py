@@ -64,10 +64,10 @@ class MultiScaleCrop(A.ImageOnlyTransform):
 def build_classification_augmentation(aug: AugConfig, size: tuple[int, int], train: bool,
                                       multilabel: bool) -> A.Compose:
     """Classification pipelines: random multi-scale crops (multilabel) or resize, flips;
-    evaluation resizes (multilabel: to size/0.875, then centre crop)."""
+    evaluation resizes (multilabel trained on crops: to size/0.875, then centre crop)."""
     h, w = size
     if not train:
-        if multilabel:
+        if multilabel and list(aug.crop_scales) != [1.0]:  # crops in training: centre crop
             return A.Compose([A.Resize(int(h / 0.875), int(w / 0.875)), A.CenterCrop(h, w)])
         return A.Compose([A.Resize(h, w)])
     ops: list[A.BasicTransform] = [MultiScaleCrop(size, aug.crop_scales) if multilabel

@@ -62,7 +62,8 @@ class Predictor:
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:
         """One HxWxC uint8 image -> a uint8 batch of one, as the network takes it."""
-        array = self.kind.prepare_image(image, self.image_size, self.in_channels)
+        aug = self.config.aug if self.config is not None else None
+        array = self.kind.prepare_image(image, self.image_size, self.in_channels, aug)
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
 
     def predict_array(self, image: np.ndarray) -> tuple[Any, np.ndarray]:

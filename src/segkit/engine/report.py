@@ -11,6 +11,21 @@ from segkit.data.robust import count_skipped
 from segkit.tasks import task_class
 
 
+def recipe_lines(run_dir: Path) -> list[str]:
+    """The 'Recipe' section: each planned decision and its reason (plan.yaml)."""
+    from segkit.engine.plan import read_plan
+
+    decisions = read_plan(run_dir / "plan.yaml")
+    if not decisions:
+        return []
+    lines = ["## Recipe (planned from the data, `plan.yaml`)", "",
+             "| setting | value | why |", "|---|---|---|"]
+    for d in decisions:
+        reason = d.reason.replace("|", "/")
+        lines.append(f"| `{d.key}` | `{d.value}` | {reason} |")
+    return [*lines, ""]
+
+
 def write_report(run_dir: Path, cfg: Config, metrics: dict[str, Any], history: list[dict]) -> Path:
     """report.md (common header, the task's section, curves) and summary.json."""
     kind = task_class(cfg.task)
@@ -29,6 +44,7 @@ def write_report(run_dir: Path, cfg: Config, metrics: dict[str, Any], history: l
         "",
         "![curves](curves.png)",
         "",
+        *recipe_lines(run_dir),
         "Files: `config.yaml`, `checkpoints/best.ckpt` (weights, for evaluate / predict / export), "
         "`checkpoints/last.ckpt` (for --resume), `metrics.csv`, `metrics.json`, `results.txt`, "
         "`curves.png`, `tb/` (TensorBoard).",

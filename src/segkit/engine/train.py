@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    EMAWeightAveraging,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -21,15 +30,21 @@ from segkit.checkpoint_io import (
     checkpoint_sizes,
     remove_stale_temporaries,
 )
-from segkit.config import Config
+from segkit.config import Config, budget_seconds, build_config
 from segkit.data import build_dataset, check_task_fits
+from segkit.data.fingerprint import fingerprint_dataset
 from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented
 from segkit.engine.callbacks import EpochSummary, read_history
 from segkit.engine.checkpoint import check_resumable
 from segkit.engine.loaders import RunData
+from segkit.engine.plan import apply_plan, explicit_keys, plan_recipe, read_plan, write_plan
 from segkit.errors import SegkitError
 from segkit.tasks import InferenceOptions, Task, task_class
+
+FINGERPRINT_IMAGES = 500  # training images the plan's fingerprint reads at most
+EMA_DECAY = 0.999
+FINAL_SHARE = 0.1  # of --time kept for the final evaluation and the report
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage()
@@ -84,6 +99,67 @@ def build_task(cfg: Config, train_src: Any, run_dir: Path) -> Task:
     return task
 
 
+def self_configure(cfg: Config, train_src: Any, run_dir: Path) -> Config:
+    """Fingerprint the data (cached in the run directory), plan the recipe for the keys the
+    user left open, time a few steps when there is a budget, and write plan.yaml."""
+    if cfg.run.time_budget and (cfg.run.devices != 1 or cfg.run.num_nodes != 1):
+        raise SegkitError("--time plans epochs from steps timed in one process; with several "
+                          "devices give --epochs instead")
+    fingerprint = cached_fingerprint(cfg, run_dir)
+    explicit = explicit_keys(cfg)
+    decisions = plan_recipe(cfg, fingerprint, explicit)
+    if cfg.run.time_budget and "run.epochs" not in explicit:
+        step = probe_step_seconds(apply_plan(cfg, decisions), train_src, run_dir)
+        decisions = plan_recipe(cfg, fingerprint, explicit, step)
+    if rank_zero_only.rank == 0:
+        write_plan(run_dir / "plan.yaml", decisions, fingerprint)
+    return apply_plan(cfg, decisions)
+
+
+def replan(cfg: Config, run_dir: Path) -> Config:
+    """``cfg`` with the run's recorded plan applied to the keys set neither then nor now."""
+    explicit = explicit_keys(cfg)
+    return build_config(cfg.to_dict(), {d.key: d.value for d in read_plan(run_dir / "plan.yaml")
+                                         if not d.user_set and d.key not in explicit}, "plan")
+
+
+def cached_fingerprint(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """The training data's fingerprint, computed once per run directory."""
+    path = run_dir / "fingerprint.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    fp = fingerprint_dataset(cfg.data, FINGERPRINT_IMAGES, progress=False)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(fp, indent=2))
+    tmp.replace(path)
+    return fp
+
+
+def probe_step_seconds(cfg: Config, train_src: Any, run_dir: Path, steps: int = 4) -> float:
+    """Seconds per training step (forward, backward, optimiser) of ``cfg`` on this machine."""
+    task = build_task(cfg, train_src, run_dir)
+    device = torch.device("cuda" if accelerator_for(cfg.run.device) in ("gpu", "auto")
+                          and torch.cuda.is_available() else "cpu")
+    task.to(device).train()
+    source = Augmented(type(task).training_source(cfg, train_src, run_dir),
+                       type(task).transform(cfg, True))
+    n = min(len(source), cfg.data.batch_size)
+    batch = torch.utils.data.default_collate([source[i % len(source)] for i in range(n)])
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    optimizer = torch.optim.AdamW(task.parameters(), lr=1e-6)
+    times = []
+    for _ in range(steps + 2):  # two warm-up steps (allocator, cudnn) are not counted
+        begin = time.perf_counter()
+        optimizer.zero_grad()
+        loss = task.training_step(batch, 0)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - begin)
+    return float(np.median(times[2:])) * cfg.data.batch_size / max(n, 1)
+
+
 def train(
     cfg: Config, resume: bool = False, callbacks: list[pl.Callback] | None = None
 ) -> TrainResult:
@@ -100,6 +176,7 @@ def train(
     Raises:
         SegkitError: bad data, config, disk or a diverged loss, as one line naming the fix.
     """
+    started = time.time()
     run_dir = prepare_run_dir(cfg.run.out)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -119,6 +196,11 @@ def train(
     if cfg.data.on_bad_image == "skip":
         train_src = SkipBadSamples(train_src, run_dir / "skipped_files.txt")
         val_src = SkipBadSamples(val_src, run_dir / "skipped_files.txt")
+    if cfg.run.recipe == "auto":
+        # a resumed run continues the plan it started with (plan.yaml), never a new one
+        cfg = replan(cfg, run_dir) if resume else self_configure(cfg, train_src, run_dir)
+        if rank_zero_only.rank == 0:
+            cfg.save(run_dir / "config.yaml")
     if resume:
         check_resumable(last, cfg.to_dict()["model"], train_src.info.classes)
     task = build_task(cfg, train_src, run_dir)
@@ -161,13 +243,20 @@ def train(
     callbacks = [checkpoint, last_checkpoint, summary, *(callbacks or [])]
     if cfg.run.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 20)))
+    if cfg.run.ema:
+        callbacks.append(EMAWeightAveraging(decay=EMA_DECAY))
     if cfg.run.early_stop_patience:
         callbacks.append(
             EarlyStopping(task.monitor, mode="max", patience=cfg.run.early_stop_patience)
         )
     logger = TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False)
+    max_time = None
+    if cfg.run.time_budget:  # a hard stop; the plan sized the epochs to end before it
+        left = budget_seconds(cfg.run.time_budget) * (1 - FINAL_SHARE) - (time.time() - started)
+        max_time = timedelta(seconds=max(left, 1.0))
     trainer = pl.Trainer(
         max_epochs=cfg.run.epochs,
+        max_time=max_time,
         accelerator=accelerator,
         devices=cfg.run.devices,
         num_nodes=cfg.run.num_nodes,

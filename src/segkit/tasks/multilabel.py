@@ -71,6 +71,18 @@ class MultiLabelTask(ClassificationTask):
         return {}
 
     @classmethod
+    def plan(cls, fingerprint: dict[str, Any], cfg: Config) -> list[tuple[str, Any, str]]:
+        steps = [*super().plan(fingerprint, cfg), *cls.optimiser_plan(3e-3)]
+        labels = fingerprint.get("labels_per_image", {}).get("mean", 1.0)
+        classes = max(len(fingerprint["classes"]), 1)
+        if labels / classes < 0.3:
+            steps.append(("loss.name", "asl", f"{labels:.1f} labels per image of {classes}: the "
+                          "asymmetric loss keeps easy negatives from drowning the positives"))
+        steps.append(("aug.crop_scales", [1.0], "no boxes to follow: a random crop could cut a "
+                      "labelled object out and keep its label; resize the whole image"))
+        return steps
+
+    @classmethod
     def check_stats(cls) -> type:
         return MultiLabelStats
 

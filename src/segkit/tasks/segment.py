@@ -28,6 +28,8 @@ from segkit.models import build_model
 from segkit.tasks.base import Task
 from segkit.tasks.tta import InferenceOptions, Logits, sliding_window_logits, tta_probabilities
 
+CROP_ABOVE = 512  # image sides above this train on crops of this size
+
 
 def headline_scores(scores: dict[str, Any], binary: bool) -> dict[str, float]:
     """The numbers printed per epoch; for binary tasks Dice is the foreground class's."""
@@ -175,6 +177,28 @@ class SegmentationTask(Task):
             return {"class_weights": cfg.loss.class_weights}
         counts = torch.tensor(class_pixel_counts(train_source, run_dir))
         return {"class_weights": inverse_frequency_weights(counts).tolist()}
+
+    @classmethod
+    def plan(cls, fingerprint: dict[str, Any], cfg: Config) -> list[tuple[str, Any, str]]:
+        imbalance = fingerprint["imbalance"]
+        share, largest = imbalance["largest_share"], imbalance["largest_class"]
+        why = (f"'{largest}' holds {share:.0%} of the pixels: Dice weighs every class alike, so "
+               "rare classes are learnt too" if share > 0.5 else
+               "cross-entropy for every pixel plus Dice for each class's overlap")
+        steps: list[tuple[str, Any, str]] = [("loss.name", "ce+dice", why),
+                                             *cls.optimiser_plan(3e-3)]
+        h, w = fingerprint["image_size"]["height"]["median"], fingerprint["image_size"]["width"][
+            "median"]
+        if min(h, w) > CROP_ABOVE:
+            side = CROP_ABOVE
+            steps.append(("aug.crop_size", [side, side], f"images of {h}x{w}: train on random "
+                          f"{side}x{side} crops (more steps per second, same detail)"))
+            steps.append(("run.val_window", [2 * side, 2 * side], "validate big images in "
+                          "sliding windows, so memory stays bounded"))
+            h = w = side
+        batch = int(min(16, max(2, 16 * 256 * 256 // max(h * w, 1))))
+        steps.append(("data.batch_size", batch, f"{batch} inputs of {h}x{w} a step"))
+        return steps
 
     @classmethod
     def training_source(cls, cfg: Config, source: Any, run_dir: Path) -> Any:

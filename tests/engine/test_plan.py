@@ -1,0 +1,145 @@
+"""Self-configured training: the planner as a pure function, and what a planned run writes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_overrides
+from segkit.checkpoint_io import safe_load
+from segkit.config import build_config
+from segkit.engine.plan import apply_plan, explicit_keys, plan_recipe, steps_per_epoch
+from segkit.engine.train import train
+
+
+def fingerprint(classes: dict[str, float], size=(64, 64), train=400, channels="3",
+                labels_per_image: float | None = None) -> dict:
+    """A fingerprint with the given class shares (as fingerprint_dataset writes it)."""
+    shares = sorted(classes.items(), key=lambda kv: -kv[1])
+    fp = {"dataset": "x", "splits": {"train": train, "val": 50},
+          "image_size": {"height": {"median": size[0]}, "width": {"median": size[1]}},
+          "channels": {channels: train},
+          "classes": {c: {"share": s} for c, s in classes.items()},
+          "imbalance": {"largest_class": shares[0][0], "largest_share": shares[0][1]}}
+    if labels_per_image is not None:
+        fp["labels_per_image"] = {"mean": labels_per_image}
+    return fp
+
+
+def decided(cfg, fp, explicit=frozenset(), step=None) -> dict:
+    return {d.key: d for d in plan_recipe(cfg, fp, set(explicit), step)}
+
+
+def test_imbalanced_segmentation_gets_dice_and_says_why() -> None:
+    cfg = build_config()
+    plan = decided(cfg, fingerprint({"road": 0.91, "car": 0.06, "bike": 0.03}))
+    assert plan["loss.name"].value == "ce+dice"
+    assert "'road' holds 91% of the pixels" in plan["loss.name"].reason
+    assert plan["optim.scheduler"].value == "cosine" and plan["optim.per_step"].value is True
+    assert plan["optim.name"].value == "adamw" and plan["optim.lr"].value == pytest.approx(3e-3)
+
+
+def test_big_images_train_on_crops_with_smaller_batches() -> None:
+    plan = decided(build_config(), fingerprint({"a": 0.5, "b": 0.5}, size=(1024, 2048)))
+    assert plan["aug.crop_size"].value == [512, 512]
+    assert plan["run.val_window"].value == [1024, 1024]
+    assert plan["data.batch_size"].value == 4  # 16 at 256x256, scaled by pixels
+    small = decided(build_config(), fingerprint({"a": 0.5, "b": 0.5}, size=(64, 64)))
+    assert "aug.crop_size" not in small and small["data.batch_size"].value == 16
+
+
+def test_small_gray_images_are_not_mirrored() -> None:
+    cfg = build_config(overrides={"task": "classify"})
+    plan = decided(cfg, fingerprint({str(i): 0.1 for i in range(10)}, (28, 28), channels="1"))
+    assert plan["aug.hflip"].value == 0.0 and "mirror" in plan["aug.hflip"].reason
+    photos = decided(cfg, fingerprint({"cat": 0.5, "dog": 0.5}, (224, 224)))
+    assert "aug.hflip" not in photos and "optim.name" not in photos  # Adam as the write-ups
+
+
+def test_sparse_multilabel_gets_asymmetric_loss_and_label_safe_geometry() -> None:
+    cfg = build_config(overrides={"task": "multilabel"})
+    plan = decided(cfg, fingerprint({f"c{i}": 0.1 for i in range(10)}, (128, 128),
+                                    labels_per_image=1.5))
+    assert plan["loss.name"].value == "asl" and plan["aug.crop_scales"].value == [1.0]
+    dense = decided(cfg, fingerprint({"a": 0.5, "b": 0.5}, labels_per_image=1.5))
+    assert "loss.name" not in dense  # 0.75 labels per class: BCE is fine
+
+
+def test_explicit_flags_beat_the_plan_and_the_plan_says_so() -> None:
+    cfg = build_config(overrides={"optim.lr": 0.05, "loss.name": "focal"})
+    explicit = explicit_keys(cfg)
+    assert {"optim.lr", "loss.name"} <= explicit and "optim.name" not in explicit
+    plan = decided(cfg, fingerprint({"a": 0.9, "b": 0.1}), explicit)
+    assert plan["optim.lr"].user_set and plan["optim.lr"].value == 0.05
+    assert plan["optim.lr"].reason.startswith("set by you (plan: 0.003")
+    planned = apply_plan(cfg, list(plan.values()))
+    assert planned.optim.lr == 0.05 and planned.loss.name == "focal"
+    assert planned.optim.name == "adamw" and planned.optim.scheduler == "cosine"
+
+
+def test_budget_sets_epochs_from_the_measured_step_time() -> None:
+    cfg = build_config(overrides={"run.time_budget": "10m", "data.batch_size": 8})
+    fp = fingerprint({"a": 0.5, "b": 0.5}, train=800)
+    plan = decided(cfg, fp, explicit_keys(cfg), step=0.05)
+    per_epoch = 0.05 * steps_per_epoch(cfg, 800) * 1.25  # 100 steps + validation
+    assert plan["run.epochs"].value == int(600 * 0.85 // per_epoch) == 81
+    assert plan["run.ema"].value is True
+    short = decided(build_config(overrides={"run.epochs": 2}), fp, {"run.epochs"})
+    assert short["run.ema"].value is False
+
+
+@pytest.mark.slow
+def test_planned_run_writes_plan_and_report_and_seed_recipe_does_not(tmp_path) -> None:
+    result = train(build_config(overrides=tiny_overrides(tmp_path / "auto")))
+    plan = yaml.safe_load((tmp_path / "auto" / "plan.yaml").read_text())
+    keys = {d["key"]: d for d in plan["decisions"]}
+    assert keys["loss.name"]["value"] == "ce+dice" and keys["optim.name"]["user_set"] is False
+    assert keys["data.batch_size"]["user_set"]  # tiny_overrides set it
+    saved = yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text())
+    assert saved["loss"]["name"] == "ce+dice" and saved["optim"]["name"] == "adamw"
+    assert json.loads((tmp_path / "auto" / "fingerprint.json").read_text())["splits"]["train"] == 16
+    report = (tmp_path / "auto" / "report.md").read_text()
+    assert "## Recipe" in report and "| `loss.name` | `ce+dice` |" in report
+    assert result.metrics["mIoU"] >= 0
+
+    train(build_config(overrides=tiny_overrides(tmp_path / "seed", **{"run.recipe": "seed"})))
+    assert not (tmp_path / "seed" / "plan.yaml").exists()
+    saved = yaml.safe_load((tmp_path / "seed" / "config.yaml").read_text())
+    assert saved["loss"]["name"] == "auto" and saved["optim"]["scheduler"] == "plateau"
+
+
+@pytest.mark.slow
+def test_time_budget_stops_within_ten_percent_with_a_best_checkpoint(tmp_path) -> None:
+    over = tiny_overrides(tmp_path / "t", **{"run.time_budget": "20s", "data.num_train": 64,
+                                             "data.image_size": [64, 64]})
+    over.pop("run.epochs")
+    begin = time.time()
+    result = train(build_config(overrides=over))
+    elapsed = time.time() - begin
+    assert elapsed <= 22.0, elapsed
+    assert result.best_checkpoint.is_file() and len(result.history) >= 2
+    epochs = {d["key"]: d for d in yaml.safe_load(
+        (tmp_path / "t" / "plan.yaml").read_text())["decisions"]}["run.epochs"]
+    assert "s per step measured here" in epochs["reason"]
+
+
+@pytest.mark.slow
+def test_ema_weights_are_what_best_ckpt_holds(tmp_path) -> None:
+    over = tiny_overrides(tmp_path / "e", **{"run.ema": True, "run.epochs": 2,
+                                             "run.grid_images": 0})
+    train(build_config(overrides=over))
+    best = safe_load(tmp_path / "e" / "checkpoints" / "best.ckpt")
+    last = safe_load(tmp_path / "e" / "checkpoints" / "last.ckpt")
+    assert "current_model_state" in last  # the raw weights, kept for --resume
+    history = json.loads((tmp_path / "e" / "summary.json").read_text())
+    if history["best_epoch"] == 2:  # best and last from the same epoch: the same average
+        for key, value in best["state_dict"].items():
+            assert torch.equal(value, last["state_dict"][key]), key
+    raw, averaged = last["current_model_state"], last["state_dict"]
+    differs = [k for k in averaged if averaged[k].is_floating_point()
+               and not torch.equal(averaged[k], raw[k])]
+    assert differs, "the saved weights should be the average, not the raw weights"
