@@ -129,16 +129,14 @@ def test_time_budget_stops_within_ten_percent_with_a_best_checkpoint(tmp_path) -
 
 @pytest.mark.slow
 def test_ema_weights_are_what_best_ckpt_holds(tmp_path) -> None:
-    over = tiny_overrides(tmp_path / "e", **{"run.ema": True, "run.epochs": 2,
+    over = tiny_overrides(tmp_path / "e", **{"run.ema": True, "run.epochs": 1,
                                              "run.grid_images": 0})
     train(build_config(overrides=over))
     best = safe_load(tmp_path / "e" / "checkpoints" / "best.ckpt")
     last = safe_load(tmp_path / "e" / "checkpoints" / "last.ckpt")
     assert "current_model_state" in last  # the raw weights, kept for --resume
-    history = json.loads((tmp_path / "e" / "summary.json").read_text())
-    if history["best_epoch"] == 2:  # best and last from the same epoch: the same average
-        for key, value in best["state_dict"].items():
-            assert torch.equal(value, last["state_dict"][key]), key
+    for key, value in best["state_dict"].items():  # one epoch: best and last are its average
+        assert torch.equal(value, last["state_dict"][key]), key
     raw, averaged = last["current_model_state"], last["state_dict"]
     differs = [k for k in averaged if averaged[k].is_floating_point()
                and not torch.equal(averaged[k], raw[k])]

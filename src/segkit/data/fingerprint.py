@@ -54,8 +54,9 @@ class _Intensity:
 class _Targets:
     """Per-class counts of the training targets, by what the samples carry."""
 
-    def __init__(self, classes: list[str], ignore_index: int) -> None:
+    def __init__(self, classes: list[str], ignore_index: int, objects: bool = True) -> None:
         num_classes = len(classes)
+        self.count_objects = objects
         self.c, self.ignore = num_classes, ignore_index
         # connected regions of every class are objects, but of one named background
         self.things = [k for k, name in enumerate(classes) if name.lower() != "background"]
@@ -74,7 +75,7 @@ class _Targets:
             self.pixels += counts
             self.images += counts > 0
             area = float(mask.size)
-            for k in (k for k in self.things if counts[k]):
+            for k in (k for k in self.things if counts[k] and self.count_objects):
                 n, _, stats, _ = cv2.connectedComponentsWithStats((mask == k).astype(np.uint8), 8)
                 self.objects[k] += (stats[1:n, cv2.CC_STAT_AREA] / area).tolist()
         elif "labels" in sample:
@@ -105,7 +106,7 @@ class _Targets:
             "max_over_min": round(float(present.max() / present.min()), 3) if present.size else 0.0,
             "absent_classes": [c for c, s in zip(classes, share, strict=True) if s == 0],
         }
-        if self.kind == "mask":
+        if self.kind == "mask" and self.count_objects:
             sizes = [a for per_class in self.objects for a in per_class]
             out["objects"] = {
                 "count": len(sizes),
@@ -127,14 +128,15 @@ class _Targets:
         return out
 
 
-def fingerprint_dataset(cfg: DataConfig, max_images: int = 2000,
-                        progress: bool = True) -> dict[str, Any]:
+def fingerprint_dataset(cfg: DataConfig, max_images: int = 2000, progress: bool = True,
+                        objects: bool = True) -> dict[str, Any]:
     """Measure the training split of ``cfg`` (and count the validation split).
 
     Args:
         cfg: the data section naming the dataset and its root.
         max_images: at most this many training images are read, evenly spaced.
         progress: show a progress bar.
+        objects: also measure the masks' connected regions (a pass per class and image).
 
     Returns:
         The fingerprint as a plain dict (see the module docstring), ready for JSON.
@@ -152,7 +154,7 @@ def fingerprint_dataset(cfg: DataConfig, max_images: int = 2000,
     indices = list(range(0, len(train), step))
     heights, widths, channels = [], [], Counter()
     intensity = _Intensity()
-    targets = _Targets(classes, train.info.ignore_index)
+    targets = _Targets(classes, train.info.ignore_index, objects)
     unreadable = 0
     for i in tqdm(indices, desc="fingerprint", disable=not progress, unit="img"):
         try:

@@ -128,7 +128,8 @@ def cached_fingerprint(cfg: Config, run_dir: Path) -> dict[str, Any]:
     path = run_dir / "fingerprint.json"
     if path.is_file():
         return json.loads(path.read_text())
-    fp = fingerprint_dataset(cfg.data, FINGERPRINT_IMAGES, progress=False)
+    # object sizes cost a pass per class and image, and no decision reads them yet
+    fp = fingerprint_dataset(cfg.data, FINGERPRINT_IMAGES, progress=False, objects=False)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(fp, indent=2))
     tmp.replace(path)

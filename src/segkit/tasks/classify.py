@@ -14,7 +14,7 @@ import torch
 from segkit.config import Config
 from segkit.data.base import DatasetInfo
 from segkit.data.check import LabelStats
-from segkit.data.transforms import Augmented, build_classification_augmentation
+from segkit.data.transforms import build_classification_augmentation
 from segkit.errors import SegkitError
 from segkit.losses import build_loss
 from segkit.metrics import ClassificationMetrics, accuracy_scores
@@ -155,7 +155,8 @@ class ClassificationTask(Task):
         image = super().prepare_image(image, image_size, in_channels)
         tf = build_classification_augmentation(aug or Config().aug, image_size, False,
                                                multilabel=cls.multilabel_aug)
-        return Augmented([{"image": image}], tf)[0]["image"].numpy().transpose(1, 2, 0)
+        out = tf(image=image)["image"]  # deterministic: resize (and centre crop)
+        return out if out.ndim == 3 else out[..., None]
 
     @classmethod
     def decode(
