@@ -25,6 +25,7 @@ BUDGET = {
     "data.batch_size": 16,
     "optim.lr": 0.002,
     "optim.scheduler": "cosine",
+    "run.recipe": "seed",  # the README's fixed recipe (Adam 2e-3, cosine, CE) for every model
     "run.progress": False,
     "run.grid_images": 0,
 }

@@ -15,7 +15,7 @@ from segkit.engine.train import train  # noqa: E402
 BUDGET = {"task": "multilabel", "data.name": "shapes-multilabel", "data.image_size": [64, 64],
           "data.num_train": 400, "data.num_val": 200, "data.batch_size": 16, "run.epochs": 6,
           "optim.lr": 0.001, "model.encoder": "resnet18", "model.ssgrl_rank": 128,
-          "run.progress": False, "run.grid_images": 0}
+          "run.progress": False, "run.grid_images": 0, "run.recipe": "seed"}
 
 
 def main() -> dict:

@@ -71,3 +71,11 @@ def test_reset_and_reuse() -> None:
     m.reset()
     m.update(torch.ones(3, 3, dtype=torch.long), torch.ones(3, 3, dtype=torch.long))
     assert m.compute()["mIoU"] == 1.0
+
+
+def test_channel_argmax_matches_torch_argmax_including_ties() -> None:
+    from segkit.tasks.segment import channel_argmax
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 3, (2, 5, 7, 9), generator=g).float()  # many ties
+    assert torch.equal(channel_argmax(scores), scores.argmax(1))
