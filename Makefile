@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean install e2e browser
+.PHONY: demo test test-fast lint bench bench-quality clean install e2e browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,12 @@ test-fast: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# model quality against the write-ups' plain loops (about 50 min on 2 CPU cores); the extra
+# brings scikit-image's sample photographs (14 MB wheel + networkx, imageio, tifffile)
+bench-quality: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python benchmarks/quality.py
 
 e2e: $(STAMP)
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium

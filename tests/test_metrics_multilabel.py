@@ -65,3 +65,20 @@ def test_metric_accumulates_batches() -> None:
     m.update(scores[:20], targets[:20])
     m.update(scores[20:], targets[20:])
     assert m.compute()["mAP"] == pytest.approx(multilabel_scores(scores, targets)["mAP"])
+
+
+def test_best_f1_thresholds_match_a_brute_force_search() -> None:
+    from sklearn.metrics import f1_score
+
+    from segkit.metrics import best_f1_thresholds
+
+    scores, targets = _random(n=80, seed=4)
+    targets[:, 5] = 0  # no positives: the default
+    chosen = best_f1_thresholds(scores, targets)
+    assert chosen[5] == 0.5
+    for c in range(5):
+        y, s = targets[:, c].numpy(), scores[:, c].numpy()
+        best = max(f1_score(y, s > t, zero_division=0) for t in np.unique(s) - 1e-9)
+        assert f1_score(y, s > float(chosen[c]), zero_division=0) == pytest.approx(best)
+    per_class = multilabel_scores(scores, targets, chosen)
+    assert per_class["CF1"] >= multilabel_scores(scores, targets, 0.5)["CF1"]

@@ -26,8 +26,10 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta-flip", action="store_true", help="also average horizontal flips")
     p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding window size")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding window overlap (0..1)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="binary segmentation: foreground threshold; multi-label: label threshold")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="binary segmentation: foreground threshold (0.5); multi-label: one "
+                   "label threshold for every class (default: the run's per-class thresholds, "
+                   "chosen on validation, else 0.5)")
     p.add_argument("--top-k", type=int, default=5, help="classifiers: how many classes to list")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
 
@@ -45,7 +47,9 @@ def inference_options(args: argparse.Namespace) -> Any:
     try:
         return InferenceOptions(scales=scales, flip=flip,
                                 window=tuple(args.window) if args.window else None,
-                                overlap=args.overlap, threshold=args.threshold, top_k=args.top_k)
+                                overlap=args.overlap, top_k=args.top_k,
+                                threshold=0.5 if args.threshold is None else args.threshold,
+                                class_thresholds=None if args.threshold is None else ())
     except ValueError as err:
         raise SegkitError(str(err)) from None
 
@@ -288,6 +292,7 @@ def cmd_data_sample(args: argparse.Namespace) -> int:
         args.val,
         tuple(args.size) if args.size else None,
         args.seed,
+        content=args.content,
     )
     print(
         f"wrote {args.train} train + {args.val} val {args.format} samples to {root}; "
@@ -447,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--val", type=int, default=16, help="validation samples")
     ds.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
     ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--content", default="shapes", choices=["shapes", "digits"],
+                    help="generated shapes, or scenes of real handwritten digits (scikit-learn's)")
     ds.set_defaults(func=cmd_data_sample)
 
     mo = sub.add_parser("models", help="list models (with --stats: parameters and GFLOPs)")

@@ -39,6 +39,9 @@ class DataConfig(_Section):
     train_split: str = "train"
     val_split: str = "val"
     on_bad_image: Literal["fail", "skip"] = "fail"
+    sampler: Literal["uniform", "balanced"] = Field(
+        "uniform", description="balanced: images with rare classes drawn more often (repeat "
+        "factor sampling)")
     download: bool = Field(False, description="download the public archive if missing (online)")
     label_map: dict[int, int] | None = Field(
         None, description="folder: remap mask values, e.g. {255: 1} for 0/255 binary masks")

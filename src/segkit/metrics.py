@@ -101,12 +101,39 @@ def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
     return float(((recall - prev) * precision).sum())
 
 
+def best_f1_thresholds(scores: torch.Tensor, targets: torch.Tensor,
+                       default: float = 0.5) -> torch.Tensor:
+    """Per class, the score threshold with the highest F1 on these scores (``score > t``
+    predicts the label); ``default`` for classes without positives.
+
+    Each class's candidates are midpoints between consecutive distinct scores, so the chosen
+    threshold separates the same images on data like these.
+    """
+    out = torch.full((scores.shape[1],), default, dtype=torch.float64)
+    for c in range(scores.shape[1]):
+        s, y = scores[:, c].double(), targets[:, c].double()
+        if y.sum() == 0:
+            continue
+        order = torch.argsort(s, descending=True, stable=True)
+        s, y = s[order], y[order]
+        last = torch.cat([torch.nonzero(s[1:] != s[:-1]).flatten(), torch.tensor([len(s) - 1])])
+        tp = torch.cumsum(y, 0)[last]
+        predicted = (last + 1).double()
+        f1 = 2 * tp / (predicted + y.sum())
+        best = int(torch.argmax(f1))
+        below = s[last[best] + 1] if last[best] + 1 < len(s) else s[last[best]] - 1e-6
+        out[c] = float((s[last[best]] + below) / 2)
+    return out
+
+
 def multilabel_scores(
-    scores: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5, top_k: int = 3
+    scores: torch.Tensor, targets: torch.Tensor, threshold: float | torch.Tensor = 0.5,
+    top_k: int = 3,
 ) -> dict[str, Any]:
     """mAP and per-class (C*) / overall (O*) precision, recall, F1, also for top-k predictions.
 
-    mAP averages AP over classes with at least one positive (others are skipped, never NaN);
+    ``threshold`` is one number or one per class. mAP averages AP over classes with at least
+    one positive (others are skipped, never NaN);
     CP/CR average per-class precision/recall with 0/0 counted as 0 (sklearn macro,
     zero_division=0); CF1 = 2 CP CR / (CP + CR); OP/OR/OF1 are micro over all labels.
     """
@@ -120,6 +147,8 @@ def multilabel_scores(
     topk = torch.zeros_like(targets)
     k = min(top_k, targets.shape[1])
     topk.scatter_(1, scores.topk(k, dim=1).indices, 1.0)
+    if torch.is_tensor(threshold):
+        threshold = threshold.to(scores.dtype).view(1, -1)
     for prefix, pred in (("", (scores > threshold).float()), (f"top{top_k}_", topk)):
         tp = (pred * targets).sum(0)
         npred, npos = pred.sum(0), targets.sum(0)

@@ -53,3 +53,38 @@ def test_idx_sample_is_gzipped_idx(tmp_path) -> None:
 def test_unknown_sample_format_suggests(tmp_path) -> None:
     with pytest.raises(SegkitError, match="did you mean 'voc'"):
         write_sample("vocc", tmp_path)
+
+
+@pytest.mark.parametrize("fmt,data,target", [
+    ("voc", "voc", "mask"), ("cityscapes", "cityscapes", "mask"), ("carvana", "carvana", "mask"),
+    ("coco", "coco-multilabel", "labels"), ("idx", "mnist", "label"),
+    ("folder", "folder", "mask"), ("imagefolder", "imagefolder", "label"),
+    ("csv-multilabel", "csv-multilabel", "labels")])
+def test_digit_scenes_load_in_every_layout(tmp_path, fmt, data, target) -> None:
+    size = (28, 28) if fmt == "idx" else (48, 48)
+    root = write_sample(fmt, tmp_path / fmt, n_train=20, n_val=5, size=size, content="digits")
+    cfg = DataConfig(name=data, root=str(root))
+    train = build_dataset(cfg, "train")
+    values = [np.asarray(train[i][target]) for i in range(len(train))]
+    if target == "mask":
+        assert any(set(np.unique(v).tolist()) - {0, 255} for v in values)  # digits labelled
+    assert check_dataset(cfg, ("train", "val")).problems == []
+
+
+def test_digit_scenes_use_unseen_handwriting_for_validation() -> None:
+    from segkit.data.digits import digit_pool, render_digits
+
+    train, val = digit_pool("train"), digit_pool("val")
+    assert len(train[1]) + len(val[1]) == 1797 and set(train[1]) == set(range(10))
+    flat = {im.tobytes() for im in train[0]}
+    assert not any(im.tobytes() in flat for im in val[0])
+    image, labels = render_digits(0, 3, (64, 64), "val")
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    assert set(np.unique(labels).tolist()) <= set(range(11)) and labels.max() > 0
+    again, _ = render_digits(0, 3, (64, 64), "val")
+    assert np.array_equal(image, again)  # deterministic
+
+
+def test_unknown_sample_content_is_one_clear_line(tmp_path) -> None:
+    with pytest.raises(SegkitError, match="unknown sample content 'letters'"):
+        write_sample("voc", tmp_path, content="letters")

@@ -85,6 +85,19 @@ def test_multilabel_baseline_and_ssgrl_train(tmp_path, model) -> None:
         "star",
         "ring",
     }
+    # per-class thresholds chosen on validation: saved, used by predict, reported beside 0.5
+    thresholds = json.loads((tmp_path / model / "thresholds.json").read_text())
+    assert list(thresholds) == list(saved["per_class"])
+    assert saved["at_tuned_thresholds"]["CF1"] >= 0 and "top3_CF1" in saved
+    from segkit.engine.inference import Predictor
+    from segkit.tasks import InferenceOptions
+
+    assert Predictor.load(tmp_path / model).options.class_thresholds == tuple(thresholds.values())
+    one = Predictor.load(tmp_path / model, options=InferenceOptions(threshold=0.3,
+                                                                      class_thresholds=()))
+    assert one.options.class_thresholds == ()
+    text = (tmp_path / model / "results.txt").read_text()
+    assert "best per-class thresholds CF1" in text and "mAP and top-3 need no threshold" in text
 
 
 def test_task_mismatch_is_clear(tmp_path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -12,26 +13,30 @@ import yaml
 from conftest import tiny_overrides
 from segkit.checkpoint_io import safe_load
 from segkit.config import build_config
-from segkit.engine.plan import apply_plan, explicit_keys, plan_recipe, steps_per_epoch
+from segkit.engine.loaders import RepeatFactorSampler, repeat_factors
+from segkit.engine.plan import Probe, apply_plan, explicit_keys, plan_recipe
 from segkit.engine.train import train
 
 
 def fingerprint(classes: dict[str, float], size=(64, 64), train=400, channels="3",
-                labels_per_image: float | None = None) -> dict:
-    """A fingerprint with the given class shares (as fingerprint_dataset writes it)."""
+                labels_per_image: float | None = None,
+                images: dict[str, float] | None = None) -> dict:
+    """A fingerprint with the given class shares and image fractions (default: every class
+    in every image), as fingerprint_dataset writes it."""
     shares = sorted(classes.items(), key=lambda kv: -kv[1])
     fp = {"dataset": "x", "splits": {"train": train, "val": 50},
           "image_size": {"height": {"median": size[0]}, "width": {"median": size[1]}},
           "channels": {channels: train},
-          "classes": {c: {"share": s} for c, s in classes.items()},
+          "classes": {c: {"share": s, "image_fraction": (images or {}).get(c, 1.0)}
+                      for c, s in classes.items()},
           "imbalance": {"largest_class": shares[0][0], "largest_share": shares[0][1]}}
     if labels_per_image is not None:
         fp["labels_per_image"] = {"mean": labels_per_image}
     return fp
 
 
-def decided(cfg, fp, explicit=frozenset(), step=None) -> dict:
-    return {d.key: d for d in plan_recipe(cfg, fp, set(explicit), step)}
+def decided(cfg, fp, explicit=frozenset(), probe=None) -> dict:
+    return {d.key: d for d in plan_recipe(cfg, fp, set(explicit), probe)}
 
 
 def test_imbalanced_segmentation_gets_dice_and_says_why() -> None:
@@ -84,12 +89,73 @@ def test_explicit_flags_beat_the_plan_and_the_plan_says_so() -> None:
 def test_budget_sets_epochs_from_the_measured_step_time() -> None:
     cfg = build_config(overrides={"run.time_budget": "10m", "data.batch_size": 8})
     fp = fingerprint({"a": 0.5, "b": 0.5}, train=800)
-    plan = decided(cfg, fp, explicit_keys(cfg), step=0.05)
-    per_epoch = 0.05 * steps_per_epoch(cfg, 800) * 1.25  # 100 steps + validation
-    assert plan["run.epochs"].value == int(600 * 0.85 // per_epoch) == 81
-    assert plan["run.ema"].value is True
+    plan = decided(cfg, fp, explicit_keys(cfg), Probe(sample_seconds=0.005))
+    per_epoch = 0.005 * (800 + 50 / 3)  # training + a third for each validation image
+    final = 0.005 * 50 / 3 + 3  # the best checkpoint's evaluation and the report
+    assert plan["run.epochs"].value == int((600 - final) * 0.95 // per_epoch) == 138
+    spent = decided(cfg, fp, explicit_keys(cfg), Probe(sample_seconds=0.005, spent_seconds=200))
+    assert spent["run.epochs"].value == int((400 - final) * 0.95 // per_epoch)
+    assert "5.0 ms per training sample" in plan["run.epochs"].reason
+    assert plan["run.ema"].value is True  # 100 steps x 138 epochs
     short = decided(build_config(overrides={"run.epochs": 2}), fp, {"run.epochs"})
     assert short["run.ema"].value is False
+    no_budget = decided(build_config(), fp, set(), Probe(sample_seconds=0.005))
+    assert "run.epochs" not in no_budget
+
+
+def test_tiny_memory_gets_a_smaller_batch() -> None:
+    fp = fingerprint({"a": 0.5, "b": 0.5})
+    roomy = decided(build_config(), fp, set(), Probe(sample_bytes=2**20, free_bytes=2**30))
+    assert roomy["data.batch_size"].value == 16  # 600 fit: the size rule's 16 stays
+    tight = decided(build_config(), fp, set(), Probe(sample_bytes=100 * 2**20,
+                                                     free_bytes=2**30))
+    assert tight["data.batch_size"].value == 6  # 0.6 GiB / 100 MiB
+    assert "100 MiB a sample, 1.0 GiB free: 6 fit" in tight["data.batch_size"].reason
+    cfg = build_config(overrides={"data.batch_size": 32})  # the user's batch is kept, marked
+    mine = decided(cfg, fp, explicit_keys(cfg), Probe(sample_bytes=100 * 2**20,
+                                                      free_bytes=2**30))
+    assert mine["data.batch_size"].value == 32 and mine["data.batch_size"].user_set
+
+
+def test_rare_classes_in_few_images_get_balanced_sampling() -> None:
+    shares = {"bg": 0.9, "car": 0.09, "train": 0.01}
+    fp = fingerprint(shares, images={"bg": 1.0, "car": 0.6, "train": 0.03})
+    plan = decided(build_config(), fp)
+    assert plan["data.sampler"].value == "balanced"
+    assert "'train' is in 3.0% of the images" in plan["data.sampler"].reason
+    even = fingerprint(shares, images={"bg": 1.0, "car": 0.3, "train": 0.25})
+    assert "data.sampler" not in decided(build_config(), even)  # rare in pixels only: Dice
+
+
+def test_augmentation_follows_set_size_and_passes() -> None:
+    few = decided(build_config(overrides={"run.epochs": 8}), fingerprint({"a": 0.5, "b": 0.5}),
+                  {"run.epochs"})
+    assert few["aug.hflip"].value == 0.0 and "seen 8 times" in few["aug.hflip"].reason
+    small = decided(build_config(overrides={"run.epochs": 60}),
+                    fingerprint({"a": 0.5, "b": 0.5}, train=200), {"run.epochs"})
+    assert small["aug.preset"].value == "strong" and "aug.hflip" not in small
+    big = decided(build_config(overrides={"run.epochs": 60}),
+                  fingerprint({"a": 0.5, "b": 0.5}, train=5000), {"run.epochs"})
+    assert "aug.preset" not in big and "aug.hflip" not in big
+
+
+def test_probed_speedups_decide_channels_last_and_compile() -> None:
+    fp = fingerprint({"a": 0.5, "b": 0.5}, train=800)
+    cfg = build_config(overrides={"run.time_budget": "1h"})
+    fast = decided(cfg, fp, set(), Probe(sample_seconds=0.01, channels_last_speedup=1.3,
+                                         compile_speedup=1.5, compile_seconds=60))
+    assert fast["run.channels_last"].value is True and fast["run.compile"].value is True
+    slow = decided(cfg, fp, set(), Probe(sample_seconds=0.01, channels_last_speedup=1.02,
+                                         compile_speedup=1.05, compile_seconds=60))
+    assert slow["run.channels_last"].value is False and slow["run.compile"].value is False
+    short = build_config(overrides={"run.time_budget": "5m"})  # compile time not repaid
+    plan = decided(short, fp, set(), Probe(sample_seconds=0.01, compile_speedup=1.5,
+                                           compile_seconds=60))
+    assert plan["run.compile"].value is False and "not repaid" in plan["run.compile"].reason
+    long = decided(cfg, fp, set(), Probe(sample_seconds=0.01, compile_speedup=1.5,
+                                         compile_seconds=60))
+    eager = decided(cfg, fp, set(), Probe(sample_seconds=0.01))
+    assert long["run.epochs"].value > eager["run.epochs"].value  # compiled epochs are faster
 
 
 @pytest.mark.slow
@@ -124,7 +190,7 @@ def test_time_budget_stops_within_ten_percent_with_a_best_checkpoint(tmp_path) -
     assert result.best_checkpoint.is_file() and len(result.history) >= 2
     epochs = {d["key"]: d for d in yaml.safe_load(
         (tmp_path / "t" / "plan.yaml").read_text())["decisions"]}["run.epochs"]
-    assert "s per step measured here" in epochs["reason"]
+    assert "ms per training sample measured here" in epochs["reason"]
 
 
 @pytest.mark.slow
@@ -141,3 +207,51 @@ def test_ema_weights_are_what_best_ckpt_holds(tmp_path) -> None:
     differs = [k for k in averaged if averaged[k].is_floating_point()
                and not torch.equal(averaged[k], raw[k])]
     assert differs, "the saved weights should be the average, not the raw weights"
+
+
+def test_repeat_factors_follow_lvis() -> None:
+    # class 0 in every image, class 1 in 1 of 10 images, class 2 in 2 of 10 (t = 0.1)
+    presence = np.zeros((10, 3), dtype=bool)
+    presence[:, 0] = True
+    presence[0, 1] = True
+    presence[[1, 2], 2] = True
+    factors = repeat_factors(presence, threshold=0.1)
+    assert factors[0] == pytest.approx(1.0)  # sqrt(0.1 / 0.1)
+    assert factors[1] == factors[2] == pytest.approx(1.0)  # sqrt(0.1 / 0.2) < 1 -> 1
+    rare = repeat_factors(presence, threshold=0.4)
+    assert rare[0] == pytest.approx(2.0) and rare[1] == pytest.approx(np.sqrt(2.0))
+    assert rare[5] == pytest.approx(1.0)
+
+
+def test_balanced_sampler_is_fixed_by_seed_and_epoch_and_draws_by_weight() -> None:
+    weights = np.array([1.0] * 9 + [9.0])
+    sampler = RepeatFactorSampler(weights, seed=3)
+    sampler.set_epoch(0)
+    first = list(sampler)
+    again = RepeatFactorSampler(weights, seed=3)
+    again.set_epoch(0)
+    assert list(again) == first and len(first) == 10  # what an exact resume relies on
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    draws = []
+    for epoch in range(400):
+        sampler.set_epoch(epoch)
+        draws += list(sampler)
+    share = np.bincount(draws, minlength=10)[9] / len(draws)
+    assert share == pytest.approx(0.5, abs=0.03)  # weight 9 of 18
+
+
+@pytest.mark.slow
+def test_balanced_sampling_trains_and_caches_class_presence(tmp_path) -> None:
+    from segkit.data import build_dataset
+    from segkit.tasks.segment import SegmentationTask
+
+    cfg = build_config(overrides=tiny_overrides(tmp_path / "b", **{"data.sampler": "balanced"}))
+    train(cfg)
+    presence = np.load(tmp_path / "b" / "class_presence.npy")
+    source = build_dataset(cfg.data, "train")
+    assert presence.shape == (16, 6)
+    for i in (0, 7, 15):
+        expected = set(np.unique(source[i]["mask"]).tolist()) - {255}
+        assert set(np.flatnonzero(presence[i]).tolist()) == expected
+    assert np.array_equal(SegmentationTask.class_presence(source, tmp_path / "b"), presence)

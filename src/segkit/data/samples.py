@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from segkit.data.base import voc_colormap
+from segkit.data.digits import DIGIT_CLASSES, DIGIT_NAMES, SceneLayout, digit_image, render_digits
 from segkit.data.synthetic import SHAPE_CLASSES, render_shapes
 from segkit.errors import SegkitError
 
@@ -26,9 +27,29 @@ from segkit.errors import SegkitError
 VOC_IDS = np.array([0, 1, 6, 9, 12, 15], dtype=np.uint8)
 # shapes class -> Cityscapes labelId (road, car, building, traffic sign, person, bicycle)
 CITYSCAPES_IDS = np.array([7, 26, 11, 20, 24, 33], dtype=np.uint8)
+# background + digits 0..9 -> VOC classes 0..10 and Cityscapes labelIds of 11 train ids
+VOC_DIGIT_IDS = np.arange(11, dtype=np.uint8)
+CITYSCAPES_DIGIT_IDS = np.array([7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23], dtype=np.uint8)
+CONTENTS = ("shapes", "digits")
+# How digits fill each layout's scenes: many mid-sized (VOC), small ones on a dominant
+# background (Cityscapes: > 90% of pixels), one big one (Carvana's car), 1-4 small ones
+# anywhere (COCO multi-label).
+DIGIT_LAYOUTS = {
+    "voc": SceneLayout((1, 2), (0.45, 0.7)),
+    "folder": SceneLayout((1, 2), (0.45, 0.7)),
+    "cityscapes": SceneLayout((1, 3), (0.25, 0.45)),
+    "carvana": SceneLayout((1, 1), (0.7, 0.95)),
+    "coco": SceneLayout((1, 4), (0.22, 0.38)),
+    "csv-multilabel": SceneLayout((1, 4), (0.22, 0.38)),
+    "imagefolder": SceneLayout((1, 1), (0.6, 0.9)),
+}
 
 
-def _pair(seed: int, index: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _pair(seed: int, index: int, size: tuple[int, int], content: str = "shapes",
+          split: str = "train", layout: str = "voc") -> tuple[np.ndarray, np.ndarray]:
+    """(image, label map) of one scene: the generated shapes or handwritten digits."""
+    if content == "digits":
+        return render_digits(seed, index, size, split, DIGIT_LAYOUTS[layout])
     return render_shapes(seed, index, size)
 
 
@@ -43,17 +64,18 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 
 
 def write_voc(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
-              void_border: bool = False) -> Path:
+              void_border: bool = False, content: str = "shapes") -> Path:
     """VOCdevkit/VOC2012: JPEGImages, palette SegmentationClass PNGs (255 outlines), ImageSets;
     ``void_border`` also marks each mask's top row 255."""
+    ids = VOC_DIGIT_IDS if content == "digits" else VOC_IDS
     voc = root / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
     names = [f"2007_{i:06d}" for i in range(n_train + n_val)]
     palette = [v for c in voc_colormap(256) for v in c]
     for i, name in enumerate(names):
-        image, shapes = _pair(seed, i, size)
-        mask = VOC_IDS[shapes]
+        image, shapes = _pair(seed, i, size, content, "train" if i < n_train else "val", "voc")
+        mask = ids[shapes]
         mask[_outline(mask)] = 255
         if void_border:
             mask[0] = 255
@@ -68,9 +90,10 @@ def write_voc(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed:
 
 
 def write_cityscapes(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
-                     noise: bool = False) -> Path:
+                     noise: bool = False, content: str = "shapes") -> Path:
     """leftImg8bit/{train,val}/CITY/*_leftImg8bit.png + gtFine/*_gtFine_labelIds.png; with
     ``noise``, random pixels and random label ids 0..33 (void ones included)."""
+    table = CITYSCAPES_DIGIT_IDS if content == "digits" else CITYSCAPES_IDS
     rng = np.random.default_rng(seed)
     index = 0
     for split, n, cities in (
@@ -80,8 +103,8 @@ def write_cityscapes(root: Path, n_train: int, n_val: int, size: tuple[int, int]
         for k in range(n):
             city = cities[k % len(cities)]
             stem = f"{city}_{k:06d}_000019"
-            image, shapes = _pair(seed, index, size)
-            ids = CITYSCAPES_IDS[shapes]
+            image, shapes = _pair(seed, index, size, content, split, "cityscapes")
+            ids = table[shapes]
             if noise:
                 image = rng.integers(0, 255, image.shape, dtype=np.uint8)
                 ids = rng.integers(0, 34, shapes.shape).astype(np.uint8)
@@ -97,7 +120,8 @@ def write_cityscapes(root: Path, n_train: int, n_val: int, size: tuple[int, int]
 
 
 def write_carvana(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
-                  views: int = 4, gif: bool = True, csv: bool = True) -> Path:
+                  views: int = 4, gif: bool = True, csv: bool = True,
+                  content: str = "shapes") -> Path:
     """train/CAR_VV.jpg, train_masks/CAR_VV_mask.gif and the Kaggle RLE train_masks.csv
     (``views`` pictures per car; either mask form can be left out)."""
     from segkit.data.carvana import rle_encode
@@ -105,11 +129,18 @@ def write_carvana(root: Path, n_train: int, n_val: int, size: tuple[int, int], s
     (root / "train").mkdir(parents=True, exist_ok=True)
     (root / "train_masks").mkdir(exist_ok=True)
     rows = ["img,rle_mask"]
+    from segkit.data.folders import deterministic_split
+
     cars = -(-(n_train + n_val) // views)
+    # the loader's own split by car name: digits of validation cars come from unseen writers
+    names = [f"{car:05x}c0ffee" for car in range(cars)]
+    val_cars = set(deterministic_split(names, "val", n_val / max(n_train + n_val, 1)))
     for car in range(cars):
         for view in range(1, views + 1):
             stem = f"{car:05x}c0ffee_{view:02d}"
-            image, shapes = _pair(seed, car * views + view, size)
+            index = car * views + view
+            split = "val" if f"{car:05x}c0ffee" in val_cars else "train"
+            image, shapes = _pair(seed, index, size, content, split, "carvana")
             mask = (shapes > 0).astype(np.uint8)
             Image.fromarray(image).save(root / "train" / f"{stem}.jpg", quality=92)
             if gif:
@@ -129,17 +160,22 @@ def idx_bytes(array: np.ndarray, gz: bool = True) -> bytes:
 
 
 def write_idx(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
-              gz: bool = True) -> Path:
+              gz: bool = True, content: str = "shapes") -> Path:
     """Fashion-MNIST-style IDX files (gzipped, or raw without the .gz suffix): 28x28 gray
-    images, one shape class each."""
+    images, one shape class each (or one handwritten digit, centred as in MNIST)."""
     from segkit.data.classification import ShapesClassification
 
     root.mkdir(parents=True, exist_ok=True)
     for prefix, n, split in (("train", n_train, "train"), ("t10k", n_val, "val")):
-        source = ShapesClassification(split, n, size, seed=seed)
-        samples = [source[i] for i in range(n)]
-        images = np.stack([s["image"].mean(-1) for s in samples])
-        labels = np.array([s["label"] for s in samples])
+        if content == "digits":
+            pairs = [digit_image(seed, i, split, side=size[0]) for i in range(n)]
+            images = np.stack([p[0] for p in pairs])
+            labels = np.array([p[1] for p in pairs])
+        else:
+            source = ShapesClassification(split, n, size, seed=seed)
+            samples = [source[i] for i in range(n)]
+            images = np.stack([s["image"].mean(-1) for s in samples])
+            labels = np.array([s["label"] for s in samples])
         suffix = ".gz" if gz else ""
         (root / f"{prefix}-images-idx3-ubyte{suffix}").write_bytes(idx_bytes(images, gz))
         (root / f"{prefix}-labels-idx1-ubyte{suffix}").write_bytes(idx_bytes(labels, gz))
@@ -147,7 +183,7 @@ def write_idx(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed:
 
 
 def write_folder(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
-                 splits: bool = True, classes: int | None = None) -> Path:
+                 splits: bool = True, classes: int | None = None, content: str = "shapes") -> Path:
     """images/*.png + masks/*.png (gray class indices), splits/{train,val}.txt and classes.txt.
 
     Without ``splits`` no split lists are written (the loader then splits by name hash);
@@ -157,7 +193,7 @@ def write_folder(root: Path, n_train: int, n_val: int, size: tuple[int, int], se
         (root / sub).mkdir(parents=True, exist_ok=True)
     stems = [f"img{i:03d}" for i in range(n_train + n_val)]
     for i, stem in enumerate(stems):
-        image, mask = _pair(seed, i, size)
+        image, mask = _pair(seed, i, size, content, "train" if i < n_train else "val", "folder")
         if classes is not None:
             mask = (mask % classes).astype(np.uint8)
         Image.fromarray(image).save(root / "images" / f"{stem}.png")
@@ -167,16 +203,18 @@ def write_folder(root: Path, n_train: int, n_val: int, size: tuple[int, int], se
         (root / "splits" / "train.txt").write_text("\n".join(stems[:n_train]) + "\n")
         (root / "splits" / "val.txt").write_text("\n".join(stems[n_train:]) + "\n")
     if classes is None:
-        (root / "classes.txt").write_text("\n".join(SHAPE_CLASSES) + "\n")
+        names = DIGIT_CLASSES if content == "digits" else SHAPE_CLASSES
+        (root / "classes.txt").write_text("\n".join(names) + "\n")
     return root
 
 
 # shapes class -> COCO category (id, name): ids are not contiguous, as in COCO
 COCO_CATEGORIES = [(1, "person"), (3, "car"), (18, "dog"), (44, "bottle"), (62, "chair")]
+COCO_DIGIT_CATEGORIES = [(2 * d + 1, name) for d, name in enumerate(DIGIT_NAMES)]
 
 
 def write_coco(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
-               year: str = "2014", polygons: bool = False) -> Path:
+               year: str = "2014", polygons: bool = False, content: str = "shapes") -> Path:
     """COCO layout: {train,val}YEAR/COCO_{split}YEAR_%012d.jpg and
     annotations/instances_{split}YEAR.json, one instance per shape, as RLE (or, with
     ``polygons``, as its bounding-box polygon); read as semantic masks by ``coco`` and as label
@@ -184,9 +222,8 @@ def write_coco(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed
     from pycocotools import mask as mask_utils
 
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    categories = [
-        {"id": cid, "name": name, "supercategory": "shape"} for cid, name in COCO_CATEGORIES
-    ]
+    table = COCO_DIGIT_CATEGORIES if content == "digits" else COCO_CATEGORIES
+    categories = [{"id": cid, "name": name, "supercategory": content} for cid, name in table]
     index, ann_id = 0, 1
     for split, n in (("train", n_train), ("val", n_val)):
         folder = root / f"{split}{year}"
@@ -194,7 +231,7 @@ def write_coco(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed
             folder.mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for _ in range(n):
-            image, shapes = _pair(seed, index, size)
+            image, shapes = _pair(seed, index, size, content, split, "coco")
             index += 1
             img_id = 100 + index
             name = f"COCO_{split}{year}_{img_id:012d}.jpg"
@@ -209,7 +246,7 @@ def write_coco(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed
                 if polygons:
                     segmentation, area = [[x, y, x + w, y, x + w, y + h, x, y + h]], w * h
                 annotations.append({
-                    "id": ann_id, "image_id": img_id, "category_id": COCO_CATEGORIES[kind - 1][0],
+                    "id": ann_id, "image_id": img_id, "category_id": table[kind - 1][0],
                     "iscrowd": 0, "area": area, "bbox": [x, y, w, h], "segmentation": segmentation,
                 })
                 ann_id += 1
@@ -221,39 +258,53 @@ def write_coco(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed
     return root
 
 
-def write_imagefolder(
-    root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int
-) -> Path:
-    """ImageFolder layout: {train,val}/CLASS/NAME.jpg, one generated shape per image."""
-    from segkit.data.classification import ShapesClassification
+def _labelled_images(split: str, n: int, size: tuple[int, int], seed: int, content: str,
+                     multilabel: bool) -> list[tuple[np.ndarray, list[str], str]]:
+    """(image, class names in it, file stem) of ``n`` classification samples of ``split``."""
+    from segkit.data.classification import ShapesClassification, ShapesMultiLabel
 
-    for split, n in (("train", n_train), ("val", n_val)):
-        source = ShapesClassification(split, n, size, seed=seed)
+    out = []
+    if content == "digits":
+        layout = "csv-multilabel" if multilabel else "imagefolder"
+        offset = 0 if split == "train" else 1_000_003
         for i in range(n):
-            sample = source[i]
-            folder = root / split / source.info.classes[sample["label"]]
+            image, labels = _pair(seed, offset + i, size, content, split, layout)
+            counts = np.bincount(labels.ravel(), minlength=len(DIGIT_CLASSES))[1:]
+            present = [DIGIT_NAMES[d] for d in np.flatnonzero(counts >= 20)]
+            out.append((image, present or [DIGIT_NAMES[int(counts.argmax())]], f"{split}_{i:05d}"))
+        return out
+    source = (ShapesMultiLabel if multilabel else ShapesClassification)(split, n, size, seed=seed)
+    for i in range(n):
+        sample = source[i]
+        if multilabel:
+            names = [c for c, on in zip(source.info.classes, sample["labels"], strict=True) if on]
+        else:
+            names = [source.info.classes[sample["label"]]]
+        out.append((sample["image"], names, sample["name"]))
+    return out
+
+
+def write_imagefolder(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
+                      content: str = "shapes") -> Path:
+    """ImageFolder layout: {train,val}/CLASS/NAME.jpg, one shape (or digit) per image."""
+    for split, n in (("train", n_train), ("val", n_val)):
+        for image, names, stem in _labelled_images(split, n, size, seed, content, False):
+            folder = root / split / names[0]
             folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(sample["image"]).save(folder / f"{sample['name']}.jpg", quality=92)
+            Image.fromarray(image).save(folder / f"{stem}.jpg", quality=92)
     return root
 
 
-def write_csv_multilabel(
-    root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int
-) -> Path:
-    """images/*.jpg + train.csv / val.csv rows ``image,label1|label2`` (several shapes each)."""
-    from segkit.data.classification import ShapesMultiLabel
-
+def write_csv_multilabel(root: Path, n_train: int, n_val: int, size: tuple[int, int],
+                         seed: int, content: str = "shapes") -> Path:
+    """images/*.jpg + train.csv / val.csv rows ``image,label1|label2`` (several shapes or
+    digits each)."""
     (root / "images").mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("val", n_val)):
-        source = ShapesMultiLabel(split, n, size, seed=seed)
         rows = ["image,labels"]
-        for i in range(n):
-            sample = source[i]
-            Image.fromarray(sample["image"]).save(
-                root / "images" / f"{sample['name']}.jpg", quality=92
-            )
-            names = [c for c, on in zip(source.info.classes, sample["labels"], strict=True) if on]
-            rows.append(f"{sample['name']}.jpg,{'|'.join(names)}")
+        for image, names, stem in _labelled_images(split, n, size, seed, content, True):
+            Image.fromarray(image).save(root / "images" / f"{stem}.jpg", quality=92)
+            rows.append(f"{stem}.jpg,{'|'.join(names)}")
         (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
     return root
 
@@ -286,7 +337,8 @@ def write_sample(fmt: str, root: str | Path, n_train: int = 64, n_val: int = 16,
 
     ``options`` go to the format's writer (e.g. ``gif=False`` for Carvana, ``gz=False`` for
     IDX, ``splits=False`` for folder, ``year="2017"`` for COCO, ``noise=True`` for
-    Cityscapes, ``void_border=True`` for VOC).
+    Cityscapes, ``void_border=True`` for VOC); every writer takes ``content="digits"`` for
+    scenes of real handwritten digits instead of the generated shapes.
     """
     fmt = WRITER_ALIASES.get(fmt, fmt)
     if fmt not in WRITERS:
@@ -294,4 +346,7 @@ def write_sample(fmt: str, root: str | Path, n_train: int = 64, n_val: int = 16,
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise SegkitError(f"no sample writer for '{fmt}'; {hint}known: {', '.join(WRITERS)}")
     writer, default_size = WRITERS[fmt]
+    if options.get("content", "shapes") not in CONTENTS:
+        raise SegkitError(f"unknown sample content '{options['content']}'; choose from "
+                          f"{', '.join(CONTENTS)}")
     return writer(Path(root), n_train, n_val, tuple(size or default_size), seed, **options)

@@ -10,6 +10,7 @@ file alone; other runtimes plug in the same way.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,19 @@ class Predictor:
         return TorchPredictor.from_checkpoint(model, device, options)
 
 
+def run_thresholds(checkpoint: Path) -> tuple[float, ...] | None:
+    """Per-class label thresholds the checkpoint's run chose on validation (thresholds.json
+    beside checkpoints/), in class order; None when the run chose none."""
+    path = checkpoint.parent.parent / "thresholds.json"
+    if checkpoint.parent.name != "checkpoints" or not path.is_file():
+        return None
+    try:
+        return tuple(float(v) for v in json.loads(path.read_text()).values())
+    except (ValueError, AttributeError):
+        raise SegkitError(f"{path}: not a JSON object of class -> threshold; delete it to use "
+                          "0.5 for every class") from None
+
+
 class TorchPredictor(Predictor):
     """Runs a trained task (LightningModule) on any device."""
 
@@ -104,8 +118,13 @@ class TorchPredictor(Predictor):
     def from_checkpoint(cls, run_or_ckpt: str | Path, device: str = "cpu",
                         options: InferenceOptions | None = None) -> TorchPredictor:
         """Load a run directory or checkpoint file."""
+        from segkit.checkpoint_io import resolve_checkpoint
         from segkit.engine.checkpoint import load_task
 
+        options = options or InferenceOptions()
+        if options.class_thresholds is None:
+            options = replace(options, class_thresholds=run_thresholds(
+                resolve_checkpoint(run_or_ckpt)))
         return cls(load_task(run_or_ckpt, device), options)
 
     @property

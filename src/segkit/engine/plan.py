@@ -20,7 +20,35 @@ from segkit.config import Config, budget_seconds, build_config
 from segkit.tasks import task_class
 
 EMA_MIN_STEPS = 1000  # shorter runs end before an average of recent weights pays off
-BUDGET_SHARE = 0.85  # of --time for training epochs; the rest: validation jitter, final report
+BUDGET_SHARE = 0.95  # of what --time leaves for epochs: the rest absorbs step-time jitter
+REPORT_SECONDS = 3.0  # curves, report and pictures after the final evaluation
+MEMORY_SHARE = 0.6  # of the free memory a training batch may take (allocator, workers, spikes)
+RARE_IMAGE_FRACTION = 0.1  # a class in fewer images than this is rare (LVIS's t)
+FASTER = 1.1  # a probed option is taken when it makes steps at least this much faster
+COMPILE_MIN_SECONDS = 900  # below this budget, torch.compile's warm-up is not worth probing
+
+
+@dataclass
+class Probe:
+    """What a few timed training steps measured on this machine (all optional).
+
+    Attributes:
+        sample_seconds: seconds of training per sample at the planned batch size.
+        sample_bytes: memory one training sample takes (tensors saved for backward).
+        free_bytes: memory free on the training device.
+        channels_last_speedup: step time in NCHW over step time in NHWC.
+        compile_speedup: step time eager over step time compiled.
+        compile_seconds: the first compiled step's extra time.
+        spent_seconds: time the run had spent before training (data, fingerprint, probe).
+    """
+
+    sample_seconds: float | None = None
+    sample_bytes: float | None = None
+    free_bytes: float | None = None
+    channels_last_speedup: float | None = None
+    compile_speedup: float | None = None
+    compile_seconds: float | None = None
+    spent_seconds: float = 0.0
 
 
 @dataclass
@@ -41,34 +69,64 @@ def explicit_keys(cfg: Config) -> set[str]:
     return keys
 
 
-def steps_per_epoch(cfg: Config, n_train: int) -> int:
-    """Optimiser steps in one epoch at the config's batch size and accumulation."""
-    return max(1, n_train // max(cfg.data.batch_size, 1) // cfg.run.accumulate)
-
-
 def plan_recipe(cfg: Config, fingerprint: dict[str, Any], explicit: set[str],
-                step_seconds: float | None = None) -> list[Decision]:
+                probe: Probe | None = None) -> list[Decision]:
     """The recipe for ``cfg`` on data described by ``fingerprint``.
 
     Args:
         cfg: the config as the user gave it (defaults where they gave nothing).
         fingerprint: ``segkit.data.fingerprint.fingerprint_dataset`` of the training data.
         explicit: keys the user set (``explicit_keys``); their values are kept.
-        step_seconds: measured seconds per training step (with ``run.time_budget``).
+        probe: what timed steps measured here (speed, memory); without it no decision
+            depends on the machine.
 
     Returns:
         Every decision in order, with the user's value where the user set the key.
     """
-    proposals: list[tuple[str, Any, str]] = list(task_class(cfg.task).plan(fingerprint, cfg))
-    epochs = cfg.run.epochs
+    probe = probe or Probe()
+    kind = task_class(cfg.task)
+    proposals: list[tuple[str, Any, str]] = list(kind.plan(fingerprint, cfg))
+    proposals += sampling_plan(fingerprint)
+    planned = {key: value for key, value, _ in proposals}
+    batch = planned.get("data.batch_size", cfg.data.batch_size)
+    if "data.batch_size" in explicit:
+        batch = cfg.data.batch_size
+    if probe.sample_bytes and probe.free_bytes:
+        fits = max(1, int(probe.free_bytes * MEMORY_SHARE // probe.sample_bytes))
+        if fits < batch:
+            proposals = [p for p in proposals if p[0] != "data.batch_size"]
+            proposals.append(("data.batch_size", fits, f"{probe.sample_bytes / 2**20:.0f} MiB "
+                              f"a sample, {probe.free_bytes / 2**30:.1f} GiB free: {fits} fit"))
+            batch = fits
+    if probe.channels_last_speedup is not None:
+        faster = probe.channels_last_speedup >= FASTER
+        proposals.append(("run.channels_last", faster, f"NHWC steps measured "
+                          f"{probe.channels_last_speedup:.2f}x the speed of NCHW here"))
     n_train = int(fingerprint["splits"]["train"])
-    if cfg.run.time_budget and step_seconds and "run.epochs" not in explicit:
-        budget = budget_seconds(cfg.run.time_budget)
-        per_epoch = step_seconds * steps_per_epoch(cfg, n_train) * cfg.run.accumulate * 1.25
-        epochs = max(1, math.floor(budget * BUDGET_SHARE / per_epoch))
-        proposals.append(("run.epochs", epochs, f"{budget:g} s budget, {step_seconds:.3f} s per "
-                          f"step measured here: about {per_epoch:.1f} s an epoch with validation"))
-    total = steps_per_epoch(cfg, n_train) * epochs
+    n_val = int(fingerprint["splits"].get("val", 0))
+    budget = budget_seconds(cfg.run.time_budget) if cfg.run.time_budget else None
+    epochs = cfg.run.epochs
+    if budget and probe.sample_seconds and "run.epochs" not in explicit:
+        speedup = 1.0
+        if probe.compile_speedup and probe.compile_seconds is not None:
+            use = (budget >= COMPILE_MIN_SECONDS and probe.compile_speedup >= FASTER
+                   and budget * (1 - 1 / probe.compile_speedup) > 2 * probe.compile_seconds)
+            proposals.append(("run.compile", use, f"compiled steps {probe.compile_speedup:.2f}x "
+                              f"as fast after {probe.compile_seconds:.0f} s of compiling" +
+                              ("" if use else ": not repaid in this budget")))
+            speedup = probe.compile_speedup if use else 1.0
+        # validation runs forward only, about a third of a training step's work per sample;
+        # the final evaluation of the best checkpoint is one more validation pass
+        per_epoch = probe.sample_seconds / speedup * (n_train + n_val / 3)
+        final = probe.sample_seconds * n_val / 3 + REPORT_SECONDS
+        left = (budget - probe.spent_seconds - final) * BUDGET_SHARE
+        left -= (probe.compile_seconds or 0.0) * (speedup > 1)
+        epochs = max(1, math.floor(left / per_epoch))
+        proposals.append(("run.epochs", epochs, f"{budget:g} s budget, "
+                          f"{probe.sample_seconds * 1000:.1f} ms per training sample measured "
+                          f"here: about {per_epoch:.1f} s an epoch with validation"))
+    total = max(1, n_train // max(batch, 1) // cfg.run.accumulate) * epochs
+    proposals += kind.plan_augmentation(fingerprint, cfg, epochs)
     proposals.append(("run.ema", total >= EMA_MIN_STEPS,
                       f"{total} steps: an average of recent weights is steadier" if
                       total >= EMA_MIN_STEPS else
@@ -83,6 +141,21 @@ def plan_recipe(cfg: Config, fingerprint: dict[str, Any], explicit: set[str],
         else:
             decisions.append(Decision(key, value, reason))
     return decisions
+
+
+def sampling_plan(fingerprint: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """Balanced sampling when some classes live in few images and others in many."""
+    fractions = {name: row["image_fraction"] for name, row in fingerprint["classes"].items()
+                 if 0 < row["image_fraction"] < 0.99}  # classes in every image need no help
+    if len(fractions) < 2:
+        return []
+    rarest = min(fractions, key=fractions.__getitem__)
+    low, high = fractions[rarest], max(fractions.values())
+    if low < RARE_IMAGE_FRACTION and high >= 4 * low:
+        return [("data.sampler", "balanced", f"'{rarest}' is in {low:.1%} of the images, "
+                 f"another class in {high:.0%}: images with rare classes are drawn more often "
+                 "(repeat factor sampling)")]
+    return []
 
 
 def apply_plan(cfg: Config, decisions: list[Decision]) -> Config:

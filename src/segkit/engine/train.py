@@ -37,14 +37,22 @@ from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented
 from segkit.engine.callbacks import EpochSummary, read_history
 from segkit.engine.checkpoint import check_resumable
-from segkit.engine.loaders import RunData
-from segkit.engine.plan import apply_plan, explicit_keys, plan_recipe, read_plan, write_plan
+from segkit.engine.loaders import RunData, repeat_factors
+from segkit.engine.plan import (
+    COMPILE_MIN_SECONDS,
+    Probe,
+    apply_plan,
+    explicit_keys,
+    plan_recipe,
+    read_plan,
+    write_plan,
+)
 from segkit.errors import SegkitError
 from segkit.tasks import InferenceOptions, Task, task_class
 
 FINGERPRINT_IMAGES = 500  # training images the plan's fingerprint reads at most
 EMA_DECAY = 0.999
-FINAL_SHARE = 0.1  # of --time kept for the final evaluation and the report
+FINAL_SHARE = 0.05  # of --time kept for the final evaluation and the report
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage()
@@ -99,18 +107,21 @@ def build_task(cfg: Config, train_src: Any, run_dir: Path) -> Task:
     return task
 
 
-def self_configure(cfg: Config, train_src: Any, run_dir: Path) -> Config:
+def self_configure(cfg: Config, train_src: Any, run_dir: Path,
+                   started: float | None = None) -> Config:
     """Fingerprint the data (cached in the run directory), plan the recipe for the keys the
-    user left open, time a few steps when there is a budget, and write plan.yaml."""
+    user left open, probe this machine (memory always; speed when there is a budget), plan
+    again with what the probe measured, and write plan.yaml."""
     if cfg.run.time_budget and (cfg.run.devices != 1 or cfg.run.num_nodes != 1):
         raise SegkitError("--time plans epochs from steps timed in one process; with several "
                           "devices give --epochs instead")
     fingerprint = cached_fingerprint(cfg, run_dir)
     explicit = explicit_keys(cfg)
-    decisions = plan_recipe(cfg, fingerprint, explicit)
-    if cfg.run.time_budget and "run.epochs" not in explicit:
-        step = probe_step_seconds(apply_plan(cfg, decisions), train_src, run_dir)
-        decisions = plan_recipe(cfg, fingerprint, explicit, step)
+    first = apply_plan(cfg, plan_recipe(cfg, fingerprint, explicit))
+    budget = budget_seconds(cfg.run.time_budget) if cfg.run.time_budget else None
+    probe = probe_machine(first, train_src, run_dir, budget, explicit)
+    probe.spent_seconds = time.time() - (started or time.time())
+    decisions = plan_recipe(cfg, fingerprint, explicit, probe)
     if rank_zero_only.rank == 0:
         write_plan(run_dir / "plan.yaml", decisions, fingerprint)
     return apply_plan(cfg, decisions)
@@ -136,29 +147,88 @@ def cached_fingerprint(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return fp
 
 
-def probe_step_seconds(cfg: Config, train_src: Any, run_dir: Path, steps: int = 4) -> float:
-    """Seconds per training step (forward, backward, optimiser) of ``cfg`` on this machine."""
+def training_device(cfg: Config) -> torch.device:
+    """The device a single-process run of ``cfg`` trains on."""
+    gpu = accelerator_for(cfg.run.device) in ("gpu", "auto") and torch.cuda.is_available()
+    return torch.device("cuda" if gpu else "cpu")
+
+
+def free_memory(device: torch.device) -> float:
+    """Bytes free on ``device`` (for the CPU: the memory the OS reports available)."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def probe_machine(cfg: Config, train_src: Any, run_dir: Path, budget: float | None,
+                  explicit: set[str]) -> Probe:
+    """Measure a training step of ``cfg`` here: memory per sample (tensors autograd saves
+    for backward) and free memory always; with a ``budget``, seconds per sample, NHWC
+    against NCHW, and (long budgets) torch.compile."""
     task = build_task(cfg, train_src, run_dir)
-    device = torch.device("cuda" if accelerator_for(cfg.run.device) in ("gpu", "auto")
-                          and torch.cuda.is_available() else "cpu")
+    device = training_device(cfg)
     task.to(device).train()
     source = Augmented(type(task).training_source(cfg, train_src, run_dir),
                        type(task).transform(cfg, True))
     n = min(len(source), cfg.data.batch_size)
     batch = torch.utils.data.default_collate([source[i % len(source)] for i in range(n)])
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    saved = [0]
+
+    def count(t: torch.Tensor) -> torch.Tensor:
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+        task.training_step(batch, 0).backward()
+    params = sum(p.numel() * p.element_size() for p in task.parameters())
+    # weights, gradients and two Adam moments stay whatever the batch
+    probe = Probe(sample_bytes=saved[0] / max(n, 1),
+                  free_bytes=max(free_memory(device) - 4 * params, 0.0))
+    if not budget:
+        return probe
     optimizer = torch.optim.AdamW(task.parameters(), lr=1e-6)
+    eager = timed_steps(task, optimizer, batch, device)
+    probe.sample_seconds = eager / max(n, 1)
+    if "run.channels_last" not in explicit and eager < budget / 100:
+        task.to(memory_format=torch.channels_last)
+        nhwc = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v)
+                and v.dim() == 4 else v for k, v in batch.items()}
+        probe.channels_last_speedup = eager / timed_steps(task, optimizer, nhwc, device)
+        task.to(memory_format=torch.contiguous_format)
+    if "run.compile" not in explicit and budget >= COMPILE_MIN_SECONDS:
+        compiled = torch.compile(task.model)
+        task.__dict__["_compiled"] = compiled
+        begin = time.perf_counter()
+        timed_steps(task, optimizer, batch, device, steps=1, warmup=0)
+        first = time.perf_counter() - begin
+        fast = timed_steps(task, optimizer, batch, device)
+        probe.compile_speedup = eager / fast
+        probe.compile_seconds = max(first - fast, 0.0)
+        task.__dict__.pop("_compiled", None)
+    return probe
+
+
+def timed_steps(task: Task, optimizer: torch.optim.Optimizer, batch: dict[str, Any],
+                device: torch.device, steps: int = 3, warmup: int = 2) -> float:
+    """Median seconds of a training step (forward, backward, optimiser) on ``batch``;
+    the warm-up steps (allocator, cudnn autotuning) are not counted."""
     times = []
-    for _ in range(steps + 2):  # two warm-up steps (allocator, cudnn) are not counted
+    for _ in range(steps + warmup):
         begin = time.perf_counter()
         optimizer.zero_grad()
-        loss = task.training_step(batch, 0)
-        loss.backward()
+        task.training_step(batch, 0).backward()
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - begin)
-    return float(np.median(times[2:])) * cfg.data.batch_size / max(n, 1)
+    return float(np.median(times[warmup:]))
 
 
 def train(
@@ -199,9 +269,12 @@ def train(
         val_src = SkipBadSamples(val_src, run_dir / "skipped_files.txt")
     if cfg.run.recipe == "auto":
         # a resumed run continues the plan it started with (plan.yaml), never a new one
-        cfg = replan(cfg, run_dir) if resume else self_configure(cfg, train_src, run_dir)
+        cfg = replan(cfg, run_dir) if resume else self_configure(cfg, train_src, run_dir,
+                                                                 started)
         if rank_zero_only.rank == 0:
             cfg.save(run_dir / "config.yaml")
+        # the probe drew random numbers: the run starts from the seed's state all the same
+        pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
     if resume:
         check_resumable(last, cfg.to_dict()["model"], train_src.info.classes)
     task = build_task(cfg, train_src, run_dir)
@@ -210,10 +283,14 @@ def train(
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         check_disk_space(ckpt_dir, *checkpoint_sizes(task, cfg.optim.name, cfg.optim.momentum))
     mixed = kind.training_source(cfg, train_src, run_dir)
+    weights = None
+    if cfg.data.sampler == "balanced":
+        weights = repeat_factors(kind.class_presence(train_src, run_dir))
     data = RunData(
         Augmented(mixed, kind.transform(cfg, True)),
         Augmented(val_src, kind.transform(cfg, False)),
         cfg,
+        weights,
     )
     steps_per_epoch = max(1, len(mixed) // cfg.data.batch_size)
 
@@ -309,5 +386,8 @@ def finish_run(result: TrainResult, cfg: Config) -> dict[str, Any]:
         progress=False,
         grid=cfg.run.grid_images,
     )
+    if metrics.get("class_thresholds"):  # chosen on validation; predict and serve use them
+        path = result.run_dir / "thresholds.json"
+        path.write_text(json.dumps(metrics["class_thresholds"], indent=2))
     write_report(result.run_dir, cfg, metrics, result.history)
     return metrics

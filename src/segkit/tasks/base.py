@@ -115,9 +115,38 @@ class Task(pl.LightningModule):
         return {}
 
     @classmethod
+    def sample_classes(cls, sample: dict[str, Any], num_classes: int) -> np.ndarray:
+        """Which classes a training sample holds, as a bool vector (for balanced sampling)."""
+        raise NotImplementedError
+
+    @classmethod
+    def class_presence(cls, source: Any, run_dir: Path) -> np.ndarray:
+        """Images x classes: which classes each training image holds; one pass over the
+        training set, cached in the run directory (``class_presence.npy``)."""
+        import os
+
+        cache = run_dir / "class_presence.npy"
+        if cache.is_file():
+            presence = np.load(cache, allow_pickle=False)
+            if presence.shape == (len(source), source.info.num_classes):
+                return presence
+        n = source.info.num_classes
+        presence = np.stack([cls.sample_classes(source[i], n) for i in range(len(source))])
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.npy")
+        np.save(tmp, presence.astype(bool), allow_pickle=False)
+        tmp.replace(cache)
+        return presence
+
+    @classmethod
     def plan(cls, fingerprint: dict[str, Any], cfg: Config) -> list[tuple[str, Any, str]]:
         """The task's part of a self-configured recipe: (config key, value, reason) triples
         from the data's fingerprint (see ``segkit.engine.plan``)."""
+        return []
+
+    @classmethod
+    def plan_augmentation(cls, fingerprint: dict[str, Any], cfg: Config,
+                          epochs: int) -> list[tuple[str, Any, str]]:
+        """Augmentation decisions once the plan knows how often each image will be seen."""
         return []
 
     @staticmethod

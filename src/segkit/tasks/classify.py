@@ -133,6 +133,10 @@ class ClassificationTask(Task):
         return steps
 
     @classmethod
+    def sample_classes(cls, sample: dict[str, Any], num_classes: int) -> np.ndarray:
+        return np.arange(num_classes) == int(sample["label"])
+
+    @classmethod
     def transform(cls, cfg: Config, train: bool) -> Any:
         return build_classification_augmentation(
             cfg.aug, tuple(cfg.data.image_size), train, multilabel=cls.multilabel_aug

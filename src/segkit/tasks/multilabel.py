@@ -12,7 +12,8 @@ import torch
 from segkit.config import Config
 from segkit.data.base import DatasetInfo
 from segkit.data.check import MultiLabelStats
-from segkit.metrics import MultiLabelMetrics, multilabel_scores
+from segkit.errors import SegkitError
+from segkit.metrics import MultiLabelMetrics, best_f1_thresholds, multilabel_scores
 from segkit.tasks.classify import ClassificationTask, CollectingEvaluator, LabelWriter
 from segkit.tasks.tta import InferenceOptions, Logits
 
@@ -83,6 +84,10 @@ class MultiLabelTask(ClassificationTask):
         return steps
 
     @classmethod
+    def sample_classes(cls, sample: dict[str, Any], num_classes: int) -> np.ndarray:
+        return np.asarray(sample["labels"], dtype=np.float32)[:num_classes] > 0.5
+
+    @classmethod
     def check_stats(cls) -> type:
         return MultiLabelStats
 
@@ -97,7 +102,8 @@ class MultiLabelTask(ClassificationTask):
                options: InferenceOptions) -> list[tuple[str, float]]:
         """(label, probability) above ``options.threshold``, most likely first, at most top-k."""
         order = np.argsort(-probs, kind="stable")
-        picked = [(info.classes[i], float(probs[i])) for i in order if probs[i] > options.threshold]
+        limits = operating_thresholds(options, len(info.classes))
+        picked = [(info.classes[i], float(probs[i])) for i in order if probs[i] > limits[i]]
         return picked[: max(options.top_k, 1)]
 
     # ---- outputs -----------------------------------------------------------------------
@@ -111,6 +117,16 @@ class MultiLabelTask(ClassificationTask):
         return LabelWriter(out, info, options, cls.decode)
 
 
+def operating_thresholds(options: InferenceOptions, classes: int) -> np.ndarray:
+    """The label thresholds in use: the per-class ones when given, else one for all."""
+    if options.class_thresholds:
+        if len(options.class_thresholds) != classes:
+            raise SegkitError(f"{len(options.class_thresholds)} class thresholds for {classes} "
+                              "classes; pass --threshold to use one for all")
+        return np.asarray(options.class_thresholds, dtype=np.float64)
+    return np.full(classes, options.threshold, dtype=np.float64)
+
+
 class MultiLabelEvaluator(CollectingEvaluator):
     """mAP and the precision / recall / F1 family of a split's sigmoid scores."""
 
@@ -119,13 +135,25 @@ class MultiLabelEvaluator(CollectingEvaluator):
     def compute(self) -> dict[str, Any]:
         """metrics.json contents."""
         probs, targets = torch.cat(self.probs), torch.cat(self.targets).float()
-        s = multilabel_scores(probs, targets, self.options.threshold)
+        limits = operating_thresholds(self.options, len(self.info.classes))
+        s = multilabel_scores(probs, targets, torch.as_tensor(limits))
         metrics = {k: v for k, v in s.items() if k != "per_class_ap"}
+        # thresholds that maximise each class's F1 on this split: what training keeps for
+        # prediction when this split is validation (their F1 here is optimistic by design)
+        tuned = best_f1_thresholds(probs, targets)
+        best = multilabel_scores(probs, targets, tuned)
+        metrics["at_tuned_thresholds"] = {k: best[k] for k in ("CP", "CR", "CF1", "OP", "OR",
+                                                                 "OF1")}
         metrics["per_class"] = {
-            c: {"ap": s["per_class_ap"][i], "positives": int(targets[:, i].sum())}
+            c: {"ap": s["per_class_ap"][i], "positives": int(targets[:, i].sum()),
+                "threshold": float(limits[i]), "best_f1_threshold": float(tuned[i])}
             for i, c in enumerate(self.info.classes)
         }
-        metrics.update({"threshold": self.options.threshold, "images": len(targets)})
+        metrics["class_thresholds"] = {c: round(float(tuned[i]), 6)
+                                       for i, c in enumerate(self.info.classes)}
+        per_class = bool(self.options.class_thresholds)
+        metrics.update({"threshold": "per class" if per_class else self.options.threshold,
+                        "images": len(targets)})
         return metrics
 
     def results_text(self, metrics: dict[str, Any], title: str) -> str:
@@ -135,9 +163,15 @@ class MultiLabelEvaluator(CollectingEvaluator):
             ap = "    n/a" if math.isnan(row["ap"]) else f"{row['ap']:7.4f}"
             lines.append(f"{c:<20} {ap} {row['positives']:>10d}")
         lines += ["", f"mAP (macro over classes with positives)  {metrics['mAP']:.4f}"]
+        tuned = metrics.get("at_tuned_thresholds", {})
         for k in ("CP", "CR", "CF1", "OP", "OR", "OF1"):
-            lines.append(f"{k:<4} {metrics[k]:.4f}   top-3 {k}: {metrics['top3_' + k]:.4f}")
-        lines.append(f"(C*/O* at threshold {metrics['threshold']:g})")
+            line = f"{k:<4} {metrics[k]:.4f}   top-3 {k}: {metrics['top3_' + k]:.4f}"
+            if k in tuned:
+                line += f"   best per-class thresholds {k}: {tuned[k]:.4f}"
+            lines.append(line)
+        threshold = metrics["threshold"]
+        at = threshold if isinstance(threshold, str) else f"{threshold:g}"
+        lines.append(f"(C*/O* at threshold {at}; mAP and top-3 need no threshold)")
         return "\n".join(lines) + "\n"
 
     def write_pictures(

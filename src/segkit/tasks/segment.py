@@ -104,6 +104,10 @@ def classes_from_probs(probs: torch.Tensor, binary: bool, threshold: float) -> t
     return (probs[:, 1] > threshold).long() if binary else channel_argmax(probs)
 
 
+FEW_PASSES = 20  # planned epochs below this: no mirroring
+SMALL_SET = 500  # training images below this (with many passes): strong augmentation
+
+
 class SegmentationTask(Task):
     """Trains any registered segmentation model on uint8 batches, normalised on the device."""
 
@@ -208,6 +212,24 @@ class SegmentationTask(Task):
         batch = int(min(16, max(2, 16 * 256 * 256 // max(h * w, 1))))
         steps.append(("data.batch_size", batch, f"{batch} inputs of {h}x{w} a step"))
         return steps
+
+    @classmethod
+    def sample_classes(cls, sample: dict[str, Any], num_classes: int) -> np.ndarray:
+        mask = np.asarray(sample["mask"]).ravel()
+        return np.bincount(mask[mask < num_classes], minlength=num_classes)[:num_classes] > 0
+
+    @classmethod
+    def plan_augmentation(cls, fingerprint: dict[str, Any], cfg: Config,
+                          epochs: int) -> list[tuple[str, Any, str]]:
+        n_train = int(fingerprint["splits"]["train"])
+        if epochs < FEW_PASSES:
+            return [("aug.hflip", 0.0, f"each image is seen {epochs} times: too few passes to "
+                     "overfit, so mirroring would only slow learning (and it is not label-safe "
+                     "for text or digits)")]
+        if n_train < SMALL_SET:
+            return [("aug.preset", "strong", f"{n_train} training images seen {epochs} times: "
+                     "scale, rotation and colour jitter against overfitting")]
+        return []
 
     @classmethod
     def training_source(cls, cfg: Config, source: Any, run_dir: Path) -> Any:

@@ -30,6 +30,8 @@ class InferenceOptions:
     window_batch: int = 8
     threshold: float = 0.5
     top_k: int = 5
+    # multi-label: one threshold per class (None: the run's, if it chose any; (): none)
+    class_thresholds: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.scales or min(self.scales) <= 0:

@@ -1,0 +1,375 @@
+"""`make bench-quality`: model quality of `segkit train` (auto recipe) against the write-ups'
+plain PyTorch loops at the same wall-clock budget on this machine, three seeds per case.
+
+The data is real and installs offline: scikit-learn's handwritten digits, composed into scenes
+on crops of scikit-image's sample photographs and written by ``segkit.data.samples`` in the
+VOC, Cityscapes, Carvana, COCO and IDX layouts, plus the built-in shapes of ``make demo``.
+The plain loops are written here as the write-ups train (Adam 1e-3 or SGD, a fixed rate, the
+network's own loss, flips, no planning); they read the same files through segkit's loaders
+and are scored by the same metric functions, so the recipe is the only difference.
+
+Usage: python benchmarks/quality.py [--cases voc,carvana] [--seeds 1,2,3] [--scale 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, machine, save  # noqa: E402
+from segkit.config import DataConfig, ModelConfig, build_config  # noqa: E402
+from segkit.data import build_dataset  # noqa: E402
+from segkit.data.samples import write_sample  # noqa: E402
+from segkit.data.transforms import Augmented  # noqa: E402
+from segkit.engine.train import train  # noqa: E402
+from segkit.metrics import confusion_matrix, multilabel_scores, scores_from_confusion  # noqa: E402
+from segkit.models import build_model  # noqa: E402
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+DATA_DIR = Path("runs/bench-quality/data")
+CHART = Path(__file__).with_name("quality.png")
+
+
+@dataclass
+class Case:
+    """One benchmark case: data written in a layout, a network, a budget and the target."""
+
+    name: str
+    fmt: str  # sample writer
+    data: str  # segkit dataset name
+    task: str
+    model: str
+    size: tuple[int, int]
+    n_train: int
+    n_val: int
+    budget: float  # seconds of training for each side
+    metric: str
+    target: str
+    plain_batch: int = 16
+    content: str = "digits"
+    extra: dict[str, Any] = field(default_factory=dict)  # more segkit config for both sides
+    also_seed_recipe: bool = False
+
+
+CASES = [
+    Case("voc-digits", "voc", "voc", "segment", "unet", (64, 64), 800, 200, 60, "mIoU",
+         "mIoU >= 2x the plain loop"),
+    Case("cityscapes-imbalanced", "cityscapes", "cityscapes", "segment", "unet", (64, 128),
+         600, 150, 60, "rare_mIoU", "rare-class IoU >= 3x today's defaults (--recipe seed)",
+         also_seed_recipe=True),
+    Case("carvana-binary", "carvana", "carvana", "segment", "unet", (64, 64), 640, 160, 45,
+         "dice", "Dice >= 0.95"),
+    Case("coco-multilabel", "coco", "coco-multilabel", "multilabel", "resnet18", (64, 64),
+         1200, 300, 60, "mAP", "mAP >= 1.5x the plain BCE loop", plain_batch=32),
+    Case("idx-lenet", "idx", "mnist", "classify", "lenet", (28, 28), 1437, 360, 0,
+         "accuracy", "the plain loop's 100-epoch accuracy within 30 epochs of its time",
+         plain_batch=256),
+    Case("shapes-demo", "", "shapes", "segment", "unet", (64, 64), 500, 100, 55, "mIoU",
+         "the demo's data and network: mIoU >= 0.92", content="shapes",
+         extra={"model.decoder_channels": [128, 64, 32, 16, 16]}),
+]
+
+
+def dataset_root(case: Case) -> Path | None:
+    """The case's data on disk, written once (None for built-in data)."""
+    if not case.fmt:
+        return None
+    root = DATA_DIR / case.name
+    if not (root / ".done").is_file():
+        write_sample(case.fmt, root, case.n_train, case.n_val, case.size, seed=0,
+                     content=case.content)
+        (root / ".done").write_text("ok")
+    return root
+
+
+def data_config(case: Case) -> DataConfig:
+    root = dataset_root(case)
+    return DataConfig(name=case.data, root=str(root) if root else None,
+                      image_size=case.size, num_train=case.n_train, num_val=case.n_val)
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    x = images.float() / 255
+    if x.shape[1] == 1:
+        return x
+    return (x - MEAN) / STD
+
+
+def batches(source: Any, transform: A.Compose | None, batch: int, shuffle: bool) -> DataLoader:
+    return DataLoader(Augmented(source, transform), batch_size=batch, shuffle=shuffle,
+                      drop_last=shuffle)
+
+
+# ---- the write-ups' plain loops ---------------------------------------------------------------
+def plain_segment(case: Case, seed: int, budget: float) -> dict[str, Any]:
+    """Write-ups 1-3: U-Net, Adam 1e-3, flips, CE (BCE for binary masks), until the budget."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    cfg = data_config(case)
+    train_src, val_src = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    binary = train_src.info.binary
+    classes = train_src.info.num_classes
+    model_cfg = ModelConfig(name=case.model, **{k.split(".", 1)[1]: v for k, v in case.extra.items()
+                                                if k.startswith("model.")})
+    model = build_model(model_cfg, 1 if binary else classes, 3, "segment")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = batches(train_src, A.Compose([A.HorizontalFlip(p=0.5)]), case.plain_batch, True)
+    start, steps = time.perf_counter(), 0
+    while time.perf_counter() - start < budget:
+        for b in loader:
+            model.train()
+            logits = model(normalise(b["image"]))
+            mask = b["mask"].long()
+            if binary:
+                loss = F.binary_cross_entropy_with_logits(logits[:, 0], (mask == 1).float())
+            else:
+                loss = F.cross_entropy(logits, mask, ignore_index=255)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+            if time.perf_counter() - start >= budget:
+                break
+    seconds = time.perf_counter() - start
+    model.eval()
+    n = 2 if binary else classes
+    cm = torch.zeros(n, n, dtype=torch.long)
+    with torch.no_grad():
+        for b in batches(val_src, None, 16, False):
+            logits = model(normalise(b["image"]))
+            pred = (logits[:, 0] > 0).long() if binary else logits.argmax(1)
+            cm += confusion_matrix(pred, b["mask"].long(), n)
+    return {**segment_figures(scores_from_confusion(cm), binary), "seconds": seconds,
+            "steps": steps}
+
+
+def plain_multilabel(case: Case, seed: int, budget: float) -> dict[str, Any]:
+    """Write-up 5's baseline: ResNet, sigmoid outputs, BCE, Adam 1e-3, resize only."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    cfg = data_config(case)
+    train_src, val_src = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    classes = train_src.info.num_classes
+    model = build_model(ModelConfig(name=case.model), classes, 3, "multilabel")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    resize = A.Compose([A.Resize(*case.size)])
+    start, steps = time.perf_counter(), 0
+    while time.perf_counter() - start < budget:
+        for b in batches(train_src, resize, case.plain_batch, True):
+            model.train()
+            loss = F.binary_cross_entropy_with_logits(model(normalise(b["image"])), b["labels"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+            if time.perf_counter() - start >= budget:
+                break
+    seconds = time.perf_counter() - start
+    model.eval()
+    scores, targets = [], []
+    with torch.no_grad():
+        for b in batches(val_src, resize, 64, False):
+            scores.append(torch.sigmoid(model(normalise(b["image"]))))
+            targets.append(b["labels"])
+    m = multilabel_scores(torch.cat(scores), torch.cat(targets))
+    return {"mAP": m["mAP"], "CF1": m["CF1"], "OF1": m["OF1"], "seconds": seconds,
+            "steps": steps}
+
+
+def plain_lenet(case: Case, seed: int, epochs: int = 100) -> dict[str, Any]:
+    """Write-up 4: LeNet-5 (sigmoid, average pooling, Xavier), SGD lr 0.9, batch 256, pixels
+    scaled to 0..1; the time of 30 and 100 epochs and the accuracy after 100."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    cfg = data_config(case)
+    train_src, val_src = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    model = build_model(ModelConfig(name="lenet"), train_src.info.num_classes, 1, "classify")
+    opt = torch.optim.SGD(model.parameters(), lr=0.9)
+    loader = batches(train_src, None, case.plain_batch, True)
+    start, at_30 = time.perf_counter(), 0.0
+    for epoch in range(epochs):
+        model.train()
+        for b in loader:
+            loss = F.cross_entropy(model(b["image"].float() / 255), b["label"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if epoch + 1 == 30:
+            at_30 = time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for b in batches(val_src, None, 512, False):
+            correct += int((model(b["image"].float() / 255).argmax(1) == b["label"]).sum())
+            total += len(b["label"])
+    return {"accuracy": correct / total, "seconds": seconds, "seconds_30_epochs": at_30}
+
+
+def segment_figures(scores: dict[str, Any], binary: bool) -> dict[str, float]:
+    """mIoU, Dice (foreground for binary) and the mean IoU of every class but the largest."""
+    iou = np.array(scores["per_class_iou"], dtype=float)
+    support = np.array(scores["support"], dtype=float)
+    rare = np.ones(len(iou), dtype=bool)
+    rare[int(support.argmax())] = False
+    rare &= support > 0
+    return {"mIoU": scores["mIoU"],
+            "dice": scores["per_class_dice"][1] if binary else scores["dice"],
+            "rare_mIoU": float(np.nanmean(iou[rare])) if rare.any() else math.nan}
+
+
+# ---- segkit ----------------------------------------------------------------------------------
+def segkit_run(case: Case, seed: int, budget: float, recipe: str, out: Path) -> dict[str, Any]:
+    """`segkit train --data ... --time BUDGET` (and nothing else) with the given recipe."""
+    cfg = data_config(case)
+    overrides: dict[str, Any] = {
+        "task": case.task, "data.name": case.data, "data.root": cfg.root,
+        "data.image_size": list(case.size), "data.num_train": case.n_train,
+        "data.num_val": case.n_val, "model.name": case.model, "run.seed": seed,
+        "run.out": str(out), "run.progress": False, "run.grid_images": 0,
+        "run.recipe": recipe, "run.time_budget": f"{budget:.1f}s", **case.extra,
+    }
+    if recipe == "seed":  # today's defaults plan no epochs: train until --time stops them
+        overrides["run.epochs"] = 10_000
+    start = time.perf_counter()
+    result = train(build_config(overrides=overrides))
+    seconds = time.perf_counter() - start
+    m = result.metrics
+    if case.task == "segment":
+        per_class = list(m["per_class"].values())
+        figures = segment_figures({
+            "mIoU": m["mIoU"], "dice": m["dice"],
+            "per_class_iou": [row["iou"] for row in per_class],
+            "per_class_dice": [row["dice"] for row in per_class],
+            "support": [row["pixels"] for row in per_class]}, case_binary(m))
+    elif case.task == "multilabel":
+        figures = {"mAP": m["mAP"], "CF1": m["CF1"], "OF1": m["OF1"]}
+    else:
+        figures = {"accuracy": m["accuracy"]}
+    return {**figures, "seconds": seconds, "epochs": len(result.history)}
+
+
+def case_binary(metrics: dict[str, Any]) -> bool:
+    return metrics.get("dice_kind") == "foreground class"
+
+
+# ---- driver ----------------------------------------------------------------------------------
+def run_case(case: Case, seeds: list[int], scale: float) -> dict[str, Any]:
+    rows: dict[str, list[dict[str, Any]]] = {"plain": [], "auto": []}
+    if case.also_seed_recipe:
+        rows["seed"] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            if case.task == "classify":
+                plain = plain_lenet(case, seed)
+                budget = plain["seconds_30_epochs"]
+            else:
+                budget = case.budget * scale
+                plain = (plain_multilabel if case.task == "multilabel" else plain_segment)(
+                    case, seed, budget)
+            rows["plain"].append(plain)
+            print(f"{case.name} seed {seed} plain: {fmt(plain)}", flush=True)
+            for recipe in [r for r in rows if r != "plain"]:
+                got = segkit_run(case, seed, budget, recipe, Path(tmp) / f"{recipe}{seed}")
+                rows[recipe].append(got)
+                print(f"{case.name} seed {seed} segkit {recipe}: {fmt(got)}", flush=True)
+    means = {side: float(np.mean([r[case.metric] for r in runs])) for side, runs in rows.items()}
+    return {"metric": case.metric, "target": case.target, "size": list(case.size),
+            "train": case.n_train, "val": case.n_val, "model": case.model, "data": case.data,
+            "budget_s": (float(np.mean([r["seconds_30_epochs"] for r in rows["plain"]]))
+                         if case.task == "classify" else case.budget * scale),
+            "seeds": seeds, "runs": rows, "mean": means}
+
+
+def fmt(row: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in row.items())
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """Grouped bars: each case's metric for the plain loop, today's defaults and segkit auto."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    sides = ["plain", "seed", "auto"]
+    colours = {"plain": "#9e9e9e", "seed": "#f2a541", "auto": "#2b7bba"}
+    fig, ax = plt.subplots(figsize=(1.8 * len(names) + 2, 4))
+    width = 0.27
+    for k, side in enumerate(sides):
+        xs, ys, errs = [], [], []
+        for i, name in enumerate(names):
+            runs = results[name]["runs"].get(side)
+            if runs:
+                values = [r[results[name]["metric"]] for r in runs]
+                xs.append(i + (k - 1) * width)
+                ys.append(np.mean(values))
+                errs.append(np.std(values))
+        label = {"plain": "write-up's plain loop", "seed": "segkit --recipe seed",
+                 "auto": "segkit (auto)"}[side]
+        ax.bar(xs, ys, width, yerr=errs, color=colours[side], label=label, capsize=3)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([f"{n}\n({results[n]['metric']})" for n in names], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Same wall-clock budget, mean of seeds (error bars: std)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The README table."""
+    lines = ["| case | metric | budget | plain loop | segkit auto | ratio | target |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        m = r["mean"]
+        ratio = m["auto"] / m["plain"] if m["plain"] > 0 else math.inf
+        seed = f" (seed recipe {m['seed']:.3f})" if "seed" in m else ""
+        lines.append(f"| {name} | {r['metric']} | {r['budget_s']:.0f} s | {m['plain']:.3f} | "
+                     f"{m['auto']:.3f}{seed} | {ratio:.2f}x | {r['target']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(c.name for c in CASES))
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every budget")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    chosen = [c for c in CASES if c.name in args.cases.split(",")]
+    unknown = set(args.cases.split(",")) - {c.name for c in CASES}
+    if unknown:
+        parser.error(f"unknown case(s) {sorted(unknown)}; known: {[c.name for c in CASES]}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    previous = json.loads(RESULTS.read_text()).get("quality", {}) if RESULTS.is_file() else {}
+    results = dict(previous.get("cases", {}))
+    for case in chosen:
+        results[case.name] = run_case(case, seeds, args.scale)
+        save("quality", {"cases": results, "machine": machine()})
+    chart(results, CHART)
+    print(markdown(results))
+    print(f"results: {RESULTS} (section 'quality'), chart: {CHART}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
