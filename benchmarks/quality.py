@@ -27,6 +27,7 @@ import albumentations as A
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -67,14 +68,14 @@ class Case:
 
 
 CASES = [
-    Case("voc-digits", "voc", "voc", "segment", "unet", (64, 64), 800, 200, 60, "mIoU",
+    Case("voc-digits", "voc", "voc", "segment", "unet", (32, 32), 800, 200, 60, "mIoU",
          "mIoU >= 2x the plain loop"),
-    Case("cityscapes-imbalanced", "cityscapes", "cityscapes", "segment", "unet", (64, 128),
+    Case("cityscapes-imbalanced", "cityscapes", "cityscapes", "segment", "unet", (32, 64),
          600, 150, 60, "rare_mIoU", "rare-class IoU >= 3x today's defaults (--recipe seed)",
          also_seed_recipe=True),
     Case("carvana-binary", "carvana", "carvana", "segment", "unet", (64, 64), 640, 160, 45,
          "dice", "Dice >= 0.95"),
-    Case("coco-multilabel", "coco", "coco-multilabel", "multilabel", "resnet18", (64, 64),
+    Case("coco-multilabel", "coco", "coco-multilabel", "multilabel", "resnet18", (48, 48),
          1200, 300, 60, "mAP", "mAP >= 1.5x the plain BCE loop", plain_batch=32),
     Case("idx-lenet", "idx", "mnist", "classify", "lenet", (28, 28), 1437, 360, 0,
          "accuracy", "the plain loop's 100-epoch accuracy within 30 epochs of its time",
@@ -116,36 +117,50 @@ def batches(source: Any, transform: A.Compose | None, batch: int, shuffle: bool)
 
 
 # ---- the write-ups' plain loops ---------------------------------------------------------------
-def plain_segment(case: Case, seed: int, budget: float) -> dict[str, Any]:
-    """Write-ups 1-3: U-Net, Adam 1e-3, flips, CE (BCE for binary masks), until the budget."""
+def seeded_sources(case: Case, seed: int) -> tuple[Any, Any]:
+    """The case's train and val sources, with torch and numpy seeded for a plain loop."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     cfg = data_config(case)
-    train_src, val_src = build_dataset(cfg, "train"), build_dataset(cfg, "val")
-    binary = train_src.info.binary
-    classes = train_src.info.num_classes
-    model_cfg = ModelConfig(name=case.model, **{k.split(".", 1)[1]: v for k, v in case.extra.items()
-                                                if k.startswith("model.")})
-    model = build_model(model_cfg, 1 if binary else classes, 3, "segment")
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = batches(train_src, A.Compose([A.HorizontalFlip(p=0.5)]), case.plain_batch, True)
+    return build_dataset(cfg, "train"), build_dataset(cfg, "val")
+
+
+def train_for(budget: float, loader: DataLoader, model: nn.Module, loss_of: Any,
+              opt: torch.optim.Optimizer) -> tuple[float, int]:
+    """A plain loop: passes over ``loader`` until ``budget`` seconds of training have gone;
+    returns (seconds, optimiser steps)."""
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < budget:
         for b in loader:
             model.train()
-            logits = model(normalise(b["image"]))
-            mask = b["mask"].long()
-            if binary:
-                loss = F.binary_cross_entropy_with_logits(logits[:, 0], (mask == 1).float())
-            else:
-                loss = F.cross_entropy(logits, mask, ignore_index=255)
+            loss = loss_of(b)
             opt.zero_grad()
             loss.backward()
             opt.step()
             steps += 1
             if time.perf_counter() - start >= budget:
                 break
-    seconds = time.perf_counter() - start
+    return time.perf_counter() - start, steps
+
+
+def plain_segment(case: Case, seed: int, budget: float) -> dict[str, Any]:
+    """Write-ups 1-3: U-Net, Adam 1e-3, flips, CE (BCE for binary masks), until the budget."""
+    train_src, val_src = seeded_sources(case, seed)
+    binary = train_src.info.binary
+    classes = train_src.info.num_classes
+    model_cfg = ModelConfig(name=case.model, **{k.split(".", 1)[1]: v for k, v in case.extra.items()
+                                                if k.startswith("model.")})
+    model = build_model(model_cfg, 1 if binary else classes, 3, "segment")
+
+    def loss_of(b: dict[str, Any]) -> torch.Tensor:
+        logits, mask = model(normalise(b["image"])), b["mask"].long()
+        if binary:
+            return F.binary_cross_entropy_with_logits(logits[:, 0], (mask == 1).float())
+        return F.cross_entropy(logits, mask, ignore_index=255)
+
+    loader = batches(train_src, A.Compose([A.HorizontalFlip(p=0.5)]), case.plain_batch, True)
+    seconds, steps = train_for(budget, loader, model, loss_of,
+                               torch.optim.Adam(model.parameters(), lr=1e-3))
     model.eval()
     n = 2 if binary else classes
     cm = torch.zeros(n, n, dtype=torch.long)
@@ -160,26 +175,14 @@ def plain_segment(case: Case, seed: int, budget: float) -> dict[str, Any]:
 
 def plain_multilabel(case: Case, seed: int, budget: float) -> dict[str, Any]:
     """Write-up 5's baseline: ResNet, sigmoid outputs, BCE, Adam 1e-3, resize only."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    cfg = data_config(case)
-    train_src, val_src = build_dataset(cfg, "train"), build_dataset(cfg, "val")
-    classes = train_src.info.num_classes
-    model = build_model(ModelConfig(name=case.model), classes, 3, "multilabel")
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train_src, val_src = seeded_sources(case, seed)
+    model = build_model(ModelConfig(name=case.model), train_src.info.num_classes, 3,
+                        "multilabel")
     resize = A.Compose([A.Resize(*case.size)])
-    start, steps = time.perf_counter(), 0
-    while time.perf_counter() - start < budget:
-        for b in batches(train_src, resize, case.plain_batch, True):
-            model.train()
-            loss = F.binary_cross_entropy_with_logits(model(normalise(b["image"])), b["labels"])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            if time.perf_counter() - start >= budget:
-                break
-    seconds = time.perf_counter() - start
+    seconds, steps = train_for(
+        budget, batches(train_src, resize, case.plain_batch, True), model,
+        lambda b: F.binary_cross_entropy_with_logits(model(normalise(b["image"])), b["labels"]),
+        torch.optim.Adam(model.parameters(), lr=1e-3))
     model.eval()
     scores, targets = [], []
     with torch.no_grad():
@@ -194,10 +197,7 @@ def plain_multilabel(case: Case, seed: int, budget: float) -> dict[str, Any]:
 def plain_lenet(case: Case, seed: int, epochs: int = 100) -> dict[str, Any]:
     """Write-up 4: LeNet-5 (sigmoid, average pooling, Xavier), SGD lr 0.9, batch 256, pixels
     scaled to 0..1; the time of 30 and 100 epochs and the accuracy after 100."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    cfg = data_config(case)
-    train_src, val_src = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    train_src, val_src = seeded_sources(case, seed)
     model = build_model(ModelConfig(name="lenet"), train_src.info.num_classes, 1, "classify")
     opt = torch.optim.SGD(model.parameters(), lr=0.9)
     loader = batches(train_src, None, case.plain_batch, True)

@@ -94,3 +94,25 @@ def test_fixed_size_onnx_slides_windows_over_bigger_images(tmp_path) -> None:
     mask_t, probs_t = torch_pred.predict_array(image)
     assert mask_o.shape == (45, 70)
     np.testing.assert_allclose(probs_o, probs_t, atol=1e-4)
+
+
+def test_export_check_scales_with_the_logits() -> None:
+    import torch
+
+    from segkit.export import check_export
+
+    class Fixed:
+        fixed_size = None
+
+        def __init__(self, offset: float, scale: float) -> None:
+            self.offset, self.scale = offset, scale
+
+        def logits(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :1] * self.scale + self.offset
+
+    example = torch.full((1, 3, 8, 8), 255.0)  # logits 255 * scale (+ offset)
+    # huge logits: an absolute 0.01 is float32 rounding, relative 1e-6
+    assert check_export(Fixed(0.0, 40.0), Fixed(0.01, 40.0), example, False, 1) < 1e-5
+    # small logits: the difference counts as it is
+    assert check_export(Fixed(0.0, 0.001), Fixed(0.01, 0.001), example, False, 1) == \
+        pytest.approx(0.01, rel=1e-3)

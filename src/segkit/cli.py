@@ -153,7 +153,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_model(args.run, args.out, args.format, not args.static, args.opset,
                           args.tolerance)
     print(
-        f"wrote {result.path} ({args.format}); max |exported - PyTorch| = {result.max_abs_diff:.2e}"
+        f"wrote {result.path} ({args.format}); max |exported - PyTorch| = "
+        f"{result.max_abs_diff:.2e} (relative to the largest logit above 1)"
     )
     return 0
 
@@ -399,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="output file (.onnx / .pt)")
     x.add_argument("--static", action="store_true", help="fixed batch and size (default dynamic)")
     x.add_argument("--opset", type=int, default=17)
-    x.add_argument("--tolerance", type=float, default=1e-3, help="max allowed abs difference")
+    x.add_argument("--tolerance", type=float, default=1e-3,
+                   help="max allowed difference of logits (relative to the largest above 1)")
     x.set_defaults(func=cmd_export)
 
     sv = sub.add_parser("serve", help="web page + HTTP API for a trained run")

@@ -14,18 +14,17 @@ from segkit.engine.predict import predict
 from segkit.engine.train import train
 from segkit.viz import save_png
 
+# The data and network; the recipe (loss, optimiser, schedule, batch, augmentation, epochs)
+# is planned from the data and a timed probe to fit the budget (see plan.yaml).
 DEMO = {
     "data.name": "shapes",
     "data.image_size": [64, 64],
     "data.num_train": 500,
     "data.num_val": 100,
-    "data.batch_size": 16,
     "model.name": "unet",
     "model.encoder": "resnet18",
     "model.decoder_channels": [128, 64, 32, 16, 16],
-    "optim.lr": 0.002,
-    "optim.scheduler": "cosine",
-    "run.epochs": 16,
+    "run.time_budget": "60s",
 }
 
 
@@ -51,6 +50,7 @@ def run_demo(out: str = "runs/demo", **overrides: object) -> dict[str, Path]:
         "grid": out_dir / "val_grid.png",
         "confusion": out_dir / "confusion_matrix.png",
         "predictions": out_dir / "predictions",
+        "plan": out_dir / "plan.yaml",
     }
     print("\n" + "=" * 72)
     print(f"segkit demo finished in {time.time() - start:.0f} s")

@@ -91,8 +91,8 @@ def test_budget_sets_epochs_from_the_measured_step_time() -> None:
     fp = fingerprint({"a": 0.5, "b": 0.5}, train=800)
     plan = decided(cfg, fp, explicit_keys(cfg), Probe(sample_seconds=0.005))
     per_epoch = 0.005 * (800 + 50 / 3)  # training + a third for each validation image
-    final = 0.005 * 50 / 3 + 3  # the best checkpoint's evaluation and the report
-    assert plan["run.epochs"].value == int((600 - final) * 0.95 // per_epoch) == 138
+    final = 0.005 * 50 / 3 + 1  # the best checkpoint's evaluation and the report
+    assert plan["run.epochs"].value == int((600 - final) * 0.95 // per_epoch) == 139
     spent = decided(cfg, fp, explicit_keys(cfg), Probe(sample_seconds=0.005, spent_seconds=200))
     assert spent["run.epochs"].value == int((400 - final) * 0.95 // per_epoch)
     assert "5.0 ms per training sample" in plan["run.epochs"].reason
@@ -255,3 +255,23 @@ def test_balanced_sampling_trains_and_caches_class_presence(tmp_path) -> None:
         expected = set(np.unique(source[i]["mask"]).tolist()) - {255}
         assert set(np.flatnonzero(presence[i]).tolist()) == expected
     assert np.array_equal(SegmentationTask.class_presence(source, tmp_path / "b"), presence)
+
+
+def test_ema_horizon_follows_the_run_length() -> None:
+    from segkit.engine.plan import ema_decay
+
+    assert ema_decay(2000) == pytest.approx(1 - 1 / 100)  # the last 100 of 2000 steps
+    assert ema_decay(100) == pytest.approx(1 - 1 / 20)  # never shorter than 20 steps
+    assert ema_decay(10**7) == 0.9999
+    assert ema_decay(1250) ** 1250 < 1e-6  # the initial weights are forgotten
+
+
+def test_bf16_is_planned_when_the_probe_measures_it_faster() -> None:
+    fp = fingerprint({"a": 0.5, "b": 0.5}, train=800)
+    cfg = build_config(overrides={"run.time_budget": "10m"})
+    fast = decided(cfg, fp, set(), Probe(sample_seconds=0.01, bf16_speedup=1.6))
+    assert fast["run.precision"].value == "bf16-mixed" and "1.60x" in fast["run.precision"].reason
+    eager = decided(cfg, fp, set(), Probe(sample_seconds=0.01))
+    assert fast["run.epochs"].value > 1.5 * eager["run.epochs"].value  # epochs follow the speed
+    slow = decided(cfg, fp, set(), Probe(sample_seconds=0.01, bf16_speedup=1.15))
+    assert slow["run.precision"].value == "32"

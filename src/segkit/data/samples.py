@@ -37,7 +37,7 @@ CONTENTS = ("shapes", "digits")
 DIGIT_LAYOUTS = {
     "voc": SceneLayout((1, 2), (0.45, 0.7)),
     "folder": SceneLayout((1, 2), (0.45, 0.7)),
-    "cityscapes": SceneLayout((1, 3), (0.25, 0.45)),
+    "cityscapes": SceneLayout((1, 3), (0.3, 0.5)),
     "carvana": SceneLayout((1, 1), (0.7, 0.95)),
     "coco": SceneLayout((1, 4), (0.22, 0.38)),
     "csv-multilabel": SceneLayout((1, 4), (0.22, 0.38)),

@@ -21,11 +21,19 @@ from segkit.tasks import task_class
 
 EMA_MIN_STEPS = 1000  # shorter runs end before an average of recent weights pays off
 BUDGET_SHARE = 0.95  # of what --time leaves for epochs: the rest absorbs step-time jitter
-REPORT_SECONDS = 3.0  # curves, report and pictures after the final evaluation
+REPORT_SECONDS = 1.0  # curves, report and pictures after the final evaluation
 MEMORY_SHARE = 0.6  # of the free memory a training batch may take (allocator, workers, spikes)
 RARE_IMAGE_FRACTION = 0.1  # a class in fewer images than this is rare (LVIS's t)
 FASTER = 1.1  # a probed option is taken when it makes steps at least this much faster
+BF16_FASTER = 1.3  # bfloat16 costs precision: it must buy more speed than a layout change
 COMPILE_MIN_SECONDS = 900  # below this budget, torch.compile's warm-up is not worth probing
+
+
+def ema_decay(total_steps: int) -> float:
+    """EMA decay whose horizon (1 / (1 - decay) steps) is 5% of the run: long enough to smooth
+    the last steps' noise, short enough that the random initial weights are forgotten (a fixed
+    0.999 still holds 74% of them after 300 steps)."""
+    return min(0.9999, 1.0 - 1.0 / max(20.0, 0.05 * total_steps))
 
 
 @dataclass
@@ -37,6 +45,7 @@ class Probe:
         sample_bytes: memory one training sample takes (tensors saved for backward).
         free_bytes: memory free on the training device.
         channels_last_speedup: step time in NCHW over step time in NHWC.
+        bf16_speedup: step time in float32 over step time with bfloat16 autocast.
         compile_speedup: step time eager over step time compiled.
         compile_seconds: the first compiled step's extra time.
         spent_seconds: time the run had spent before training (data, fingerprint, probe).
@@ -46,6 +55,7 @@ class Probe:
     sample_bytes: float | None = None
     free_bytes: float | None = None
     channels_last_speedup: float | None = None
+    bf16_speedup: float | None = None
     compile_speedup: float | None = None
     compile_seconds: float | None = None
     spent_seconds: float = 0.0
@@ -98,37 +108,48 @@ def plan_recipe(cfg: Config, fingerprint: dict[str, Any], explicit: set[str],
             proposals.append(("data.batch_size", fits, f"{probe.sample_bytes / 2**20:.0f} MiB "
                               f"a sample, {probe.free_bytes / 2**30:.1f} GiB free: {fits} fit"))
             batch = fits
+    speedup = 1.0  # of the planned steps over the probed float32 NCHW eager ones
     if probe.channels_last_speedup is not None:
         faster = probe.channels_last_speedup >= FASTER
         proposals.append(("run.channels_last", faster, f"NHWC steps measured "
                           f"{probe.channels_last_speedup:.2f}x the speed of NCHW here"))
+        speedup = probe.channels_last_speedup if faster else 1.0
+    if probe.bf16_speedup is not None:
+        faster = probe.bf16_speedup >= BF16_FASTER
+        proposals.append(("run.precision", "bf16-mixed" if faster else "32", f"bfloat16 "
+                          f"autocast steps measured {probe.bf16_speedup:.2f}x the speed of "
+                          "float32 here"))
+        speedup *= probe.bf16_speedup if faster else 1.0
     n_train = int(fingerprint["splits"]["train"])
     n_val = int(fingerprint["splits"].get("val", 0))
     budget = budget_seconds(cfg.run.time_budget) if cfg.run.time_budget else None
     epochs = cfg.run.epochs
     if budget and probe.sample_seconds and "run.epochs" not in explicit:
-        speedup = 1.0
+        compiled = False
         if probe.compile_speedup and probe.compile_seconds is not None:
             use = (budget >= COMPILE_MIN_SECONDS and probe.compile_speedup >= FASTER
                    and budget * (1 - 1 / probe.compile_speedup) > 2 * probe.compile_seconds)
             proposals.append(("run.compile", use, f"compiled steps {probe.compile_speedup:.2f}x "
                               f"as fast after {probe.compile_seconds:.0f} s of compiling" +
                               ("" if use else ": not repaid in this budget")))
-            speedup = probe.compile_speedup if use else 1.0
+            speedup *= probe.compile_speedup if use else 1.0
+            compiled = use
         # validation runs forward only, about a third of a training step's work per sample;
         # the final evaluation of the best checkpoint is one more validation pass
         per_epoch = probe.sample_seconds / speedup * (n_train + n_val / 3)
-        final = probe.sample_seconds * n_val / 3 + REPORT_SECONDS
+        final = probe.sample_seconds / speedup * n_val / 3 + REPORT_SECONDS
         left = (budget - probe.spent_seconds - final) * BUDGET_SHARE
-        left -= (probe.compile_seconds or 0.0) * (speedup > 1)
+        if compiled:
+            left -= probe.compile_seconds or 0.0
         epochs = max(1, math.floor(left / per_epoch))
         proposals.append(("run.epochs", epochs, f"{budget:g} s budget, "
-                          f"{probe.sample_seconds * 1000:.1f} ms per training sample measured "
-                          f"here: about {per_epoch:.1f} s an epoch with validation"))
+                          f"{probe.sample_seconds / speedup * 1000:.1f} ms per training sample "
+                          f"measured here: about {per_epoch:.1f} s an epoch with validation"))
     total = max(1, n_train // max(batch, 1) // cfg.run.accumulate) * epochs
     proposals += kind.plan_augmentation(fingerprint, cfg, epochs)
     proposals.append(("run.ema", total >= EMA_MIN_STEPS,
-                      f"{total} steps: an average of recent weights is steadier" if
+                      f"{total} steps: an average of recent weights is steadier (decay "
+                      f"{ema_decay(total):.4f}, over the last {round(0.05 * total)} steps)" if
                       total >= EMA_MIN_STEPS else
                       f"{total} steps are too few for a weight average to catch up"))
     given = cfg.to_dict()

@@ -42,6 +42,7 @@ from segkit.engine.plan import (
     COMPILE_MIN_SECONDS,
     Probe,
     apply_plan,
+    ema_decay,
     explicit_keys,
     plan_recipe,
     read_plan,
@@ -51,7 +52,6 @@ from segkit.errors import SegkitError
 from segkit.tasks import InferenceOptions, Task, task_class
 
 FINGERPRINT_IMAGES = 500  # training images the plan's fingerprint reads at most
-EMA_DECAY = 0.999
 FINAL_SHARE = 0.05  # of --time kept for the final evaluation and the report
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
@@ -202,6 +202,9 @@ def probe_machine(cfg: Config, train_src: Any, run_dir: Path, budget: float | No
                 and v.dim() == 4 else v for k, v in batch.items()}
         probe.channels_last_speedup = eager / timed_steps(task, optimizer, nhwc, device)
         task.to(memory_format=torch.contiguous_format)
+    if "run.precision" not in explicit and eager < budget / 100 and bf16_works(device):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            probe.bf16_speedup = eager / timed_steps(task, optimizer, batch, device)
     if "run.compile" not in explicit and budget >= COMPILE_MIN_SECONDS:
         compiled = torch.compile(task.model)
         task.__dict__["_compiled"] = compiled
@@ -213,6 +216,11 @@ def probe_machine(cfg: Config, train_src: Any, run_dir: Path, budget: float | No
         probe.compile_seconds = max(first - fast, 0.0)
         task.__dict__.pop("_compiled", None)
     return probe
+
+
+def bf16_works(device: torch.device) -> bool:
+    """Whether bfloat16 autocast is worth probing on ``device`` (CUDA: Ampere or newer)."""
+    return device.type == "cpu" or torch.cuda.is_bf16_supported()
 
 
 def timed_steps(task: Task, optimizer: torch.optim.Optimizer, batch: dict[str, Any],
@@ -322,7 +330,8 @@ def train(
     if cfg.run.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 20)))
     if cfg.run.ema:
-        callbacks.append(EMAWeightAveraging(decay=EMA_DECAY))
+        total_steps = steps_per_epoch // cfg.run.accumulate * cfg.run.epochs
+        callbacks.append(EMAWeightAveraging(decay=ema_decay(total_steps)))
     if cfg.run.early_stop_patience:
         callbacks.append(
             EarlyStopping(task.monitor, mode="max", patience=cfg.run.early_stop_patience)
