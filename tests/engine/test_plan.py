@@ -190,7 +190,8 @@ def test_time_budget_stops_within_ten_percent_with_a_best_checkpoint(tmp_path) -
     assert result.best_checkpoint.is_file() and len(result.history) >= 2
     epochs = {d["key"]: d for d in yaml.safe_load(
         (tmp_path / "t" / "plan.yaml").read_text())["decisions"]}["run.epochs"]
-    assert "ms per training sample measured here" in epochs["reason"]
+    assert ("ms per training sample measured here" in epochs["reason"]
+            or "re-planned after the first epoch" in epochs["reason"])
 
 
 @pytest.mark.slow
@@ -275,3 +276,30 @@ def test_bf16_is_planned_when_the_probe_measures_it_faster() -> None:
     assert fast["run.epochs"].value > 1.5 * eager["run.epochs"].value  # epochs follow the speed
     slow = decided(cfg, fp, set(), Probe(sample_seconds=0.01, bf16_speedup=1.15))
     assert slow["run.precision"].value == "32"
+
+
+@pytest.mark.slow
+def test_a_wrong_probe_is_corrected_after_the_first_epoch(tmp_path, monkeypatch) -> None:
+    import segkit.engine.train as train_module
+
+    real = train_module.probe_machine
+
+    def pessimistic(*args, **kwargs):  # as if timed beside a busy process: 6x too slow
+        probe = real(*args, **kwargs)
+        probe.sample_seconds *= 6
+        return probe
+
+    monkeypatch.setattr(train_module, "probe_machine", pessimistic)
+    over = tiny_overrides(tmp_path / "t", **{"run.time_budget": "20s", "data.num_train": 64,
+                                             "data.image_size": [64, 64], "run.grid_images": 0})
+    over.pop("run.epochs")
+    begin = time.time()
+    result = train(build_config(overrides=over))
+    assert time.time() - begin <= 22.0
+    epochs = {d["key"]: d for d in yaml.safe_load(
+        (tmp_path / "t" / "plan.yaml").read_text())["decisions"]}["run.epochs"]
+    assert "re-planned after the first epoch" in epochs["reason"]
+    planned = int(epochs["reason"].split("gave ")[1].split()[0])
+    assert epochs["value"] > 1.25 * planned and len(result.history) == epochs["value"]
+    saved = yaml.safe_load((tmp_path / "t" / "config.yaml").read_text())
+    assert saved["run"]["epochs"] == epochs["value"]

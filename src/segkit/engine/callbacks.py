@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from tqdm.auto import tqdm
 
+from segkit.engine.plan import BUDGET_SHARE, REPORT_SECONDS
 from segkit.errors import describe_os_error
 
 
@@ -98,3 +100,43 @@ class EpochSummary(Callback):
             tmp.replace(self.csv_path)
         except OSError as err:
             raise describe_os_error(err, f"writing {self.csv_path}") from None
+
+
+class BudgetCheck(Callback):
+    """Re-plans a ``--time`` run's epochs after the first one, from its measured time, when the
+    probe's estimate was off by more than a quarter (a probe timed beside another busy process,
+    a data loader slower than the probe's in-memory batch). The schedule is stretched or
+    shortened from there on; ``on_replan(epochs, reason)`` records the new plan.
+    """
+
+    def __init__(self, budget: float, started: float,
+                 on_replan: Callable[[int, str], None]) -> None:
+        self.budget, self.started, self.on_replan = budget, started, on_replan
+        self.epoch_began = self.val_began = self.val_seconds = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 0:
+            self.epoch_began = time.time()
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.val_began = time.time()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 0:
+            self.val_seconds = time.time() - self.val_began
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch != 0 or not self.epoch_began:
+            return
+        now = time.time()
+        took = now - self.epoch_began
+        # the final evaluation is one more validation pass, then the report
+        left = (self.budget - (now - self.started) - self.val_seconds - REPORT_SECONDS)
+        epochs = 1 + max(0, math.floor(left * BUDGET_SHARE / max(took, 1e-6)))
+        planned = trainer.max_epochs
+        if planned * 0.8 <= epochs <= planned * 1.25:
+            return
+        trainer.fit_loop.max_epochs = epochs
+        pl_module.set_epochs(epochs)  # type: ignore[operator]
+        self.on_replan(epochs, f"re-planned after the first epoch, which took {took:.1f} s "
+                               f"here (the probe's estimate gave {planned} epochs)")

@@ -204,3 +204,14 @@ def read_plan(path: Path) -> list[Decision]:
     if not path.is_file():
         return []
     return [Decision(**d) for d in (yaml.safe_load(path.read_text()) or {}).get("decisions", [])]
+
+
+def update_decision(path: Path, key: str, value: Any, reason: str) -> None:
+    """Rewrite one decision of a plan.yaml (atomically), e.g. epochs re-planned mid-run."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    for decision in doc.get("decisions", []):
+        if decision["key"] == key:
+            decision.update(value=value, reason=reason)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
+    tmp.replace(path)

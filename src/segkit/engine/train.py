@@ -35,7 +35,7 @@ from segkit.data import build_dataset, check_task_fits
 from segkit.data.fingerprint import fingerprint_dataset
 from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented
-from segkit.engine.callbacks import EpochSummary, read_history
+from segkit.engine.callbacks import BudgetCheck, EpochSummary, read_history
 from segkit.engine.checkpoint import check_resumable
 from segkit.engine.loaders import RunData, repeat_factors
 from segkit.engine.plan import (
@@ -46,6 +46,7 @@ from segkit.engine.plan import (
     explicit_keys,
     plan_recipe,
     read_plan,
+    update_decision,
     write_plan,
 )
 from segkit.errors import SegkitError
@@ -119,7 +120,9 @@ def self_configure(cfg: Config, train_src: Any, run_dir: Path,
     explicit = explicit_keys(cfg)
     first = apply_plan(cfg, plan_recipe(cfg, fingerprint, explicit))
     budget = budget_seconds(cfg.run.time_budget) if cfg.run.time_budget else None
-    probe = probe_machine(first, train_src, run_dir, budget, explicit)
+    with warnings.catch_warnings():  # the probe's steps log outside a Trainer, on purpose
+        warnings.filterwarnings("ignore", ".*self.trainer. reference is not registered.*")
+        probe = probe_machine(first, train_src, run_dir, budget, explicit)
     probe.spent_seconds = time.time() - (started or time.time())
     decisions = plan_recipe(cfg, fingerprint, explicit, probe)
     if rank_zero_only.rank == 0:
@@ -332,6 +335,15 @@ def train(
     if cfg.run.ema:
         total_steps = steps_per_epoch // cfg.run.accumulate * cfg.run.epochs
         callbacks.append(EMAWeightAveraging(decay=ema_decay(total_steps)))
+    planned = {d.key: d for d in read_plan(run_dir / "plan.yaml")}.get("run.epochs")
+    if (cfg.run.time_budget and cfg.run.recipe == "auto" and not resume and planned is not None
+            and not planned.user_set):
+
+        def record(epochs: int, reason: str) -> None:
+            update_decision(run_dir / "plan.yaml", "run.epochs", epochs, reason)
+            build_config(cfg.to_dict(), {"run.epochs": epochs}).save(run_dir / "config.yaml")
+
+        callbacks.append(BudgetCheck(budget_seconds(cfg.run.time_budget), started, record))
     if cfg.run.early_stop_patience:
         callbacks.append(
             EarlyStopping(task.monitor, mode="max", patience=cfg.run.early_stop_patience)

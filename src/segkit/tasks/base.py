@@ -317,20 +317,37 @@ class Task(pl.LightningModule):
             return {"optimizer": optimizer,
                     "lr_scheduler": {"scheduler": sched, "monitor": self.monitor,
                                      "interval": "epoch"}}
-        lam = epoch_lr_factor(opt_cfg.scheduler, self.config.run.epochs, opt_cfg.warmup_epochs,
-                              opt_cfg.factor, opt_cfg.step_size)
         if opt_cfg.per_step:  # the same curve, sampled every optimiser step
-            per_epoch = max(1, self.trainer.estimated_stepping_batches // self.config.run.epochs)
-            ramp = opt_cfg.warmup_epochs * per_epoch
+            self._steps_per_epoch = max(
+                1, self.trainer.estimated_stepping_batches // self.config.run.epochs)
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule(self.config.run.epochs))
+        return {"optimizer": optimizer, "lr_scheduler": {
+            "scheduler": sched, "interval": "step" if opt_cfg.per_step else "epoch"}}
 
-            def per_step(step: int) -> float:  # linear warm-up from ~0, then the curve
-                return (step + 1) / (ramp + 1) if step < ramp else lam(step / per_epoch)
+    def schedule(self, epochs: int) -> Any:
+        """The LR multiplier of a run of ``epochs`` epochs, by step (``optim.per_step``) or by
+        epoch."""
+        opt_cfg = self.config.optim
+        lam = epoch_lr_factor(opt_cfg.scheduler, epochs, opt_cfg.warmup_epochs, opt_cfg.factor,
+                              opt_cfg.step_size)
+        if not opt_cfg.per_step:
+            return lam
+        per_epoch = self._steps_per_epoch
+        ramp = opt_cfg.warmup_epochs * per_epoch
 
-            sched = torch.optim.lr_scheduler.LambdaLR(optimizer, per_step)
-            return {"optimizer": optimizer,
-                    "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lam)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        def per_step(step: int) -> float:  # linear warm-up from ~0, then the curve
+            return (step + 1) / (ramp + 1) if step < ramp else lam(step / per_epoch)
+
+        return per_step
+
+    def set_epochs(self, epochs: int) -> None:
+        """Stretch or shorten a running schedule to ``epochs`` (the steps taken stay as they
+        were; the curve from here on is the new run's)."""
+        self.config.run.epochs = epochs
+        for entry in self.trainer.lr_scheduler_configs:
+            if isinstance(entry.scheduler, torch.optim.lr_scheduler.LambdaLR):
+                entry.scheduler.lr_lambdas = [self.schedule(epochs)] * len(
+                    entry.scheduler.lr_lambdas)
 
     def on_train_epoch_start(self) -> None:
         # Every epoch's randomness (augmentation, mixing, dropout) is a function of
