@@ -300,6 +300,8 @@ def test_a_wrong_probe_is_corrected_after_the_first_epoch(tmp_path, monkeypatch)
         (tmp_path / "t" / "plan.yaml").read_text())["decisions"]}["run.epochs"]
     assert "re-planned after the first epoch" in epochs["reason"]
     planned = int(epochs["reason"].split("gave ")[1].split()[0])
-    assert epochs["value"] > 1.25 * planned and len(result.history) == epochs["value"]
+    assert epochs["value"] > 1.25 * planned
+    # the run went past the pessimistic plan (max_time may still end it an epoch early)
+    assert 1.25 * planned < len(result.history) <= epochs["value"]
     saved = yaml.safe_load((tmp_path / "t" / "config.yaml").read_text())
     assert saved["run"]["epochs"] == epochs["value"]
