@@ -86,16 +86,22 @@ class SegmentationMetrics(Metric):
         return scores_from_confusion(self.confmat)
 
 
-def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
-    """Area under the precision-recall steps (sklearn's definition, ties grouped)."""
+def ranked_cuts(scores: torch.Tensor, targets: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores sorted high to low, the index ending each group of tied scores, and the true
+    positives above each of those cuts: what precision-recall and F1 curves are made of."""
     order = torch.argsort(scores, descending=True, stable=True)
     s, y = scores[order].double(), targets[order].double()
-    if y.sum() == 0:
-        return float("nan")
     last = torch.cat([torch.nonzero(s[1:] != s[:-1]).flatten(), torch.tensor([len(s) - 1])])
-    tps = torch.cumsum(y, 0)[last]
-    fps = (last + 1).double() - tps
-    precision = tps / (tps + fps)
+    return s, last, torch.cumsum(y, 0)[last]
+
+
+def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """Area under the precision-recall steps (sklearn's definition, ties grouped)."""
+    if targets.sum() == 0:
+        return float("nan")
+    _, last, tps = ranked_cuts(scores, targets)
+    precision = tps / (last + 1).double()
     recall = tps / tps[-1]
     prev = torch.cat([torch.zeros(1, dtype=recall.dtype), recall[:-1]])
     return float(((recall - prev) * precision).sum())
@@ -111,18 +117,14 @@ def best_f1_thresholds(scores: torch.Tensor, targets: torch.Tensor,
     """
     out = torch.full((scores.shape[1],), default, dtype=torch.float64)
     for c in range(scores.shape[1]):
-        s, y = scores[:, c].double(), targets[:, c].double()
-        if y.sum() == 0:
+        positives = float(targets[:, c].sum())
+        if positives == 0:
             continue
-        order = torch.argsort(s, descending=True, stable=True)
-        s, y = s[order], y[order]
-        last = torch.cat([torch.nonzero(s[1:] != s[:-1]).flatten(), torch.tensor([len(s) - 1])])
-        tp = torch.cumsum(y, 0)[last]
-        predicted = (last + 1).double()
-        f1 = 2 * tp / (predicted + y.sum())
-        best = int(torch.argmax(f1))
-        below = s[last[best] + 1] if last[best] + 1 < len(s) else s[last[best]] - 1e-6
-        out[c] = float((s[last[best]] + below) / 2)
+        s, last, tp = ranked_cuts(scores[:, c], targets[:, c])
+        best = int(torch.argmax(2 * tp / ((last + 1).double() + positives)))
+        cut = int(last[best])
+        below = s[cut + 1] if cut + 1 < len(s) else s[cut] - 1e-6
+        out[c] = float((s[cut] + below) / 2)
     return out
 
 
