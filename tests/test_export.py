@@ -9,7 +9,8 @@ from PIL import Image
 from conftest import tiny_overrides
 from segkit.cli import main
 from segkit.config import build_config
-from segkit.engine.inference import OnnxPredictor, TorchPredictor
+from segkit.engine.backends import OnnxPredictor
+from segkit.engine.inference import TorchPredictor
 from segkit.engine.train import train
 from segkit.export import export_model
 

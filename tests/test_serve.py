@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import socket
 import threading
 import time
@@ -146,3 +147,64 @@ def test_api_key_guards_the_model_and_leaving_loopback_needs_one(trained_run, ca
     assert main(["serve", str(trained_run), "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err
     assert "--host 0.0.0.0 lets other machines reach the model: set --api-key" in err
+    assert client.get("/metrics").status_code == 401
+
+
+def test_insecure_opts_out_with_a_warning_and_workers_split_the_cores(trained_run, capsys,
+                                                                       monkeypatch) -> None:
+    import json
+    import os
+
+    import uvicorn
+
+    from segkit.cli import main
+
+    started: list[tuple] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append((app, kw)))
+    assert main(["serve", str(trained_run), "--host", "0.0.0.0", "--insecure"]) == 0
+    assert "without an API key (--insecure)" in capsys.readouterr().out
+    assert started[0][1]["host"] == "0.0.0.0"
+    assert main(["serve", str(trained_run), "--workers", "2", "--max-batch", "4"]) == 0
+    app, kw = started[1]
+    assert app == "segkit.serve.app:app_from_env" and kw["workers"] == 2 and kw["factory"]
+    args = json.loads(os.environ["SEGKIT_SERVE_ARGS"])
+    assert args["max_batch"] == 4 and args["threads"] == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_batched_service_answers_each_request_with_its_own_image(trained_run) -> None:
+    """16 concurrent requests of 4 different images through one batching service: every
+    answer is its own image's single-image prediction, and batches of several did run."""
+    import uvicorn
+
+    from segkit.serve import create_app
+
+    app = create_app(trained_run, max_batch=8, max_wait_ms=50)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    images = [_png(20 + i) for i in range(4)]
+    predictor = TorchPredictor.from_checkpoint(trained_run)
+    expected = [predictor.predict_array(np.asarray(Image.open(io.BytesIO(d)).convert("RGB")))[0]
+                for d in images]
+
+    def call(i: int) -> tuple[int, np.ndarray]:
+        r = httpx.post(f"{url}/predict", files={"file": ("x.png", images[i % 4])}, timeout=60)
+        return i % 4, np.asarray(Image.open(io.BytesIO(r.content)))
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(call, range(16)))
+        metrics = httpx.get(f"{url}/metrics").text
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+    for i, mask in answers:
+        np.testing.assert_array_equal(mask, expected[i])
+    count = float(re.search(r"segkit_batch_size_count (\S+)", metrics).group(1))
+    assert 'segkit_requests_total{status="200"} 16.0' in metrics
+    assert count < 16  # some requests shared a forward
+    assert "segkit_queue_length 0.0" in metrics and "segkit_request_seconds_bucket" in metrics

@@ -32,6 +32,7 @@ _PUBLIC = {
     "evaluate": "segkit.engine.evaluate",
     "predict": "segkit.engine.predict",
     "Predictor": "segkit.engine.inference",
+    "load_predictor": "segkit.engine.backends",
     "export_model": "segkit.export",
 }
 

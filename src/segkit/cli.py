@@ -32,6 +32,19 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
                    "chosen on validation, else 0.5)")
     p.add_argument("--top-k", type=int, default=5, help="classifiers: how many classes to list")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--backend", default="auto",
+                   help="auto (the fastest of the run's exports, else PyTorch), torch, "
+                   "onnxruntime or openvino")
+    p.add_argument("--channels-last", action="store_true", help="torch backend: NHWC")
+    p.add_argument("--compile", action="store_true", help="torch backend: torch.compile")
+
+
+def load_model(model: str, args: argparse.Namespace) -> Any:
+    """The predictor the shared inference flags ask for (any backend)."""
+    from segkit.engine.backends import load_predictor
+
+    return load_predictor(model, args.device, inference_options(args), args.backend,
+                          args.channels_last, args.compile)
 
 
 def inference_options(args: argparse.Namespace) -> Any:
@@ -125,7 +138,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         overrides["name"] = args.data
     if args.data_root:
         overrides["root"] = args.data_root
-    m = evaluate(args.run, args.split, inference_options(args), overrides, args.out, args.device)
+    predictor = load_model(args.run, args)
+    print(f"backend: {predictor.describe()}")
+    m = evaluate(args.run, args.split, data_overrides=overrides, out=args.out,
+                 predictor=predictor)
     print(Path(m["results_txt"]).read_text())
     print(f"wrote {m['results_txt']} and metrics.json beside it")
     return 0
@@ -133,16 +149,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """segkit predict."""
-    from segkit.engine.inference import Predictor
     from segkit.engine.predict import predict_with
 
     model = args.onnx or args.run
     if model is None:
         raise SegkitError("give a run directory / checkpoint, or --onnx FILE")
-    predictor = Predictor.load(model, args.device, inference_options(args))
+    predictor = load_model(model, args)
+    print(f"backend: {predictor.describe()}")
     writer = predict_with(predictor, args.inputs, args.out, save_probs=args.save_probs)
-    backend = " (ONNX Runtime)" if args.onnx else ""
-    print(writer.describe() + backend)
+    print(writer.describe())
     return 0
 
 
@@ -151,11 +166,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     from segkit.export import export_model
 
     result = export_model(args.run, args.out, args.format, not args.static, args.opset,
-                          args.tolerance)
-    print(
-        f"wrote {result.path} ({args.format}); max |exported - PyTorch| = "
-        f"{result.max_abs_diff:.2e} (relative to the largest logit above 1)"
-    )
+                          args.tolerance, int8=args.int8, fp16=args.fp16,
+                          calibration=args.calibration, max_drop=args.max_drop,
+                          check_images=args.check_images or None, progress=True)
+    print(f"wrote {result.path} ({args.format} {result.precision}) and {result.sidecar}")
+    if result.max_abs_diff is not None:
+        print(f"max |exported - PyTorch| logits = {result.max_abs_diff:.2e} (relative to the "
+              "largest logit above 1)")
+    acc = result.accuracy
+    if acc:
+        print(f"validation {acc['metric']} on {acc['images']} images: PyTorch "
+              f"{acc['pytorch']:.4f}, {acc['backend']} {result.precision} {acc['exported']:.4f} "
+              f"({-acc['drop_points']:+.2f} points)")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """segkit benchmark."""
+    from segkit.benchmark import benchmark_run, markdown_table
+
+    result = benchmark_run(args.run, args.batch, tuple(args.size) if args.size else None,
+                           args.runs, args.seconds, args.threads, export=not args.no_export)
+    print(markdown_table(result))
+    print(f"wrote {Path(result['run']) / 'export' / 'benchmark.json'} (and .md); "
+          "--backend auto now picks the fastest")
     return 0
 
 
@@ -164,7 +198,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from segkit.serve import serve
 
     api_key = args.api_key or os.environ.get("SEGKIT_API_KEY") or None
-    serve(args.run, args.host, args.port, args.device, args.max_upload_mb, args.timeout, api_key)
+    serve(args.run, args.host, args.port, args.device, args.max_upload_mb, args.timeout, api_key,
+          args.backend, args.max_batch, args.max_wait_ms, args.max_queue, args.workers,
+          args.insecure)
     return 0
 
 
@@ -394,15 +430,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_args(p)
     p.set_defaults(func=cmd_predict)
 
-    x = sub.add_parser("export", help="ONNX / TorchScript export, checked against PyTorch")
+    x = sub.add_parser("export", help="ONNX / OpenVINO / TorchScript export (FP32, FP16, INT8), "
+                       "checked against PyTorch")
     x.add_argument("run", help="run directory or checkpoint file")
-    x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    x.add_argument("--out", required=True, help="output file (.onnx / .pt)")
+    x.add_argument("--format", choices=["onnx", "openvino", "torchscript"], default="onnx")
+    x.add_argument("--out", help="output file (.onnx / .xml / .pt); default "
+                   "RUN/export/FORMAT/model[-int8|-fp16].SUFFIX, where --backend auto looks")
+    x.add_argument("--int8", action="store_true",
+                   help="static INT8 quantisation calibrated on training images")
+    x.add_argument("--fp16", action="store_true", help="half-precision weights")
+    x.add_argument("--calibration", type=int, default=64,
+                   help="--int8: training images that calibrate activation ranges")
+    x.add_argument("--max-drop", type=float, default=1.0,
+                   help="fail when the validation metric drops more than this many points "
+                   "(negative: skip the accuracy check)")
+    x.add_argument("--check-images", type=int, default=200,
+                   help="validation images the accuracy check scores (0: all)")
     x.add_argument("--static", action="store_true", help="fixed batch and size (default dynamic)")
     x.add_argument("--opset", type=int, default=17)
     x.add_argument("--tolerance", type=float, default=1e-3,
                    help="max allowed difference of logits (relative to the largest above 1)")
     x.set_defaults(func=cmd_export)
+
+    bm = sub.add_parser("benchmark", help="latency, throughput, memory and accuracy of every "
+                        "backend and precision of a run, on this machine")
+    bm.add_argument("run", help="run directory")
+    bm.add_argument("--batch", type=int, default=8, help="batch size of the throughput figure")
+    bm.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                    help="input size (default: the training size)")
+    bm.add_argument("--runs", type=int, default=20, help="timed single-image runs (at least)")
+    bm.add_argument("--seconds", type=float, default=2.0, help="and at least this long each")
+    bm.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    bm.add_argument("--no-export", action="store_true",
+                    help="measure existing exports only (default: make missing FP32 and INT8 "
+                    "exports first)")
+    bm.set_defaults(func=cmd_benchmark)
 
     sv = sub.add_parser("serve", help="web page + HTTP API for a trained run")
     sv.add_argument("run", help="run directory or checkpoint file")
@@ -410,6 +472,18 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--device", default="cpu")
     sv.add_argument("--max-upload-mb", type=float, default=10.0)
+    sv.add_argument("--backend", default="auto", help="auto (the fastest of the run's "
+                    "exports, else PyTorch), torch, onnxruntime or openvino")
+    sv.add_argument("--max-batch", type=int, default=8,
+                    help="concurrent requests run as one forward (1: no batching)")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0,
+                    help="how long a request waits for others to batch with")
+    sv.add_argument("--max-queue", type=int, default=64,
+                    help="requests waiting beyond this get 503 with Retry-After")
+    sv.add_argument("--workers", type=int, default=1,
+                    help="processes sharing the port (the cores are split between them)")
+    sv.add_argument("--insecure", action="store_true",
+                    help="allow a non-loopback --host without an API key")
     sv.add_argument("--api-key", help="require this key in an X-API-Key header (needed when "
                     "--host leaves loopback; or set SEGKIT_API_KEY)")
     sv.add_argument(

@@ -1,16 +1,23 @@
-"""Export a trained run to ONNX or TorchScript, checked against PyTorch, self-describing.
+"""Export a trained run to ONNX, OpenVINO or TorchScript, in FP32, FP16 or INT8, checked.
 
 The exported graph takes float32 pixels in 0..255 ([B,C,H,W]) and normalises inside, so a user
 needs nothing but the file; task, classes, palette, config and the padding rule travel in its
-metadata. Spatial sizes must be multiples of ``pad_multiple`` inside the graph; segkit's
-``OnnxPredictor`` / ``TorchScriptPredictor`` pad and crop, so any size works.
+metadata and in ``model.json`` beside it (same stem), with the accuracy it kept. Spatial sizes
+must be multiples of ``pad_multiple`` inside the graph; segkit's predictors pad and crop, so
+any size works.
+
+Every export is checked twice: FP32 logits against PyTorch (``tolerance``), and the task's
+headline metric on the validation split with the export's own runtime against the PyTorch
+model (``max_drop`` points). INT8 is ONNX Runtime's post-training static quantisation (QDQ,
+per-channel weights) calibrated on training images; OpenVINO reads those QDQ graphs and runs
+them in INT8, so both runtimes share one calibration.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +25,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from segkit.checkpoint_io import resolve_checkpoint
+from segkit.engine.backends import (
+    EXPORT_DIR,
+    OnnxPredictor,
+    OpenVinoPredictor,
+    TorchScriptPredictor,
+    backend_installed,
+    checkpoint_stamp,
+    sidecar_of,
+)
 from segkit.engine.checkpoint import load_task
-from segkit.engine.inference import OnnxPredictor, TorchPredictor, TorchScriptPredictor
+from segkit.engine.inference import Predictor, TorchPredictor
 from segkit.errors import SegkitError
-from segkit.models.wrappers import PadToMultiple
+from segkit.models.wrappers import PadToMultiple, pad_to_multiple, pad_to_size
 
-EXPORTERS = ("onnx", "torchscript")
+EXPORTERS = ("onnx", "openvino", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}
+RUNTIMES = {"onnx": ["onnxruntime", "openvino"], "openvino": ["openvino"],
+            "torchscript": ["torch"]}
 
 
 class ExportWrapper(nn.Module):
@@ -41,18 +61,25 @@ class ExportWrapper(nn.Module):
 
 @dataclass
 class ExportResult:
-    """Where the file is and how far it is from PyTorch (``max_abs_diff``: the largest logit
-    difference, relative to the largest logit where that is above 1)."""
+    """Where the file is and how far it is from PyTorch.
+
+    ``max_abs_diff``: the largest FP32 logit difference, relative to the largest logit where
+    that is above 1 (None for INT8 / FP16, which are judged by ``accuracy`` alone);
+    ``accuracy``: the headline metric of PyTorch and of the export on validation images.
+    """
 
     path: Path
-    max_abs_diff: float
+    max_abs_diff: float | None
     metadata: dict[str, str]
+    precision: str = "fp32"
+    accuracy: dict[str, Any] = field(default_factory=dict)
+    sidecar: Path | None = None
 
 
 def export_metadata(task: Any, multiple: int) -> dict[str, str]:
     """What a runtime needs besides the graph, as strings (ONNX metadata_props)."""
     cfg = task.config
-    return {
+    meta = {
         "segkit_task": task.name,
         "classes": json.dumps(task.info.classes),
         "palette": json.dumps([list(c) for c in task.info.palette]),
@@ -67,32 +94,70 @@ def export_metadata(task: Any, multiple: int) -> dict[str, str]:
         "model": f"{cfg.model.name}/{cfg.model.encoder}",
         "config": json.dumps(cfg.to_dict()),
     }
+    checkpoint = getattr(task, "checkpoint_path", None)
+    if checkpoint is not None:
+        from segkit.engine.inference import run_thresholds
+
+        thresholds = run_thresholds(Path(checkpoint))
+        if thresholds:
+            meta["class_thresholds"] = json.dumps(list(thresholds))
+    return meta
 
 
-def export_model(run: str | Path, out: str | Path, fmt: str = "onnx", dynamic: bool = True,
-                 opset: int = 17, tolerance: float = 1e-3) -> ExportResult:
-    """Export ``run`` to ``out``; reload it, compare with PyTorch, fail above ``tolerance``.
+def default_output(run: str | Path, fmt: str, precision: str) -> Path:
+    """``RUN/export/FORMAT/model[-PRECISION].SUFFIX``, where ``--backend auto`` looks."""
+    from segkit.checkpoint_io import run_dir_of
+
+    path = Path(run)
+    run_dir = path if path.is_dir() else run_dir_of(path)
+    stem = "model" if precision == "fp32" else f"model-{precision}"
+    return run_dir / EXPORT_DIR / fmt / f"{stem}{SUFFIXES[fmt]}"
+
+
+def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onnx",
+                 dynamic: bool = True, opset: int = 17, tolerance: float = 1e-3,
+                 int8: bool = False, fp16: bool = False, calibration: int = 64,
+                 max_drop: float = 1.0, check_images: int | None = 200,
+                 progress: bool = False) -> ExportResult:
+    """Export ``run``, check it against PyTorch, and describe it in ``model.json`` beside it.
 
     Args:
         run: run directory or checkpoint.
-        out: the file to write (``.onnx`` / ``.pt``).
-        fmt: ``onnx`` or ``torchscript``.
+        out: the file to write; default ``RUN/export/FORMAT/model[-int8|-fp16].SUFFIX``.
+        fmt: ``onnx``, ``openvino`` or ``torchscript``.
         dynamic: dynamic batch (and, for segmentation, height and width).
         opset: ONNX opset.
-        tolerance: largest allowed |exported - PyTorch| over the check inputs, in units of the
-            largest PyTorch logit when that exceeds 1 (float32 rounding grows with the logits:
-            a half-trained model's logits in the thousands differ by 1e-2 for that reason
-            alone).
+        tolerance: FP32 only: largest allowed |exported - PyTorch| logit over the check
+            inputs, in units of the largest PyTorch logit when that exceeds 1 (float32
+            rounding grows with the logits).
+        int8: post-training static INT8 quantisation (ONNX and OpenVINO).
+        fp16: half-precision weights (ONNX: FP16 graph with FP32 inputs and outputs; OpenVINO:
+            FP16-compressed weights).
+        calibration: INT8: how many training images calibrate the activation ranges.
+        max_drop: fail when the validation headline metric drops by more than this many
+            points (1 point = 0.01) against PyTorch; negative: skip the accuracy check.
+        check_images: validation images the accuracy check scores (None: all).
+        progress: show progress bars.
 
     Returns:
-        The file, the measured difference and the metadata written.
+        The file, the measured differences and the metadata written.
 
     Raises:
-        SegkitError: unknown format, or the export differs from PyTorch beyond ``tolerance``.
+        SegkitError: unknown format, a missing runtime, or an export that differs from
+            PyTorch beyond ``tolerance`` / ``max_drop`` (the file is then removed).
     """
     if fmt not in EXPORTERS:
-        raise SegkitError(f"unknown export format '{fmt}'; use {' or '.join(EXPORTERS)}")
+        raise SegkitError(f"unknown export format '{fmt}'; use {', '.join(EXPORTERS)}")
+    if int8 and fp16:
+        raise SegkitError("choose one of --int8 and --fp16")
+    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+    if fmt == "torchscript" and precision != "fp32":
+        raise SegkitError(f"--{precision} needs --format onnx or openvino (TorchScript stays "
+                          "FP32 here)")
+    if fmt == "openvino" and not backend_installed("openvino"):
+        raise SegkitError("--format openvino needs OpenVINO: pip install 'segkit[openvino]'")
     task = load_task(run)
+    checkpoint = resolve_checkpoint(run)
     model = task.model
     multiple = model.multiple if isinstance(model, PadToMultiple) else 1
     net = model.net if isinstance(model, PadToMultiple) else model
@@ -100,34 +165,209 @@ def export_model(run: str | Path, out: str | Path, fmt: str = "onnx", dynamic: b
     step = max(multiple, 1)
     h, w = (int(np.ceil(s / step) * step) for s in task.config.data.image_size)
     example = torch.rand(1, task.in_channels, h, w) * 255
-    out = Path(out)
+    out = Path(out) if out else default_output(run, fmt, precision)
+    if out.suffix.lower() != SUFFIXES[fmt]:
+        raise SegkitError(f"{out}: a {fmt} export is a {SUFFIXES[fmt]} file")
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = export_metadata(task, multiple)
     spatial = type(task).spatial
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if fmt == "onnx":
-            import onnx
+    reference = TorchPredictor(task)
+    written: list[Path] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if fmt == "torchscript":
+                if spatial and not dynamic:
+                    meta["fixed_size"] = json.dumps([h, w])
+                traced = torch.jit.trace(wrapper, example)
+                torch.jit.save(traced, str(out), _extra_files={"segkit.json": json.dumps(meta)})
+                written.append(out)
+                fp32: Predictor = TorchScriptPredictor(out)
+            else:
+                fp32_path = out if (fmt == "onnx" and precision == "fp32") else (
+                    out.with_name(f".{out.stem}.fp32.tmp.onnx"))
+                written.append(fp32_path)
+                free_size = write_onnx(wrapper, example, fp32_path, dynamic, spatial, opset)
+                if spatial and not free_size:
+                    meta["fixed_size"] = json.dumps([h, w])
+                add_onnx_metadata(fp32_path, meta)
+                fp32 = OnnxPredictor(fp32_path)
+            diff = check_export(reference, fp32, example, spatial, step)
+            if diff > tolerance:
+                raise SegkitError(f"{out}: exported model differs from PyTorch by {diff:.2e} "
+                                  f"(> {tolerance:g}); the export is not trustworthy")
+            if fmt != "torchscript":
+                onnx_path = out if fmt == "onnx" else out.with_name(f".{out.stem}.tmp.onnx")
+                if precision == "int8":
+                    written.append(onnx_path)
+                    quantize_int8(fp32_path, onnx_path, calibration_images(
+                        task, calibration, meta), meta)
+                elif precision == "fp16" and fmt == "onnx":
+                    written.append(onnx_path)
+                    convert_fp16(fp32_path, onnx_path, meta)
+                else:
+                    onnx_path = fp32_path
+                if fmt == "openvino":
+                    written += [out, out.with_suffix(".bin")]
+                    write_openvino(onnx_path, out, compress_fp16=precision == "fp16")
+        result = ExportResult(out, diff if precision == "fp32" else None, meta, precision)
+        written.append(write_sidecar(result, fmt, checkpoint, diff))  # the runtimes read it
+        exported = (OpenVinoPredictor(out) if fmt == "openvino" else
+                    OnnxPredictor(out) if fmt == "onnx" else fp32)
+        result.accuracy = accuracy_check(reference, exported, max_drop, check_images, progress)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        for path in written:
+            if path.name.endswith(".tmp.onnx"):
+                path.unlink(missing_ok=True)
+    result.sidecar = write_sidecar(result, fmt, checkpoint, diff)
+    return result
 
-            dynamic_size = write_onnx(wrapper, example, out, dynamic, spatial, opset)
-            if spatial and not dynamic_size:
-                meta["fixed_size"] = json.dumps([h, w])
-            proto = onnx.load(str(out))
-            for k, v in meta.items():
-                entry = proto.metadata_props.add()
-                entry.key, entry.value = k, v
-            onnx.save(proto, str(out))
-        else:
-            if spatial and not dynamic:
-                meta["fixed_size"] = json.dumps([h, w])
-            traced = torch.jit.trace(wrapper, example)
-            torch.jit.save(traced, str(out), _extra_files={"segkit.json": json.dumps(meta)})
-    exported = OnnxPredictor(out) if fmt == "onnx" else TorchScriptPredictor(out)
-    diff = check_export(TorchPredictor(task), exported, example, spatial, step)
-    if diff > tolerance:
-        raise SegkitError(f"{out}: exported model differs from PyTorch by {diff:.2e} "
-                          f"(> {tolerance:g}); the export is not trustworthy")
-    return ExportResult(out, diff, meta)
+
+def write_sidecar(result: ExportResult, fmt: str, checkpoint: Path, diff: float) -> Path:
+    """``model.json`` beside the export: what it is, how to feed it, what accuracy it kept."""
+    meta = result.metadata
+    sidecar = {
+        "segkit_export": 1,
+        "file": result.path.name,
+        "format": fmt,
+        "precision": result.precision,
+        "backends": RUNTIMES[fmt],
+        "task": meta["segkit_task"],
+        "model": meta["model"],
+        "classes": json.loads(meta["classes"]),
+        "palette": json.loads(meta["palette"]),
+        "input": {"dtype": "float32", "layout": "NCHW", "range": [0, 255],
+                  "channels": int(meta["in_channels"]),
+                  "normalisation": "inside the graph (mean/std below, on 0..1 pixels)",
+                  "mean": json.loads(meta["mean"]), "std": json.loads(meta["std"]),
+                  "pad_multiple": int(meta["pad_multiple"]),
+                  "fixed_size": json.loads(meta["fixed_size"]) if "fixed_size" in meta else None,
+                  "training_size": json.loads(meta["image_size"])},
+        "fp32_max_abs_diff": diff,
+        "accuracy": result.accuracy,
+        "size_bytes": result.path.stat().st_size + (
+            result.path.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0),
+        "source": checkpoint_stamp(checkpoint),
+        "metadata": meta,
+    }
+    path = sidecar_of(result.path)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(sidecar, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def accuracy_check(reference: Predictor, exported: Predictor, max_drop: float,
+                   images: int | None, progress: bool) -> dict[str, Any]:
+    """The headline validation metric of PyTorch and of the export; SegkitError when the
+    export loses more than ``max_drop`` points (skipped when ``max_drop`` < 0)."""
+    from segkit.engine.evaluate import score
+
+    if max_drop < 0:
+        return {}
+    metric = reference.kind.headline
+    before, _, _ = score(reference, "val", progress=progress, limit=images)
+    after, _, _ = score(exported, "val", progress=progress, limit=images)
+    drop = 100.0 * (float(before[metric]) - float(after[metric]))
+    result = {"metric": metric, "split": "val", "images": int(after.get("images", 0)),
+              "pytorch": float(before[metric]), "exported": float(after[metric]),
+              "backend": exported.backend, "drop_points": drop, "max_drop_points": max_drop}
+    if drop > max_drop:
+        raise SegkitError(
+            f"{exported.source}: {exported.backend} {exported.precision} {metric} "
+            f"{after[metric]:.4f} is {drop:.2f} points below PyTorch's {before[metric]:.4f} on "
+            f"{result['images']} validation images (> --max-drop {max_drop:g}); export FP32, "
+            "or calibrate INT8 on more images with --calibration N")
+    return result
+
+
+def add_onnx_metadata(path: Path, meta: dict[str, str]) -> None:
+    """Write segkit's metadata into the ONNX file's metadata_props (replacing any)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(proto, str(path))
+
+
+def calibration_images(task: Any, count: int, meta: dict[str, str]) -> list[np.ndarray]:
+    """``count`` training images, evenly spread over the split, as the graph takes them
+    (float32 pixels, evaluation transform, padded like the predictors pad)."""
+    from segkit.data import build_dataset
+    from segkit.data.transforms import Augmented
+
+    if count < 1:
+        raise SegkitError("--calibration must be at least 1 image")
+    cfg = task.config
+    source = Augmented(build_dataset(cfg.data, "train"), type(task).transform(cfg, train=False))
+    picks = np.unique(np.linspace(0, len(source) - 1, min(count, len(source))).astype(int))
+    fixed = json.loads(meta["fixed_size"]) if "fixed_size" in meta else None
+    images = []
+    for i in picks:
+        x = source[int(i)]["image"][None].float()
+        if type(task).spatial:
+            x = pad_to_size(x, tuple(fixed)) if fixed else pad_to_multiple(
+                x, int(meta["pad_multiple"]))
+        images.append(x.numpy().astype(np.float32))
+    return images
+
+
+def quantize_int8(fp32: Path, out: Path, images: list[np.ndarray], meta: dict[str, str]) -> None:
+    """ONNX Runtime static INT8 quantisation: QDQ format, per-channel INT8 weights, UINT8
+    activations with MinMax ranges from ``images``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(images)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.items, None)
+            return None if x is None else {"image": x}
+
+    prepared = out.with_name(f".{out.stem}.pre.tmp.onnx")
+    try:
+        try:  # shape inference + graph fusions first, as ONNX Runtime recommends
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+            source = prepared
+        except Exception:  # noqa: BLE001 - some graphs do not pre-process; quantise as is
+            source = fp32
+        quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
+    finally:
+        prepared.unlink(missing_ok=True)
+    add_onnx_metadata(out, meta)
+
+
+def convert_fp16(fp32: Path, out: Path, meta: dict[str, str]) -> None:
+    """An FP16 graph with FP32 inputs and outputs (ONNX Runtime's converter)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+    onnx.save(proto, str(out))
+    add_onnx_metadata(out, meta)
+
+
+def write_openvino(onnx_path: Path, out: Path, compress_fp16: bool) -> None:
+    """Convert an ONNX graph (FP32 or QDQ INT8) to OpenVINO IR (``.xml`` + ``.bin``)."""
+    import openvino as ov
+
+    ov.save_model(ov.convert_model(str(onnx_path)), str(out), compress_to_fp16=compress_fp16)
 
 
 def write_onnx(wrapper: nn.Module, example: torch.Tensor, out: Path, dynamic: bool,

@@ -89,11 +89,11 @@ def test_multilabel_baseline_and_ssgrl_train(tmp_path, model) -> None:
     thresholds = json.loads((tmp_path / model / "thresholds.json").read_text())
     assert list(thresholds) == list(saved["per_class"])
     assert saved["at_tuned_thresholds"]["CF1"] >= 0 and "top3_CF1" in saved
-    from segkit.engine.inference import Predictor
+    from segkit.engine.backends import load_predictor
     from segkit.tasks import InferenceOptions
 
-    assert Predictor.load(tmp_path / model).options.class_thresholds == tuple(thresholds.values())
-    one = Predictor.load(tmp_path / model, options=InferenceOptions(threshold=0.3,
+    assert load_predictor(tmp_path / model).options.class_thresholds == tuple(thresholds.values())
+    one = load_predictor(tmp_path / model, options=InferenceOptions(threshold=0.3,
                                                                       class_thresholds=()))
     assert one.options.class_thresholds == ()
     text = (tmp_path / model / "results.txt").read_text()

@@ -84,5 +84,6 @@ def test_model_builds_shapes_learns_and_exports(model, task, tmp_path) -> None:
     ckpt = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(ckpt)
     atomic_torch_save(ckpt, tmp_path / "best.ckpt")
-    result = export_model(tmp_path / "best.ckpt", tmp_path / "model.onnx", tolerance=2e-3)
+    result = export_model(tmp_path / "best.ckpt", tmp_path / "model.onnx", tolerance=2e-3,
+                          max_drop=-1)  # a hand-made 3-class module: no data to score it on
     assert result.max_abs_diff < 2e-3 and result.metadata["segkit_task"] == task

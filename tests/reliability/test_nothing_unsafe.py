@@ -126,13 +126,31 @@ def test_bad_query_values(client) -> None:
 
 def test_busy_model_times_out_with_503(client) -> None:
     service = client.app_state.service
-    service.lock.acquire()
+    gate = threading.Event()
+    forward = service.batcher.forward
+    service.batcher.forward = lambda x: (gate.wait(10), forward(x))[1]  # a model that hangs
     try:
         r = client.post("/predict", files={"file": ("a.png", _png())})
     finally:
-        service.lock.release()
+        gate.set()
+        service.batcher.forward = forward
     assert r.status_code == 503 and "retry" in r.json()["detail"] and r.headers["retry-after"]
     assert client.post("/predict", files={"file": ("a.png", _png())}).status_code == 200
+
+
+def test_full_queue_is_503_with_retry_after_not_a_backlog(client, monkeypatch) -> None:
+    from segkit.serve.batcher import QueueFull
+
+    service = client.app_state.service
+
+    def full(image):
+        raise QueueFull("64 requests already waiting")
+
+    monkeypatch.setattr(service, "probabilities", full)
+    r = client.post("/predict", files={"file": ("a.png", _png())})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert "64 requests already waiting" in r.json()["detail"]
+    assert 'segkit_requests_total{status="503"}' in client.get("/metrics").text
 
 
 @FUZZ

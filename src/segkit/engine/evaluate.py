@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from segkit.checkpoint_io import run_dir_of, to_builtin
@@ -19,6 +19,7 @@ from segkit.config import build_config
 from segkit.data import build_dataset
 from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented
+from segkit.engine.backends import load_predictor
 from segkit.engine.inference import InferenceOptions, Predictor
 from segkit.errors import SegkitError
 
@@ -32,11 +33,14 @@ def evaluate(
     device: str = "cpu",
     progress: bool = True,
     grid: int = 0,
+    backend: str = "auto",
+    predictor: Predictor | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run directory, checkpoint or exported ONNX file on ``split``.
+    """Evaluate a run directory, checkpoint or exported file on ``split``.
 
     Args:
-        run: run directory, ``.ckpt`` file, or ``.onnx`` file exported by segkit.
+        run: run directory, ``.ckpt`` file, or a file exported by segkit (``.onnx``, ``.xml``,
+            ``.pt``).
         split: the split to score (``val``, ``train``, ``test`` where the dataset has it).
         options: TTA, sliding windows, threshold (segmentation) and top-k.
         data_overrides: ``data.*`` keys to change, e.g. ``{"root": ..., "name": ...}``.
@@ -44,6 +48,9 @@ def evaluate(
         device: ``cpu``, ``cuda``, ``cuda:1`` ...
         progress: show a progress bar.
         grid: also draw the first ``grid`` images with their predictions (val_grid.png).
+        backend: ``auto``, ``torch``, ``onnxruntime`` or ``openvino``.
+        predictor: an already loaded predictor of ``run`` (then ``options``, ``device`` and
+            ``backend`` are its own).
 
     Returns:
         The contents of ``metrics.json``, plus ``results_txt``: the path of results.txt.
@@ -51,38 +58,20 @@ def evaluate(
     Raises:
         SegkitError: unreadable model, dataset or image (without ``on_bad_image=skip``).
     """
-    options = options or InferenceOptions()
-    predictor = Predictor.load(run, device, options)
-    if predictor.config is None:
-        raise SegkitError(f"{run}: no training config inside; evaluate the run directory instead")
-    kind = predictor.kind
-    cfg = build_config(predictor.config.to_dict(),
-                       {f"data.{k}": v for k, v in (data_overrides or {}).items()})
-    source = build_dataset(cfg.data, split)
+    predictor = predictor or load_predictor(run, device, options or InferenceOptions(), backend)
     origin = getattr(predictor, "checkpoint_path", None) or Path(run)
-    out_dir = (
-        Path(out) if out else (run_dir_of(origin) if origin.suffix == ".ckpt" else origin.parent)
-    )
+    if out:
+        out_dir = Path(out)
+    elif Path(run).is_dir():
+        out_dir = Path(run)
+    else:
+        out_dir = run_dir_of(origin) if origin.suffix == ".ckpt" else origin.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.data.on_bad_image == "skip":
-        source = SkipBadSamples(source, out_dir / "skipped_files.txt")
-    same_size = (
-        not kind.spatial
-        or getattr(getattr(source, "source", source), "image_size", None) is not None
-    )
-    loader = DataLoader(
-        Augmented(source, kind.transform(cfg, train=False)),
-        batch_size=cfg.data.batch_size if same_size else 1,
-        num_workers=cfg.data.num_workers,
-    )
-    evaluator = kind.evaluator(predictor.info, options)
-    for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, unit="batch"):
-        evaluator.update(predictor.probabilities(batch["image"]), batch)
-    metrics = evaluator.compute()
-    metrics.update(
-        {"checkpoint": str(origin), "split": split, "dataset": cfg.data.name, "task": kind.name}
-    )
-    title = f"segkit evaluation of {origin} on {cfg.data.name}/{split} ({metrics['images']} images)"
+    metrics, evaluator, source = score(predictor, split, data_overrides, progress,
+                                       skipped_log=out_dir / "skipped_files.txt")
+    metrics["checkpoint"] = str(origin)
+    title = (f"segkit evaluation of {origin} on {metrics['dataset']}/{split} "
+             f"({metrics['images']} images; {predictor.backend} {predictor.precision})")
     (out_dir / "results.txt").write_text(evaluator.results_text(metrics, title))
     (out_dir / "metrics.json").write_text(json.dumps(to_builtin(metrics), indent=2))
     evaluator.write_pictures(out_dir, metrics, predictor, source, grid)
@@ -90,4 +79,49 @@ def evaluate(
     return metrics
 
 
-__all__ = ["evaluate"]
+def score(predictor: Predictor, split: str = "val",
+          data_overrides: dict[str, Any] | None = None, progress: bool = True,
+          limit: int | None = None, skipped_log: Path | None = None,
+          ) -> tuple[dict[str, Any], Any, Any]:
+    """The task's metrics of ``predictor`` on ``split`` of the data its run trained on.
+
+    Args:
+        predictor: any backend.
+        split: which split.
+        data_overrides: ``data.*`` keys to change.
+        progress: show a progress bar.
+        limit: score only the first ``limit`` images.
+        skipped_log: where ``data.on_bad_image=skip`` lists the files it skipped.
+
+    Returns:
+        (metrics, the task's evaluator, the data source).
+    """
+    if predictor.config is None:
+        raise SegkitError(f"{predictor.source}: no training config inside; evaluate the run "
+                          "directory instead")
+    kind = predictor.kind
+    options = predictor.options
+    cfg = build_config(predictor.config.to_dict(),
+                       {f"data.{k}": v for k, v in (data_overrides or {}).items()})
+    source = build_dataset(cfg.data, split)
+    same_size = not kind.spatial or getattr(source, "image_size", None) is not None
+    if limit is not None and limit < len(source):
+        source = Subset(source, range(limit))
+    if cfg.data.on_bad_image == "skip" and skipped_log is not None:
+        source = SkipBadSamples(source, skipped_log)
+    loader = DataLoader(
+        Augmented(source, kind.transform(cfg, train=False)),
+        batch_size=cfg.data.batch_size if same_size else 1,
+        num_workers=cfg.data.num_workers,
+    )
+    evaluator = kind.evaluator(predictor.info, options)
+    desc = f"evaluate {split} ({predictor.backend} {predictor.precision})"
+    for batch in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
+        evaluator.update(predictor.probabilities(batch["image"]), batch)
+    metrics = evaluator.compute()
+    metrics.update({"split": split, "dataset": cfg.data.name, "task": kind.name,
+                    "backend": predictor.backend, "precision": predictor.precision})
+    return metrics, evaluator, source
+
+
+__all__ = ["evaluate", "score"]

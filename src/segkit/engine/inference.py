@@ -3,8 +3,9 @@
 ``Predictor`` turns uint8 images into per-class probabilities for any task: the task says how
 logits become probabilities (segmentation adds multi-scale + flip TTA and sliding windows, see
 ``segkit.tasks.tta``) and how they are decoded; a backend only says how float pixels 0..255
-become logits. ``TorchPredictor`` runs a trained checkpoint, ``OnnxPredictor`` an exported
-file alone; other runtimes plug in the same way.
+become logits. ``TorchPredictor`` runs a trained checkpoint (eager, optionally channels-last
+or compiled); ``ExportedPredictor`` is the base of the runtimes that run an exported file alone
+(ONNX Runtime, OpenVINO, TorchScript: ``segkit.engine.backends``, which also chooses one).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import torch
 from segkit.config import Config
 from segkit.data.base import DatasetInfo
 from segkit.errors import SegkitError
-from segkit.models.wrappers import pad_to_multiple, pad_to_size
 from segkit.tasks import FULL_TTA_SCALES, InferenceOptions, Task, task_class
 from segkit.tasks.tta import sliding_window_logits, window_starts
 
@@ -44,6 +44,15 @@ class Predictor:
     in_channels: int
     config: Config | None = None
     device: torch.device = torch.device("cpu")
+    backend: str = "torch"  # the runtime: torch, onnxruntime, openvino
+    precision: str = "fp32"
+    source: Path | None = None  # the checkpoint or exported file it runs
+    choice: str = ""  # why this backend was chosen (backend "auto")
+
+    def describe(self) -> str:
+        """One line: runtime, precision and file (and why, when chosen automatically)."""
+        why = f"; {self.choice}" if self.choice else ""
+        return f"{self.backend} {self.precision} ({self.source}{why})"
 
     @property
     def kind(self) -> type[Task]:
@@ -76,17 +85,6 @@ class Predictor:
         probs = self.probabilities(self.prepare(image))[0].float().cpu().numpy()
         return self.kind.decode(probs, self.info, self.options), probs
 
-    @staticmethod
-    def load(model: str | Path, device: str = "cpu",
-             options: InferenceOptions | None = None) -> Predictor:
-        """A run directory or checkpoint (PyTorch) or an ``.onnx`` file (ONNX Runtime)."""
-        suffix = Path(model).suffix.lower()
-        if suffix == ".onnx":
-            return OnnxPredictor(model, options)
-        if suffix in (".pt", ".ts", ".torchscript"):
-            return TorchScriptPredictor(model, options)
-        return TorchPredictor.from_checkpoint(model, device, options)
-
 
 def run_thresholds(checkpoint: Path) -> tuple[float, ...] | None:
     """Per-class label thresholds the checkpoint's run chose on validation (thresholds.json
@@ -104,8 +102,14 @@ def run_thresholds(checkpoint: Path) -> tuple[float, ...] | None:
 class TorchPredictor(Predictor):
     """Runs a trained task (LightningModule) on any device."""
 
-    def __init__(self, task: Task, options: InferenceOptions | None = None) -> None:
+    def __init__(self, task: Task, options: InferenceOptions | None = None,
+                 channels_last: bool = False, compile: bool = False) -> None:
         self.module = task.eval()
+        self.channels_last = channels_last
+        if channels_last:
+            self.module.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.module.pixel_logits) if compile else (
+            self.module.pixel_logits)
         self.task = task.name
         self.info = task.info
         self.options = options or InferenceOptions()
@@ -113,10 +117,15 @@ class TorchPredictor(Predictor):
         self.image_size = tuple(task.config.data.image_size)
         self.in_channels = task.in_channels
         self.device = next(task.parameters()).device
+        self.source = getattr(task, "checkpoint_path", None)
+        if channels_last or compile:
+            self.precision = "fp32" + (", channels-last" if channels_last else "") + (
+                ", compiled" if compile else "")
 
     @classmethod
     def from_checkpoint(cls, run_or_ckpt: str | Path, device: str = "cpu",
-                        options: InferenceOptions | None = None) -> TorchPredictor:
+                        options: InferenceOptions | None = None, channels_last: bool = False,
+                        compile: bool = False) -> TorchPredictor:
         """Load a run directory or checkpoint file."""
         from segkit.checkpoint_io import resolve_checkpoint
         from segkit.engine.checkpoint import load_task
@@ -125,7 +134,7 @@ class TorchPredictor(Predictor):
         if options.class_thresholds is None:
             options = replace(options, class_thresholds=run_thresholds(
                 resolve_checkpoint(run_or_ckpt)))
-        return cls(load_task(run_or_ckpt, device), options)
+        return cls(load_task(run_or_ckpt, device), options, channels_last, compile)
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -133,103 +142,16 @@ class TorchPredictor(Predictor):
         return getattr(self.module, "checkpoint_path", None)
 
     def logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.module.pixel_logits(pixels)
-
-
-class ExportedPredictor(Predictor):
-    """An exported file run alone: its metadata says the task, classes, sizes and padding;
-    normalisation is inside the graph, padding to ``pad_multiple`` happens here."""
-
-    def __init__(self, path: Path, meta: dict[str, str], options: InferenceOptions | None,
-                 in_channels: int) -> None:
-        if "classes" not in meta:
-            raise SegkitError(f"{path}: no segkit metadata; export it with `segkit export`")
-        self.path, self.metadata = path, meta
-        self.task = meta.get("segkit_task") or Config().task  # exports before the key: segment
-        self.multiple = int(meta.get("pad_multiple", "1"))
-        self.info = DatasetInfo(classes=json.loads(meta["classes"]),
-                                palette=[tuple(c) for c in json.loads(meta["palette"])],
-                                binary=json.loads(meta["binary"]),
-                                ignore_index=int(meta.get("ignore_index", 255)))
-        self.options = options or InferenceOptions()
-        self.in_channels = in_channels
-        self.image_size = tuple(json.loads(meta.get("image_size", "[64, 64]")))
-        fixed = meta.get("fixed_size")
-        self.fixed_size: tuple[int, int] | None = tuple(json.loads(fixed)) if fixed else None
-        if self.fixed_size and self.options.window is None:  # bigger images: slide windows
-            self.options.window = self.fixed_size
-        config = json.loads(meta["config"]) if "config" in meta else None
-        self.config = Config.model_validate(config) if config else None
-
-    def run(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The exported graph on float pixels whose sides are multiples of ``pad_multiple``."""
-        raise NotImplementedError
-
-    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        if not self.kind.spatial:
-            return self.run(pixels)
-        h, w = pixels.shape[-2:]
-        if self.fixed_size:  # a graph of one size: pad up to it (windows keep inputs <= it)
-            padded = pad_to_size(pixels, self.fixed_size)
-        else:
-            padded = pad_to_multiple(pixels, self.multiple)
-        return self.run(padded)[..., :h, :w]
-
-
-class OnnxPredictor(ExportedPredictor):
-    """Runs an exported segkit ONNX file with ONNX Runtime (CPU)."""
-
-    def __init__(
-        self,
-        path: str | Path,
-        options: InferenceOptions | None = None,
-        threshold: float | None = None,
-    ) -> None:
-        import onnxruntime as ort
-
-        path = Path(path)
-        if not path.is_file():
-            raise SegkitError(f"ONNX file not found: {path}")
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        meta = self.session.get_modelmeta().custom_metadata_map
-        shape = self.session.get_inputs()[0].shape
-        super().__init__(path, meta, options, int(shape[1]))
-        self.batch = shape[0] if isinstance(shape[0], int) else None  # a --static export's
-        if threshold is not None:
-            self.options.threshold = threshold
-
-    def run(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.detach().cpu().numpy().astype(np.float32)
-        step = self.batch or len(x)
-        outs = [self.session.run(None, {"image": x[i : i + step]})[0]
-                for i in range(0, len(x), step)]
-        return torch.from_numpy(np.concatenate(outs))
-
-
-class TorchScriptPredictor(ExportedPredictor):
-    """Runs a TorchScript file written by ``segkit export --format torchscript``."""
-
-    def __init__(self, path: str | Path, options: InferenceOptions | None = None) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise SegkitError(f"TorchScript file not found: {path}")
-        files = {"segkit.json": ""}
-        self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=files)
-        meta = json.loads(files["segkit.json"] or "{}")
-        super().__init__(path, meta, options, int(meta.get("in_channels", 3)))
-
-    @torch.inference_mode()
-    def run(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.module(pixels.float().cpu())
+        if self.channels_last and pixels.dim() == 4:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        return self.forward(pixels)
 
 
 __all__ = [
     "FULL_TTA_SCALES",
     "InferenceOptions",
-    "OnnxPredictor",
     "Predictor",
     "TorchPredictor",
-    "TorchScriptPredictor",
     "sliding_window_logits",
     "window_starts",
 ]

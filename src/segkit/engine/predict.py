@@ -13,6 +13,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from segkit.data.io import IMAGE_SUFFIXES, read_image
+from segkit.engine.backends import load_predictor
 from segkit.engine.inference import InferenceOptions, Predictor
 from segkit.errors import SegkitError
 
@@ -44,11 +45,12 @@ def predict(
     save_probs: bool = False,
     predictor: Predictor | None = None,
     progress: bool = True,
+    backend: str = "auto",
 ) -> list[Any]:
     """Predict every input image and write the task's outputs to ``out``.
 
     Args:
-        run: run directory, checkpoint or ``.onnx`` file (ignored when ``predictor`` is given).
+        run: run directory, checkpoint or exported file (ignored when ``predictor`` is given).
         inputs: image files, folders and glob patterns.
         out: output folder (created).
         options: TTA, windows, threshold and top-k.
@@ -56,6 +58,8 @@ def predict(
         save_probs: segmentation: also write per-class probabilities (``_probs.npz``).
         predictor: an already loaded predictor (any backend).
         progress: show a progress bar.
+        backend: ``auto``, ``torch``, ``onnxruntime`` or ``openvino`` (see
+            ``segkit.engine.backends``).
 
     Returns:
         Segmentation: one dict of written paths per image; recognition: one row per image
@@ -67,7 +71,7 @@ def predict(
     if predictor is None:
         if run is None:
             raise SegkitError("give a run directory / checkpoint, or an .onnx file")
-        predictor = Predictor.load(run, device, options)
+        predictor = load_predictor(run, device, options, backend)
     return predict_with(predictor, inputs, out, save_probs, progress).results
 
 

@@ -6,11 +6,13 @@ imported at the top level (postponed annotations would otherwise turn them into 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import io
-import threading
-from collections.abc import Iterator
+import os
+import time
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from fastapi.responses import HTMLResponse, Response
 from PIL import Image, UnidentifiedImageError
 
 from segkit.errors import SegkitError
+from segkit.serve.batcher import Batcher, QueueFull
 
 PAGE = (Path(__file__).with_name("page.html")).read_text()
 
@@ -54,26 +57,49 @@ def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
 
 
 class Service:
-    """Holds one predictor (any task, any backend); one lock keeps concurrent requests from
-    sharing a forward pass."""
+    """One predictor (any task, any backend) behind a dynamic batcher, with Prometheus metrics.
 
-    def __init__(self, run: str | Path, device: str = "cpu", wait_s: float = 30.0) -> None:
-        from segkit.engine.inference import Predictor
+    Args:
+        run: run directory, checkpoint or exported file.
+        device: where a checkpoint runs.
+        wait_s: the longest a request waits for its answer before a 503.
+        backend: ``auto``, ``torch``, ``onnxruntime`` or ``openvino``.
+        max_batch: the largest batch of concurrent requests run as one forward (1: none).
+        max_wait_ms: how long a request waits for others to batch with.
+        max_queue: requests waiting beyond this are refused (503 with Retry-After).
+        threads: CPU threads of the runtime (several workers share the cores).
+    """
 
-        self.predictor = Predictor.load(run, device)
+    def __init__(self, run: str | Path, device: str = "cpu", wait_s: float = 30.0,
+                 backend: str = "auto", max_batch: int = 8, max_wait_ms: float = 5.0,
+                 max_queue: int = 64, threads: int | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        from segkit.engine.backends import load_predictor
+
+        self.predictor = load_predictor(run, device, backend=backend, threads=threads)
         self.kind = self.predictor.task
-        self.lock = threading.Lock()
         self.wait_s = wait_s
+        self.registry = CollectorRegistry()
+        self.requests = Counter("segkit_requests", "Prediction requests by HTTP status",
+                                ["status"], registry=self.registry)
+        self.latency = Histogram("segkit_request_seconds", "Prediction request latency",
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30),
+                                 registry=self.registry)
+        self.batch_sizes = Histogram("segkit_batch_size", "Requests run in one forward",
+                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        self.forward_seconds = Histogram("segkit_forward_seconds", "Seconds of each forward",
+                                         registry=self.registry)
+        queue_length = Gauge("segkit_queue_length", "Requests waiting for the model",
+                             registry=self.registry)
 
-    @contextlib.contextmanager
-    def _model(self) -> Iterator[None]:
-        # A request waits at most wait_s for the model, then gets 503 instead of hanging.
-        if not self.lock.acquire(timeout=self.wait_s):
-            raise TimeoutError(f"model busy for more than {self.wait_s:g} s; retry later")
-        try:
-            yield
-        finally:
-            self.lock.release()
+        def on_batch(size: int, seconds: float) -> None:
+            self.batch_sizes.observe(size)
+            self.forward_seconds.observe(seconds)
+
+        self.batcher = Batcher(self.predictor.probabilities, max_batch, max_wait_ms, max_queue,
+                               on_batch)
+        queue_length.set_function(self.batcher.waiting)
 
     def describe(self) -> dict[str, Any]:
         """GET /model."""
@@ -81,13 +107,22 @@ class Service:
         cfg = p.config
         model = f"{cfg.model.name}/{cfg.model.encoder}" if cfg else p.metadata.get("model", "?")
         return {"task": self.kind, "classes": p.info.classes, "input_size": list(p.image_size),
-                "model": model, "binary": p.info.binary}
+                "model": model, "binary": p.info.binary,
+                "palette": [list(c) for c in p.info.palette],
+                "backend": p.backend, "precision": p.precision,
+                "threshold": p.options.threshold, "top_k": p.options.top_k,
+                "max_batch": self.batcher.max_batch}
 
-    def reply(self, image: np.ndarray, fmt: str, top_k: int, threshold: float) -> Any:
+    def probabilities(self, image: np.ndarray) -> Future:
+        """Queue one HxWxC image; the future gets its probabilities (numpy)."""
+        return self.batcher.submit(self.predictor.prepare(image))
+
+    def reply(self, image: np.ndarray, probs: np.ndarray, fmt: str, top_k: int,
+              threshold: float | None) -> Any:
         """The task's answer for one image: a JSON-able dict or PNG bytes."""
-        options = replace(self.predictor.options, top_k=top_k, threshold=threshold)
-        with self._model():
-            _, probs = self.predictor.predict_array(image)
+        options = replace(self.predictor.options, top_k=top_k)
+        if threshold is not None:  # one threshold for every class instead of the run's
+            options = replace(options, threshold=threshold, class_thresholds=())
         return self.predictor.kind.serve_reply(image, probs, self.predictor.info, options, fmt)
 
 
@@ -101,13 +136,21 @@ def is_loopback(host: str) -> bool:
 
 def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0,
                max_pixels: int = 40_000_000, timeout_s: float = 30.0,
-               api_key: str | None = None):
+               api_key: str | None = None, backend: str = "auto", max_batch: int = 8,
+               max_wait_ms: float = 5.0, max_queue: int = 64, threads: int | None = None):
     """The FastAPI application serving ``run`` (a run directory, checkpoint or exported file).
 
-    With ``api_key``, ``POST /predict`` and ``GET /model`` answer 401 unless the request
-    carries it in an ``X-API-Key`` header; the page asks for it once per browser session.
+    Concurrent ``POST /predict`` requests are batched (up to ``max_batch``, waiting at most
+    ``max_wait_ms``); beyond ``max_queue`` waiting requests the answer is 503 with
+    Retry-After. ``GET /metrics`` is Prometheus text. With ``api_key``, ``/predict``,
+    ``/model`` and ``/metrics`` answer 401 unless the request carries it in an ``X-API-Key``
+    header (compared in constant time); the page asks for it once per browser session.
     """
-    service = Service(run, device, timeout_s)
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.concurrency import run_in_threadpool
+
+    service = Service(run, device, timeout_s, backend, max_batch, max_wait_ms, max_queue,
+                      threads)
 
     def check_key(request: Request) -> None:
         given = request.headers.get("x-api-key", "")
@@ -115,7 +158,13 @@ def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0
             raise HTTPException(401, "missing or wrong X-API-Key header")
 
     limit = int(max_upload_mb * 2**20)
-    app = FastAPI(title="segkit", version="1")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):  # noqa: ANN202 - FastAPI's lifespan protocol
+        yield
+        service.batcher.close()
+
+    app = FastAPI(title="segkit", version="1", lifespan=lifespan)
     app.state.service = service
 
     @app.get("/", response_class=HTMLResponse)
@@ -131,47 +180,113 @@ def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0
         check_key(request)
         return service.describe()
 
-    @app.post("/predict")
-    def predict(request: Request, file: UploadFile, format: str = "png", top_k: int = 5,
-                threshold: float = 0.5) -> Any:
+    @app.get("/metrics")
+    def metrics(request: Request) -> Response:
+        check_key(request)
+        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def answer(request: Request, file: UploadFile, format: str, top_k: int,
+                     threshold: float | None) -> Any:
         check_key(request)
         if format not in ("png", "json"):
             raise HTTPException(400, f"format must be 'png' or 'json', not '{format}'")
-        if not 1 <= top_k <= 1000 or not 0.0 <= threshold <= 1.0:
+        if not 1 <= top_k <= 1000 or not (threshold is None or 0.0 <= threshold <= 1.0):
             raise HTTPException(400, "top_k must be 1..1000 and threshold 0..1")
         declared = int(request.headers.get("content-length") or 0)
-        data = file.file.read(limit + 1)
+        data = await file.read(limit + 1)
         if declared > limit + 4096 or len(data) > limit:
             raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
         try:
-            image = decode_upload(data, max_pixels)
+            image = await run_in_threadpool(decode_upload, data, max_pixels)
         except OverflowError as err:
             raise HTTPException(413, str(err)) from None
         except ValueError as err:
             raise HTTPException(400, f"{file.filename or 'upload'}: {err}") from None
+        start = time.perf_counter()
         try:
-            answer = service.reply(image, format, top_k, threshold)
-        except TimeoutError as err:
-            raise HTTPException(503, str(err), headers={"Retry-After": "5"}) from None
-        if isinstance(answer, bytes):
-            return Response(answer, media_type="image/png")
-        return answer
+            future = service.probabilities(image)
+        except QueueFull as err:
+            raise HTTPException(503, f"busy: {err}; retry later",
+                                headers={"Retry-After": "1"}) from None
+        try:
+            probs = await asyncio.wait_for(asyncio.wrap_future(future), service.wait_s)
+        except TimeoutError:
+            future.cancel()
+            raise HTTPException(503, f"no answer within {service.wait_s:g} s; retry later",
+                                headers={"Retry-After": "5"}) from None
+        reply = await run_in_threadpool(service.reply, image, probs.float().cpu().numpy(),
+                                        format, top_k, threshold)
+        latency_ms = 1000 * (time.perf_counter() - start)
+        if isinstance(reply, bytes):
+            return Response(reply, media_type="image/png",
+                            headers={"X-Latency-Ms": f"{latency_ms:.1f}"})
+        return {**reply, "latency_ms": latency_ms}
+
+    @app.post("/predict")
+    async def predict(request: Request, file: UploadFile, format: str = "png", top_k: int = 5,
+                      threshold: float | None = None) -> Any:
+        start = time.perf_counter()
+        status = 500
+        try:
+            result = await answer(request, file, format, top_k, threshold)
+            status = 200
+            return result
+        except HTTPException as err:
+            status = err.status_code
+            raise
+        finally:
+            service.requests.labels(str(status)).inc()
+            if status == 200:
+                service.latency.observe(time.perf_counter() - start)
 
     return app
 
 
+def app_from_env():
+    """The app of one uvicorn worker process: ``create_app`` with the JSON arguments that
+    ``serve`` put in ``SEGKIT_SERVE_ARGS`` (uvicorn starts workers from an import string)."""
+    import json
+
+    return create_app(**json.loads(os.environ["SEGKIT_SERVE_ARGS"]))
+
+
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
           max_upload_mb: float = 10.0, timeout_s: float = 30.0,
-          api_key: str | None = None) -> None:
-    """Run the service with uvicorn (loopback by default; idle connections closed after 5 s,
-    at most 64 connections at once, each request waits at most ``timeout_s`` for the model)."""
+          api_key: str | None = None, backend: str = "auto", max_batch: int = 8,
+          max_wait_ms: float = 5.0, max_queue: int = 64, workers: int = 1,
+          insecure: bool = False) -> None:
+    """Run the service with uvicorn.
+
+    Loopback by default; any other address needs ``api_key`` unless ``insecure`` says the
+    caller accepts an open model. Idle connections close after 5 s; requests are batched
+    (``max_batch``, ``max_wait_ms``) and at most ``max_queue`` wait (then 503 + Retry-After);
+    each waits at most ``timeout_s`` for its answer. ``workers`` processes share the port and
+    split the CPU cores between them.
+    """
+    import json
+
     import uvicorn
 
     if not Path(run).exists():
         raise SegkitError(f"no such run directory or checkpoint: {run}")
     if not is_loopback(host) and not api_key:
-        raise SegkitError(f"--host {host} lets other machines reach the model: set --api-key KEY "
-                          "(or SEGKIT_API_KEY) so that only clients sending it are answered")
-    app = create_app(run, device, max_upload_mb, timeout_s=timeout_s, api_key=api_key)
-    uvicorn.run(app, host=host, port=port,
-                log_level="info", timeout_keep_alive=5, limit_concurrency=64)
+        if not insecure:
+            raise SegkitError(f"--host {host} lets other machines reach the model: set "
+                              "--api-key KEY (or SEGKIT_API_KEY) so that only clients sending "
+                              "it are answered, or --insecure to serve it to anyone")
+        print(f"warning: serving on {host} without an API key (--insecure): anyone who can "
+              "reach this address can use the model", flush=True)
+    if workers < 1:
+        raise SegkitError("--workers must be at least 1")
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    args = {"run": str(run), "device": device, "max_upload_mb": max_upload_mb,
+            "timeout_s": timeout_s, "api_key": api_key, "backend": backend,
+            "max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
+            "threads": threads}
+    common = {"host": host, "port": port, "log_level": "info", "timeout_keep_alive": 5,
+              "limit_concurrency": max_queue + 64}
+    if workers == 1:
+        uvicorn.run(create_app(**args), **common)
+        return
+    os.environ["SEGKIT_SERVE_ARGS"] = json.dumps(args)
+    uvicorn.run("segkit.serve.app:app_from_env", factory=True, workers=workers, **common)

@@ -106,6 +106,18 @@ class MultiLabelTask(ClassificationTask):
         picked = [(info.classes[i], float(probs[i])) for i in order if probs[i] > limits[i]]
         return picked[: max(options.top_k, 1)]
 
+    @classmethod
+    def serve_reply(cls, image: np.ndarray, probs: np.ndarray, info: DatasetInfo,
+                    options: InferenceOptions, fmt: str) -> dict[str, Any]:
+        """The labels above their thresholds, and every class's score beside its threshold."""
+        limits = operating_thresholds(options, len(info.classes))
+        order = np.argsort(-probs, kind="stable")
+        return {"task": cls.name,
+                "labels": [{"label": n, "score": p} for n, p in cls.decode(probs, info, options)],
+                "scores": [{"label": info.classes[i], "score": float(probs[i]),
+                            "threshold": float(limits[i]), "above": bool(probs[i] > limits[i])}
+                           for i in order]}
+
     # ---- outputs -----------------------------------------------------------------------
     @classmethod
     def evaluator(cls, info: DatasetInfo, options: InferenceOptions) -> MultiLabelEvaluator:

@@ -1,0 +1,400 @@
+"""Runtimes for exported files, and which backend runs a model.
+
+``load_predictor(model, backend=...)`` turns a run directory, checkpoint or exported file into a
+``Predictor`` of the shared inference protocol, so TTA, sliding windows, classification and
+multi-label run the same on every backend:
+
+- ``torch``: the run's checkpoint in PyTorch (eager; ``channels_last`` / ``compile`` optional),
+  or a TorchScript file;
+- ``onnxruntime``: an exported ``.onnx`` file (CPU, or CUDA / TensorRT providers on a GPU);
+- ``openvino``: an exported ``.onnx`` or OpenVINO ``.xml`` file (``pip install segkit[openvino]``).
+
+``auto`` (the default) picks, for a run directory, the fastest of its exports under
+``RUN/export/`` that still match its checkpoint: the one ``segkit benchmark`` measured fastest,
+else INT8 before FP32 and ONNX Runtime before OpenVINO; PyTorch when it has none.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segkit.checkpoint_io import resolve_checkpoint
+from segkit.config import Config
+from segkit.data.base import DatasetInfo
+from segkit.engine.inference import Predictor, TorchPredictor
+from segkit.errors import SegkitError
+from segkit.models.wrappers import pad_to_multiple, pad_to_size
+from segkit.tasks import InferenceOptions
+
+BACKENDS = {
+    "torch": "PyTorch: the checkpoint (eager, optional channels-last / compile) or TorchScript",
+    "onnxruntime": "ONNX Runtime on an exported .onnx file (CPU; CUDA/TensorRT on a GPU)",
+    "openvino": "OpenVINO on an exported .onnx or .xml file (pip install 'segkit[openvino]')",
+}
+EXPORT_DIR = "export"
+# Without measurements: INT8 first (4.7x eager measured for ONNX Runtime on 2 CPU cores),
+# then FP32; FP16 only helps GPUs.
+PRECISION_ORDER = ("int8", "fp32", "fp16")
+RUNTIME_ORDER = ("onnxruntime", "openvino")
+
+
+def backend_installed(name: str) -> bool:
+    """True when the backend's Python package can be imported here."""
+    module = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}.get(name)
+    return module is not None and importlib.util.find_spec(module) is not None
+
+
+def check_backend(name: str) -> str:
+    """``name`` when it is a known backend (or ``auto``), else a one-line error."""
+    if name == "auto" or name in BACKENDS:
+        return name
+    import difflib
+
+    close = difflib.get_close_matches(name, list(BACKENDS), 1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise SegkitError(f"unknown backend '{name}'{hint} (known: auto, {', '.join(BACKENDS)})")
+
+
+# ---- what an export says about itself ---------------------------------------------------------
+def sidecar_of(path: Path) -> Path:
+    """The ``model.json`` written beside an exported file (same stem)."""
+    return path.with_suffix(".json")
+
+
+def read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The export's sidecar, or None when it has none (or it is not segkit's)."""
+    side = sidecar_of(path)
+    if not side.is_file():
+        return None
+    try:
+        data = json.loads(side.read_text())
+    except ValueError:
+        raise SegkitError(f"{side}: not valid JSON; re-export with `segkit export`") from None
+    return data if isinstance(data, dict) and "segkit_export" in data else None
+
+
+def checkpoint_stamp(checkpoint: Path) -> dict[str, Any]:
+    """What identifies the checkpoint an export was made from (so a retrained run's stale
+    exports are not served)."""
+    stat = checkpoint.stat()
+    return {"checkpoint": checkpoint.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+@dataclass
+class ExportRecord:
+    """One exported file of a run, from its sidecar."""
+
+    path: Path
+    format: str
+    precision: str
+    backends: list[str]
+    sidecar: dict[str, Any]
+
+
+def run_exports(run_dir: Path) -> list[ExportRecord]:
+    """The exports under ``RUN/export/`` made from the run's current checkpoint."""
+    root = run_dir / EXPORT_DIR
+    if not root.is_dir():
+        return []
+    try:
+        stamp = checkpoint_stamp(resolve_checkpoint(run_dir))
+    except SegkitError:
+        return []
+    records = []
+    for side in sorted(root.rglob("*.json")):
+        try:
+            data = json.loads(side.read_text())
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or "segkit_export" not in data:
+            continue
+        path = side.with_name(data.get("file", ""))
+        if data.get("source") != stamp or not path.is_file():
+            continue
+        records.append(ExportRecord(path, data["format"], data["precision"],
+                                    list(data.get("backends", [])), data))
+    return records
+
+
+def measured_speeds(run_dir: Path) -> dict[tuple[str, str], float]:
+    """(backend, file) -> images/s at batch 8 from ``segkit benchmark`` (empty without one)."""
+    path = run_dir / EXPORT_DIR / "benchmark.json"
+    if not path.is_file():
+        return {}
+    try:
+        rows = json.loads(path.read_text()).get("rows", [])
+    except (ValueError, AttributeError):
+        return {}
+    return {(r["backend"], r.get("file") or ""): float(r["throughput"]) for r in rows
+            if "backend" in r and "throughput" in r}
+
+
+def choose(run_dir: Path, backend: str, device: str) -> tuple[str, Path | None, str]:
+    """(backend, exported file or None for the checkpoint, reason) for a run directory."""
+    on_gpu = device != "cpu"
+    candidates = [(b, rec) for rec in run_exports(run_dir) for b in rec.backends
+                  if backend in ("auto", b) and backend_installed(b)
+                  and not (on_gpu and b == "openvino")]
+    speeds = measured_speeds(run_dir)
+    measured = [(speeds[(b, str(rec.path.relative_to(run_dir)))], b, rec)
+                for b, rec in candidates
+                if (b, str(rec.path.relative_to(run_dir))) in speeds]
+    if backend in ("auto", "torch") and speeds.get(("torch", "")):
+        measured.append((speeds[("torch", "")], "torch", None))
+    if measured and backend != "torch":
+        rate, name, rec = max(measured, key=lambda m: m[0])
+        return name, rec.path if rec else None, f"fastest measured here ({rate:.1f} img/s)"
+    if candidates and backend != "torch":
+        name, rec = min(candidates, key=lambda c: (
+            PRECISION_ORDER.index(c[1].precision) if c[1].precision in PRECISION_ORDER else 9,
+            RUNTIME_ORDER.index(c[0]) if c[0] in RUNTIME_ORDER else 9,
+            c[0] == "openvino" and c[1].format != "openvino"))  # its own IR before ONNX
+        return name, rec.path, f"{rec.precision} export, not benchmarked yet"
+    if backend in ("onnxruntime", "openvino"):
+        raise SegkitError(f"{run_dir}: no {backend} export of its current checkpoint; run "
+                          f"`segkit export {run_dir} --format "
+                          f"{'onnx' if backend == 'onnxruntime' else 'openvino'}`")
+    return "torch", None, ("asked for" if backend == "torch" else
+                           "the checkpoint (no export of it)")
+
+
+def load_predictor(model: str | Path, device: str = "cpu",
+                   options: InferenceOptions | None = None, backend: str = "auto",
+                   channels_last: bool = False, compile: bool = False,
+                   threads: int | None = None) -> Predictor:
+    """A predictor for a run directory, checkpoint or exported file, on ``backend``.
+
+    Args:
+        model: run directory, ``.ckpt``, ``.onnx``, OpenVINO ``.xml`` or TorchScript ``.pt``.
+        device: ``cpu``, ``cuda``, ``cuda:1`` ...
+        options: TTA, windows, thresholds, top-k.
+        backend: ``auto``, ``torch``, ``onnxruntime`` or ``openvino``.
+        channels_last: PyTorch backend: run NHWC.
+        compile: PyTorch backend: ``torch.compile`` the network.
+        threads: CPU threads the runtime may use (default: its own choice, all cores);
+            several service workers on one machine share the cores this way.
+
+    Returns:
+        The predictor; ``predictor.backend`` and ``predictor.source`` say what runs.
+
+    Raises:
+        SegkitError: missing file, unknown backend, a backend that cannot run this file, or a
+            backend package that is not installed.
+    """
+    backend = check_backend(backend)
+    path = Path(model)
+    if not path.exists():
+        raise SegkitError(f"no such run directory, checkpoint or exported file: {path}")
+    if path.is_dir():
+        backend, exported, reason = choose(path, backend, device)
+        if exported is None:
+            predictor: Predictor = load_predictor(resolve_checkpoint(path), device, options,
+                                                  "torch", channels_last, compile, threads)
+        else:
+            predictor = load_predictor(exported, device, options, backend, threads=threads)
+        predictor.choice = reason
+        return predictor
+    suffix = path.suffix.lower()
+    runtime = {".onnx": "onnxruntime", ".xml": "openvino", ".pt": "torch", ".ts": "torch",
+               ".torchscript": "torch", ".ckpt": "torch"}.get(suffix)
+    if runtime is None:
+        raise SegkitError(f"{path}: not a run, checkpoint or export (.ckpt, .onnx, .xml, .pt)")
+    wanted = runtime if backend == "auto" else backend
+    if threads and runtime == "torch":
+        torch.set_num_threads(threads)
+    if suffix == ".onnx" and wanted == "openvino":
+        return OpenVinoPredictor(path, options, threads)
+    if wanted != runtime:
+        raise SegkitError(f"{path}: the {backend} backend cannot run a {suffix} file; use "
+                          f"--backend {runtime}")
+    if suffix == ".onnx":
+        return OnnxPredictor(path, options, device=device, threads=threads)
+    if suffix == ".xml":
+        return OpenVinoPredictor(path, options, threads)
+    if suffix == ".ckpt":
+        return TorchPredictor.from_checkpoint(path, device, options, channels_last, compile)
+    return TorchScriptPredictor(path, options)
+
+
+# ---- runtimes ---------------------------------------------------------------------------------
+def file_metadata(path: Path) -> dict[str, str]:
+    """The segkit metadata of an exported file: its sidecar's, else the ONNX file's own."""
+    side = read_sidecar(path)
+    if side and "metadata" in side:
+        return {k: str(v) for k, v in side["metadata"].items()}
+    if path.suffix.lower() == ".onnx":
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        return {p.key: p.value for p in proto.metadata_props}
+    return {}
+
+
+class ExportedPredictor(Predictor):
+    """An exported file run alone: its metadata says the task, classes, sizes and padding;
+    normalisation is inside the graph, padding to ``pad_multiple`` happens here."""
+
+    def __init__(self, path: Path, meta: dict[str, str], options: InferenceOptions | None,
+                 in_channels: int) -> None:
+        if "classes" not in meta:
+            raise SegkitError(f"{path}: no segkit metadata; export it with `segkit export`")
+        self.path, self.metadata, self.source = path, meta, path
+        self.task = meta.get("segkit_task") or Config().task  # exports before the key: segment
+        self.multiple = int(meta.get("pad_multiple", "1"))
+        self.info = DatasetInfo(classes=json.loads(meta["classes"]),
+                                palette=[tuple(c) for c in json.loads(meta["palette"])],
+                                binary=json.loads(meta["binary"]),
+                                ignore_index=int(meta.get("ignore_index", 255)))
+        self.options = replace(options) if options else InferenceOptions()
+        if self.options.class_thresholds is None and "class_thresholds" in meta:
+            self.options.class_thresholds = tuple(json.loads(meta["class_thresholds"]))
+        self.precision = (read_sidecar(path) or {}).get("precision", "fp32")
+        self.in_channels = in_channels
+        self.image_size = tuple(json.loads(meta.get("image_size", "[64, 64]")))
+        fixed = meta.get("fixed_size")
+        self.fixed_size: tuple[int, int] | None = tuple(json.loads(fixed)) if fixed else None
+        if self.fixed_size and self.options.window is None:  # bigger images: slide windows
+            self.options.window = self.fixed_size
+        config = json.loads(meta["config"]) if "config" in meta else None
+        self.config = Config.model_validate(config) if config else None
+
+    def run(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The exported graph on float pixels whose sides are multiples of ``pad_multiple``."""
+        raise NotImplementedError
+
+    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        if not self.kind.spatial:
+            return self.run(pixels)
+        h, w = pixels.shape[-2:]
+        if self.fixed_size:  # a graph of one size: pad up to it (windows keep inputs <= it)
+            padded = pad_to_size(pixels, self.fixed_size)
+        else:
+            padded = pad_to_multiple(pixels, self.multiple)
+        return self.run(padded)[..., :h, :w]
+
+
+def onnx_providers(device: str) -> list[str]:
+    """ONNX Runtime execution providers for ``device``: TensorRT / CUDA on a GPU, else CPU."""
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+    if not gpu:
+        raise SegkitError(f"ONNX Runtime here has no GPU provider (only {available}) for "
+                          f"--device {device}: pip install onnxruntime-gpu, or use --device cpu")
+    return [*gpu, "CPUExecutionProvider"]
+
+
+class OnnxPredictor(ExportedPredictor):
+    """Runs an exported segkit ONNX file with ONNX Runtime."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, options: InferenceOptions | None = None,
+                 threshold: float | None = None, device: str = "cpu",
+                 threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise SegkitError(f"ONNX file not found: {path}")
+        settings = ort.SessionOptions()
+        if threads:
+            settings.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), settings,
+                                                providers=onnx_providers(device))
+        except Exception as err:  # noqa: BLE001 - ORT raises its own untyped errors
+            raise SegkitError(f"{path}: ONNX Runtime cannot load it "
+                              f"({str(err).splitlines()[0][:160]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        shape = self.session.get_inputs()[0].shape
+        super().__init__(path, meta, options, int(shape[1]))
+        self.batch = shape[0] if isinstance(shape[0], int) else None  # a --static export's
+        if threshold is not None:
+            self.options.threshold = threshold
+
+    def run(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.detach().cpu().numpy().astype(np.float32)
+        step = self.batch or len(x)
+        outs = [self.session.run(None, {"image": x[i : i + step]})[0]
+                for i in range(0, len(x), step)]
+        return torch.from_numpy(np.concatenate(outs).astype(np.float32))
+
+
+class OpenVinoPredictor(ExportedPredictor):
+    """Runs an exported ``.onnx`` or OpenVINO IR ``.xml`` file with OpenVINO on the CPU."""
+
+    backend = "openvino"
+
+    def __init__(self, path: str | Path, options: InferenceOptions | None = None,
+                 threads: int | None = None) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise SegkitError(f"exported file not found: {path}")
+        if not backend_installed("openvino"):
+            raise SegkitError("the openvino backend needs OpenVINO: pip install 'segkit[openvino]'")
+        import openvino as ov
+
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except RuntimeError as err:
+            raise SegkitError(f"{path}: OpenVINO cannot read it "
+                              f"({str(err).strip().splitlines()[0][:160]})") from None
+        shape = model.inputs[0].get_partial_shape()
+        self.batch = shape[0].get_length() if shape[0].is_static else None
+        precision = (read_sidecar(path) or {}).get("precision", "fp32")
+        # One stream on all cores: segkit sends whole batches, synchronously. OpenVINO runs
+        # FP32 graphs in bfloat16 on CPUs that have it unless told otherwise; an FP32 export
+        # stays FP32 (INT8 and FP16 exports keep its default: their accuracy is checked).
+        config = {"PERFORMANCE_HINT": "LATENCY"} | (
+            {"INFERENCE_PRECISION_HINT": "f32"} if precision == "fp32" else {}) | (
+            {"INFERENCE_NUM_THREADS": threads} if threads else {})
+        self.compiled = core.compile_model(model, "CPU", config)
+        super().__init__(path, file_metadata(path), options, shape[1].get_length())
+
+    def run(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.detach().cpu().numpy().astype(np.float32)
+        step = self.batch or len(x)
+        outs = [np.asarray(self.compiled(x[i : i + step])[0]) for i in range(0, len(x), step)]
+        return torch.from_numpy(np.concatenate(outs).astype(np.float32))
+
+
+class TorchScriptPredictor(ExportedPredictor):
+    """Runs a TorchScript file written by ``segkit export --format torchscript``."""
+
+    backend = "torch"
+
+    def __init__(self, path: str | Path, options: InferenceOptions | None = None) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise SegkitError(f"TorchScript file not found: {path}")
+        files = {"segkit.json": ""}
+        self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        meta = json.loads(files["segkit.json"] or "{}")
+        super().__init__(path, meta, options, int(meta.get("in_channels", 3)))
+
+    @torch.inference_mode()
+    def run(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.module(pixels.float().cpu())
+
+
+__all__ = [
+    "BACKENDS",
+    "ExportedPredictor",
+    "OnnxPredictor",
+    "OpenVinoPredictor",
+    "TorchScriptPredictor",
+    "load_predictor",
+    "run_exports",
+]
