@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark, results merged into benchmarks/results.json (about 40 min on
+"""`make bench`: every benchmark, results merged into benchmarks/results.json (about 55 min on
 2 CPU cores)."""
 
 from __future__ import annotations
@@ -8,8 +8,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import backends  # noqa: E402
 import models  # noqa: E402
 import multilabel  # noqa: E402
+import serve_load  # noqa: E402
 import speed  # noqa: E402
 import tta  # noqa: E402
 
@@ -17,6 +19,8 @@ if __name__ == "__main__":
     speed.main()
     models.main()
     multilabel.main()
+    backends.main()
+    serve_load.main()
     if Path("runs/demo/checkpoints/best.ckpt").is_file():
         tta.main("runs/demo")
     else:

@@ -162,3 +162,19 @@ def test_benchmark_measures_each_backend_and_auto_follows_it(run_copy, capsys) -
     fastest = max((r for r in saved["rows"] if r["variant"] != "channels-last"),
                   key=lambda r: r["throughput"])
     assert load_predictor(run_copy).backend == fastest["backend"]
+
+
+def test_fp16_exports_run_close_to_pytorch_and_rank_after_fp32(run_copy) -> None:
+    ref = TorchPredictor.from_checkpoint(run_copy).predict_array(_image(4))[1]
+    for fmt in ("onnx", "openvino"):
+        result = export_model(run_copy, fmt=fmt, fp16=True, max_drop=1)
+        assert result.path.stem == "model-fp16" and result.max_abs_diff is None
+        assert abs(result.accuracy["drop_points"]) <= 1
+        pred = load_predictor(result.path, backend="openvino" if fmt == "openvino" else "auto")
+        assert pred.precision == "fp16"
+        assert np.abs(pred.predict_array(_image(4))[1] - ref).max() < 0.02
+    assert load_predictor(run_copy).precision == "fp16"  # the only exports
+    export_model(run_copy, max_drop=-1)
+    assert load_predictor(run_copy).precision == "fp32"  # FP16 only pays on GPUs
+    with pytest.raises(SegkitError, match="one of --int8 and --fp16"):
+        export_model(run_copy, int8=True, fp16=True)

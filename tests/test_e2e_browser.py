@@ -140,15 +140,17 @@ def test_page_panes_slider_toggle_and_download(trained_run, tmp_path, api_key) -
     assert shot.stat().st_size > 5000
 
 
-def test_page_shows_top_k_bars_for_a_classifier(tmp_path) -> None:
+@pytest.mark.parametrize("task", ["classify", "multilabel"])
+def test_page_shows_score_bars_for_recognition(tmp_path, task) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     from conftest import tiny_overrides
     from segkit.config import build_config
     from segkit.engine.train import train
     from segkit.serve import create_app
 
+    data = {"classify": "shapes-cls", "multilabel": "shapes-multilabel"}[task]
     over = tiny_overrides(tmp_path / "cls", **{
-        "task": "classify", "data.name": "shapes-cls", "model.name": "lenet",
+        "task": task, "data.name": data, "model.name": "lenet",
         "data.image_size": [28, 28], "run.limit_train_batches": 2, "run.grid_images": 0})
     run = train(build_config(overrides=over)).run_dir
     image = tmp_path / "digit.png"
@@ -163,8 +165,14 @@ def test_page_shows_top_k_bars_for_a_classifier(tmp_path) -> None:
             page.set_input_files("#file", str(image))
             page.wait_for_selector("#result[data-ready='1']", timeout=30_000)
             assert page.is_visible("#recognition") and not page.is_visible("#segmentation")
-            assert page.locator("#labels .bar").count() == 5  # top-5 bars
-            assert "top 5 classes" in page.text_content("#labels-title")
+            if task == "classify":
+                assert page.locator("#labels .bar").count() == 5  # top-5 bars
+                assert "top 5 classes" in page.text_content("#labels-title")
+            else:  # every class's score, each with its threshold mark
+                classes = len(page.evaluate("() => model.classes"))
+                assert page.locator("#labels .bar").count() == classes
+                assert page.locator("#labels .bar i").count() == classes
+                assert "threshold" in page.text_content("#labels-title")
             browser.close()
     finally:
         srv.should_exit = True

@@ -169,6 +169,10 @@ def test_insecure_opts_out_with_a_warning_and_workers_split_the_cores(trained_ru
     assert app == "segkit.serve.app:app_from_env" and kw["workers"] == 2 and kw["factory"]
     args = json.loads(os.environ["SEGKIT_SERVE_ARGS"])
     assert args["max_batch"] == 4 and args["threads"] == max(1, (os.cpu_count() or 1) // 2)
+    from segkit.serve.app import auto_workers
+
+    assert [auto_workers("cpu", n) for n in (1, 2, 4, 16)] == [1, 1, 1, 4]
+    assert auto_workers("cuda", 64) == 1
 
 
 def test_batched_service_answers_each_request_with_its_own_image(trained_run) -> None:

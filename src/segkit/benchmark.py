@@ -60,9 +60,21 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "latency_p50_ms": 1000 * float(np.percentile(single, 50)),
         "latency_p95_ms": 1000 * float(np.percentile(single, 95)),
         "throughput": spec["batch"] * len(batched) / float(np.sum(batched)),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "size": [int(h), int(w)],
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM belongs to the address space, which a spawned
+    process gets new at exec; ``ru_maxrss`` would carry over the forking parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(spec: dict[str, Any], queue: Any) -> None:

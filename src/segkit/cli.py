@@ -96,6 +96,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides[key] = list(value) if isinstance(value, (list, tuple)) else value
     if args.no_progress:
         overrides["run.progress"] = False
+    if args.logger:
+        overrides["run.loggers"] = args.logger
+    if args.log_checkpoint:
+        overrides["run.log_checkpoint"] = True
     for flag in ("sync_bn", "compile", "channels_last"):
         if getattr(args, flag):
             overrides[f"run.{flag}"] = True
@@ -178,6 +182,46 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"validation {acc['metric']} on {acc['images']} images: PyTorch "
               f"{acc['pytorch']:.4f}, {acc['backend']} {result.precision} {acc['exported']:.4f} "
               f"({-acc['drop_points']:+.2f} points)")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """segkit tune."""
+    import yaml
+
+    from segkit.config import apply_override, budget_seconds, parse_override
+    from segkit.engine.tune import load_space, tune
+
+    base: dict[str, Any] = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise SegkitError(f"config file not found: {path}")
+        base = yaml.safe_load(path.read_text()) or {}
+    for item in args.set or []:
+        keys, value = parse_override(item)
+        apply_override(base, keys, value)
+    space = load_space(args.space, base)
+    seconds = None
+    if args.time:
+        try:
+            seconds = budget_seconds(args.time)
+        except ValueError as err:
+            raise SegkitError(f"--time {args.time}: {err}") from None
+    result = tune(base, space, args.trials, args.out, seconds, args.pruner, args.seed)
+    print(Path(result["files"]["results_md"]).read_text())
+    print("wrote " + ", ".join(result["files"].values()))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """segkit compare."""
+    from segkit.compare import compare_runs
+
+    result = compare_runs(args.runs, args.out, args.images)
+    print((Path(args.out) / "compare.md").read_text())
+    print(f"wrote {Path(args.out) / 'compare.md'}, compare.json, {result['files']['curves']} and "
+          f"{result['files']['predictions']}")
     return 0
 
 
@@ -408,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sync-bn", action="store_true", help="synchronised BatchNorm across processes")
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    t.add_argument("--logger", action="append", choices=["tensorboard", "csv", "mlflow", "wandb"],
+                   help="repeatable; default tensorboard + csv (metrics.csv is always written)")
+    t.add_argument("--log-checkpoint", action="store_true",
+                   help="mlflow / wandb: upload the best checkpoint too")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="metrics of a trained run on a split")
@@ -452,6 +500,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max allowed difference of logits (relative to the largest above 1)")
     x.set_defaults(func=cmd_export)
 
+    tu = sub.add_parser("tune", help="Optuna sweep over config keys (TPE, pruning, resumable)")
+    tu.add_argument("--config", help="base config YAML (what it leaves out is planned)")
+    tu.add_argument("--set", action="append", metavar="KEY=VALUE", help="base config overrides")
+    tu.add_argument("--space", required=True, help="search space YAML: key -> {type, low, high} "
+                    "or {type: choice, values}")
+    tu.add_argument("--trials", type=int, default=20, help="trials the sweep should finish")
+    tu.add_argument("--time", help="stop starting trials after this long, e.g. 2h")
+    tu.add_argument("--out", default="runs/sweep", help="sweep folder (resumes when it exists)")
+    tu.add_argument("--pruner", choices=["median", "none"], default="median")
+    tu.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    tu.set_defaults(func=cmd_tune)
+
+    cp = sub.add_parser("compare", help="runs or sweeps side by side: configs, scores, curves, "
+                        "predictions")
+    cp.add_argument("runs", nargs="+", help="run directories or sweep folders")
+    cp.add_argument("--out", default="runs/compare", help="where compare.md and the PNGs go")
+    cp.add_argument("--images", type=int, default=4, help="validation images in the grid")
+    cp.set_defaults(func=cmd_compare)
+
     bm = sub.add_parser("benchmark", help="latency, throughput, memory and accuracy of every "
                         "backend and precision of a run, on this machine")
     bm.add_argument("run", help="run directory")
@@ -480,8 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how long a request waits for others to batch with")
     sv.add_argument("--max-queue", type=int, default=64,
                     help="requests waiting beyond this get 503 with Retry-After")
-    sv.add_argument("--workers", type=int, default=1,
-                    help="processes sharing the port (the cores are split between them)")
+    sv.add_argument("--workers", type=int, default=0,
+                    help="processes sharing the port, the cores split between them (default: "
+                    "one per 4 CPU cores, one on a GPU)")
     sv.add_argument("--insecure", action="store_true",
                     help="allow a non-loopback --host without an API key")
     sv.add_argument("--api-key", help="require this key in an X-API-Key header (needed when "

@@ -163,7 +163,8 @@ class RunConfig(_Section):
         None,
         description="validate with sliding windows of this size (bounded memory on big images)",
     )
-    devices: int | Literal["auto"] = Field(1, description="devices (processes) per node")
+    devices: int | list[int] | Literal["auto"] = Field(
+        1, description="devices (processes) per node, or which ones, e.g. [1]")
     num_nodes: int = Field(1, ge=1)
     strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = "auto"
     sync_bn: bool = Field(False, description="synchronise BatchNorm statistics across processes")
@@ -171,6 +172,11 @@ class RunConfig(_Section):
     channels_last: bool = Field(
         False, description="NHWC memory format (faster convs on some hardware)"
     )
+    loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = Field(
+        ["tensorboard", "csv"], description="where metrics go (metrics.csv is always written): "
+        "tensorboard, csv, mlflow (MLFLOW_TRACKING_URI, else runs/mlflow.db), wandb (offline "
+        "unless logged in)")
+    log_checkpoint: bool = Field(False, description="mlflow / wandb: upload the best checkpoint")
 
     @field_validator("time_budget")
     @classmethod

@@ -21,7 +21,6 @@ from lightning.pytorch.callbacks import (
     ModelCheckpoint,
     TQDMProgressBar,
 )
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from segkit.checkpoint_io import (
@@ -49,6 +48,7 @@ from segkit.engine.plan import (
     update_decision,
     write_plan,
 )
+from segkit.engine.tracking import build_loggers, check_trackers, log_finish, log_start
 from segkit.errors import SegkitError
 from segkit.tasks import InferenceOptions, Task, task_class
 
@@ -113,7 +113,9 @@ def self_configure(cfg: Config, train_src: Any, run_dir: Path,
     """Fingerprint the data (cached in the run directory), plan the recipe for the keys the
     user left open, probe this machine (memory always; speed when there is a budget), plan
     again with what the probe measured, and write plan.yaml."""
-    if cfg.run.time_budget and (cfg.run.devices != 1 or cfg.run.num_nodes != 1):
+    one_device = cfg.run.devices == 1 or (isinstance(cfg.run.devices, list)
+                                           and len(cfg.run.devices) == 1)
+    if cfg.run.time_budget and (not one_device or cfg.run.num_nodes != 1):
         raise SegkitError("--time plans epochs from steps timed in one process; with several "
                           "devices give --epochs instead")
     fingerprint = cached_fingerprint(cfg, run_dir)
@@ -260,6 +262,7 @@ def train(
     """
     started = time.time()
     run_dir = prepare_run_dir(cfg.run.out)
+    check_trackers(cfg, run_dir)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if resume and not last.is_file():
@@ -348,7 +351,7 @@ def train(
         callbacks.append(
             EarlyStopping(task.monitor, mode="max", patience=cfg.run.early_stop_patience)
         )
-    logger = TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False)
+    loggers = build_loggers(cfg, run_dir)
     max_time = None
     if cfg.run.time_budget:  # a hard stop; the plan sized the epochs to end before it
         left = budget_seconds(cfg.run.time_budget) * (1 - FINAL_SHARE) - (time.time() - started)
@@ -366,7 +369,7 @@ def train(
         accumulate_grad_batches=cfg.run.accumulate,
         deterministic=cfg.run.deterministic,
         callbacks=callbacks,
-        logger=logger,
+        logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=cfg.run.progress,
         enable_model_summary=False,
@@ -376,6 +379,8 @@ def train(
         limit_val_batches=cfg.run.limit_val_batches,
         default_root_dir=str(run_dir),
     )
+    if trainer.is_global_zero:
+        log_start(loggers, cfg, read_plan(run_dir / "plan.yaml"))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*number of training batches.*")
@@ -388,6 +393,10 @@ def train(
     result = TrainResult(run_dir, best, last, {}, read_history(run_dir / "metrics.csv"))
     if trainer.is_global_zero and os.environ.get("SEGKIT_SKIP_REPORT") != "1":
         result.metrics = finish_run(result, cfg)
+    if trainer.is_global_zero:
+        log_finish(loggers, run_dir, result.metrics, best)
+        for logger in loggers:
+            logger.finalize("success")
     return result
 
 

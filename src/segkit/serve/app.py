@@ -250,10 +250,18 @@ def app_from_env():
     return create_app(**json.loads(os.environ["SEGKIT_SERVE_ARGS"]))
 
 
+def auto_workers(device: str, cores: int | None = None) -> int:
+    """Worker processes for ``device``: one per 4 CPU cores (each keeps 4 threads busy; fewer
+    cores are better spent on one process's batches), one for a GPU."""
+    if device != "cpu":
+        return 1
+    return max(1, (cores or os.cpu_count() or 1) // 4)
+
+
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
           max_upload_mb: float = 10.0, timeout_s: float = 30.0,
           api_key: str | None = None, backend: str = "auto", max_batch: int = 8,
-          max_wait_ms: float = 5.0, max_queue: int = 64, workers: int = 1,
+          max_wait_ms: float = 5.0, max_queue: int = 64, workers: int = 0,
           insecure: bool = False) -> None:
     """Run the service with uvicorn.
 
@@ -261,7 +269,7 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: st
     caller accepts an open model. Idle connections close after 5 s; requests are batched
     (``max_batch``, ``max_wait_ms``) and at most ``max_queue`` wait (then 503 + Retry-After);
     each waits at most ``timeout_s`` for its answer. ``workers`` processes share the port and
-    split the CPU cores between them.
+    split the CPU cores between them (0: one per 4 cores on a CPU, one on a GPU).
     """
     import json
 
@@ -276,8 +284,9 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: st
                               "it are answered, or --insecure to serve it to anyone")
         print(f"warning: serving on {host} without an API key (--insecure): anyone who can "
               "reach this address can use the model", flush=True)
-    if workers < 1:
-        raise SegkitError("--workers must be at least 1")
+    if workers < 0:
+        raise SegkitError("--workers must be 0 (automatic) or more")
+    workers = workers or auto_workers(device)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     args = {"run": str(run), "device": device, "max_upload_mb": max_upload_mb,
             "timeout_s": timeout_s, "api_key": api_key, "backend": backend,
