@@ -31,6 +31,19 @@ def _item(value: int, size=(2, 3)) -> torch.Tensor:
     return torch.full((1, 1, *size), value, dtype=torch.uint8)
 
 
+def _value(future) -> int:
+    return int(future.result(5).flatten()[0])
+
+
+def _held(**settings):
+    """A batcher whose forward holds its first request (value 1) at the gate."""
+    forward = GatedForward()
+    batcher = Batcher(forward, **settings)
+    running = batcher.submit(_item(1))
+    assert forward.started.wait(5)
+    return forward, batcher, running
+
+
 def test_waiting_requests_of_one_shape_run_together_and_get_their_own_answers() -> None:
     forward = GatedForward()
     batcher = Batcher(forward, max_batch=8, max_wait_ms=50, max_queue=16)
@@ -53,16 +66,13 @@ def test_max_batch_one_runs_requests_one_at_a_time() -> None:
     forward.gate.set()
     batcher = Batcher(forward, max_batch=1, max_wait_ms=20)
     futures = [batcher.submit(_item(v)) for v in range(5)]
-    assert [int(f.result(5).flatten()[0]) for f in futures] == [0, 2, 4, 6, 8]
+    assert [_value(f) for f in futures] == [0, 2, 4, 6, 8]
     assert forward.sizes == [1] * 5
     batcher.close()
 
 
 def test_a_full_queue_refuses_at_once() -> None:
-    forward = GatedForward()
-    batcher = Batcher(forward, max_batch=1, max_queue=2)
-    running = batcher.submit(_item(1))
-    assert forward.started.wait(5)
+    forward, batcher, running = _held(max_batch=1, max_queue=2)
     queued = [batcher.submit(_item(2)), batcher.submit(_item(3))]
     assert batcher.waiting() == 2
     start = time.perf_counter()
@@ -70,7 +80,7 @@ def test_a_full_queue_refuses_at_once() -> None:
         batcher.submit(_item(4))
     assert time.perf_counter() - start < 0.5
     forward.gate.set()
-    assert [int(f.result(5).flatten()[0]) for f in (running, *queued)] == [2, 4, 6]
+    assert [_value(f) for f in (running, *queued)] == [2, 4, 6]
     batcher.close()
 
 
@@ -87,20 +97,17 @@ def test_a_failing_forward_fails_each_request_of_its_batch_and_the_next_batch_ru
     bad = batcher.submit(_item(1))
     with pytest.raises(RuntimeError, match="out of memory"):
         bad.result(5)
-    assert int(batcher.submit(_item(7)).result(5).flatten()[0]) == 7
+    assert _value(batcher.submit(_item(7))) == 7
     batcher.close()
 
 
 def test_a_cancelled_request_is_skipped_and_bad_settings_refused() -> None:
-    forward = GatedForward()
-    batcher = Batcher(forward, max_batch=4, max_wait_ms=0)
-    running = batcher.submit(_item(1))
-    assert forward.started.wait(5)
+    forward, batcher, running = _held(max_batch=4, max_wait_ms=0)
     gone = batcher.submit(_item(2))
     assert gone.cancel()  # the client went away while it waited
     kept = batcher.submit(_item(3))
     forward.gate.set()
-    assert int(running.result(5).flatten()[0]) == 2 and int(kept.result(5).flatten()[0]) == 6
+    assert _value(running) == 2 and _value(kept) == 6
     assert sum(forward.sizes) == 2
     batcher.close()
     with pytest.raises(ValueError):

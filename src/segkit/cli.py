@@ -255,6 +255,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     from segkit.models.stats import count_parameters, gflops
 
     h, w = args.size
+    if args.encoders:
+        from segkit.models.smp_models import SMP_ARCHS, encoder_fit, smp_encoder_names
+
+        for name in SMP_ARCHS:
+            default = MODELS.get(name).tags.get("default_encoder", ModelConfig().encoder)
+            print(f"{name:<14} default {default:<24} takes {encoder_fit(name)}")
+        print(f"\nsmp encoders: {', '.join(smp_encoder_names())}")
+        return 0
     if args.stats:
         print(
             f"{'model':<14} {'encoder':<20} {'params':>8} {'GFLOPs':>8}  (at {h}x{w}, "
@@ -605,6 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
     mo.add_argument("--classes", type=int, default=21)
     mo.add_argument("--encoder", default="resnet18")
+    mo.add_argument("--encoders", action="store_true",
+                    help="which encoders fit each segmentation architecture")
     mo.set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list datasets").set_defaults(func=cmd_datasets)
     sub.add_parser("tasks", help="list tasks with their models and losses").set_defaults(

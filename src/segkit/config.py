@@ -19,6 +19,10 @@ TASK_DEFAULTS: dict[str, dict[str, str]] = {
     "multilabel": {"model": "resnet101", "data": "shapes-multilabel"},
 }
 
+# Models whose natural encoder is not resnet18 get theirs when none is named.
+MODEL_DEFAULT_ENCODERS: dict[str, str] = {"segformer": "mit_b0",
+                                          "dpt": "tu-vit_tiny_patch16_224"}
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -212,6 +216,9 @@ class Config(_Section):
             self.model.name = defaults["model"]
         if "name" not in self.data.model_fields_set:
             self.data.name = defaults["data"]
+        if ("encoder" not in self.model.model_fields_set
+                and self.model.name in MODEL_DEFAULT_ENCODERS):
+            self.model.encoder = MODEL_DEFAULT_ENCODERS[self.model.name]
         return self
 
     @model_validator(mode="after")

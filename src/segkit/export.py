@@ -38,7 +38,7 @@ from segkit.engine.backends import (
 from segkit.engine.checkpoint import load_task
 from segkit.engine.inference import Predictor, TorchPredictor
 from segkit.errors import SegkitError
-from segkit.models.wrappers import PadToMultiple, pad_to_multiple, pad_to_size
+from segkit.models.wrappers import PadToMultiple, pad_for, pad_to_size
 
 EXPORTERS = ("onnx", "openvino", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}
@@ -160,16 +160,19 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
     checkpoint = resolve_checkpoint(run)
     model = task.model
     multiple = model.multiple if isinstance(model, PadToMultiple) else 1
+    min_side = model.min_side if isinstance(model, PadToMultiple) else 0
     net = model.net if isinstance(model, PadToMultiple) else model
     wrapper = ExportWrapper(net, task.mean, task.std).eval()
     step = max(multiple, 1)
-    h, w = (int(np.ceil(s / step) * step) for s in task.config.data.image_size)
+    h, w = (max(int(np.ceil(s / step) * step), min_side) for s in task.config.data.image_size)
     example = torch.rand(1, task.in_channels, h, w) * 255
     out = Path(out) if out else default_output(run, fmt, precision)
     if out.suffix.lower() != SUFFIXES[fmt]:
         raise SegkitError(f"{out}: a {fmt} export is a {SUFFIXES[fmt]} file")
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = export_metadata(task, multiple)
+    if min_side:
+        meta["min_side"] = str(min_side)
     spatial = type(task).spatial
     reference = TorchPredictor(task)
     written: list[Path] = []
@@ -313,8 +316,8 @@ def calibration_images(task: Any, count: int, meta: dict[str, str]) -> list[np.n
     for i in picks:
         x = source[int(i)]["image"][None].float()
         if type(task).spatial:
-            x = pad_to_size(x, tuple(fixed)) if fixed else pad_to_multiple(
-                x, int(meta["pad_multiple"]))
+            x = pad_to_size(x, tuple(fixed)) if fixed else pad_for(
+                x, int(meta["pad_multiple"]), int(meta.get("min_side", 0)))
         images.append(x.numpy().astype(np.float32))
     return images
 
@@ -375,7 +378,8 @@ def write_onnx(wrapper: nn.Module, example: torch.Tensor, out: Path, dynamic: bo
     """Write the ONNX graph; True when its height and width are free.
 
     The TorchScript-based exporter goes first. Ops it cannot express (adaptive pooling to a
-    size that does not divide the input: LeNet at 32x32, PSPNet's pyramid) go through the
+    size that does not divide the input: LeNet at 32x32, PSPNet's and UPerNet's pyramids;
+    DPT's antialiased resampling of position embeddings) go through the
     dynamo exporter with a dynamic batch and, for dense prediction, the example's fixed size
     (segkit's predictors then pad or slide windows of that size over any image).
     """
@@ -387,8 +391,10 @@ def write_onnx(wrapper: nn.Module, example: torch.Tensor, out: Path, dynamic: bo
             opset_version=opset, dynamo=False,
         )
         return dynamic
-    except torch.onnx.errors.SymbolicValueError:
+    except (torch.onnx.errors.SymbolicValueError, torch.onnx.errors.UnsupportedOperatorError):
         dims = {0: torch.export.Dim("batch")} if dynamic else None
+        if dynamic:  # torch.export specialises a batch of one: trace with two
+            example = example.repeat(2, 1, 1, 1)
         torch.onnx.export(wrapper, (example,), str(out), input_names=["image"],
                           output_names=["logits"], opset_version=max(opset, 18), dynamo=True,
                           dynamic_shapes={"image": dims} if dims else None, verbose=False)

@@ -101,6 +101,12 @@ def test_budget_sets_epochs_from_the_measured_step_time() -> None:
     assert short["run.ema"].value is False
     no_budget = decided(build_config(), fp, set(), Probe(sample_seconds=0.005))
     assert "run.epochs" not in no_budget
+    # --epochs 1000 --time 40s: the budget ends the run after a few epochs, so the EMA is
+    # planned for those (a horizon of 5% of 1000 epochs froze the weights near their start)
+    given = build_config(overrides={"run.time_budget": "40s", "run.epochs": 1000})
+    capped = decided(given, fp, explicit_keys(given), Probe(sample_seconds=0.005))
+    assert capped["run.epochs"].value == 1000 and capped["run.epochs"].user_set
+    assert capped["run.ema"].value is False and "too few" in capped["run.ema"].reason
 
 
 def test_tiny_memory_gets_a_smaller_batch() -> None:

@@ -87,3 +87,24 @@ def test_model_builds_shapes_learns_and_exports(model, task, tmp_path) -> None:
     result = export_model(tmp_path / "best.ckpt", tmp_path / "model.onnx", tolerance=2e-3,
                           max_drop=-1)  # a hand-made 3-class module: no data to score it on
     assert result.max_abs_diff < 2e-3 and result.metadata["segkit_task"] == task
+
+
+def test_new_architectures_pick_their_encoders_and_refuse_misfits(capsys) -> None:
+    from segkit.cli import main
+    from segkit.errors import SegkitError
+    from segkit.models import build_model
+
+    assert build_config(overrides={"model.name": "segformer"}).model.encoder == "mit_b0"
+    assert build_config(overrides={"model.name": "dpt"}).model.encoder.startswith("tu-vit")
+    kept = build_config(overrides={"model.name": "segformer", "model.encoder": "resnet34"})
+    assert kept.model.encoder == "resnet34"  # a named encoder is never replaced
+    misfit = build_config(overrides={"model.name": "dpt", "model.encoder": "resnet18"})
+    with pytest.raises(SegkitError, match="does not fit model 'dpt'.*tu-vit_tiny_patch16_224"):
+        build_model(misfit.model, 3, 3, "segment")
+    pan = build_model(build_config(overrides={"model.name": "pan"}).model, 3, 3, "segment")
+    assert pan.min_side == 128  # its pyramid needs 128 px: smaller inputs are padded
+    with torch.no_grad():
+        assert pan.eval()(torch.rand(1, 3, 40, 50)).shape == (1, 3, 40, 50)
+    assert main(["models", "--encoders"]) == 0
+    out = capsys.readouterr().out
+    assert "segformer      default mit_b0" in out and "smp encoders: " in out

@@ -30,7 +30,7 @@ from segkit.config import Config
 from segkit.data.base import DatasetInfo
 from segkit.engine.inference import Predictor, TorchPredictor
 from segkit.errors import SegkitError
-from segkit.models.wrappers import pad_to_multiple, pad_to_size
+from segkit.models.wrappers import pad_for, pad_to_size
 from segkit.tasks import InferenceOptions
 
 BACKENDS = {
@@ -248,6 +248,7 @@ class ExportedPredictor(Predictor):
         self.path, self.metadata, self.source = path, meta, path
         self.task = meta.get("segkit_task") or Config().task  # exports before the key: segment
         self.multiple = int(meta.get("pad_multiple", "1"))
+        self.min_side = int(meta.get("min_side", "0"))
         self.info = DatasetInfo(classes=json.loads(meta["classes"]),
                                 palette=[tuple(c) for c in json.loads(meta["palette"])],
                                 binary=json.loads(meta["binary"]),
@@ -276,7 +277,7 @@ class ExportedPredictor(Predictor):
         if self.fixed_size:  # a graph of one size: pad up to it (windows keep inputs <= it)
             padded = pad_to_size(pixels, self.fixed_size)
         else:
-            padded = pad_to_multiple(pixels, self.multiple)
+            padded = pad_for(pixels, self.multiple, self.min_side)
         return self.run(padded)[..., :h, :w]
 
 

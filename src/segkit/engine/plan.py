@@ -124,7 +124,7 @@ def plan_recipe(cfg: Config, fingerprint: dict[str, Any], explicit: set[str],
     n_val = int(fingerprint["splits"].get("val", 0))
     budget = budget_seconds(cfg.run.time_budget) if cfg.run.time_budget else None
     epochs = cfg.run.epochs
-    if budget and probe.sample_seconds and "run.epochs" not in explicit:
+    if budget and probe.sample_seconds:
         compiled = False
         if probe.compile_speedup and probe.compile_seconds is not None:
             use = (budget >= COMPILE_MIN_SECONDS and probe.compile_speedup >= FASTER
@@ -141,10 +141,13 @@ def plan_recipe(cfg: Config, fingerprint: dict[str, Any], explicit: set[str],
         left = (budget - probe.spent_seconds - final) * BUDGET_SHARE
         if compiled:
             left -= probe.compile_seconds or 0.0
-        epochs = max(1, math.floor(left / per_epoch))
-        proposals.append(("run.epochs", epochs, f"{budget:g} s budget, "
+        fit = max(1, math.floor(left / per_epoch))
+        proposals.append(("run.epochs", fit, f"{budget:g} s budget, "
                           f"{probe.sample_seconds / speedup * 1000:.1f} ms per training sample "
                           f"measured here: about {per_epoch:.1f} s an epoch with validation"))
+        # given epochs that overrun the budget: --time ends the run after about ``fit`` of
+        # them, so what scales with the run's length (EMA, augmentation) plans for those
+        epochs = min(epochs, fit) if "run.epochs" in explicit else fit
     total = max(1, n_train // max(batch, 1) // cfg.run.accumulate) * epochs
     proposals += kind.plan_augmentation(fingerprint, cfg, epochs)
     proposals.append(("run.ema", total >= EMA_MIN_STEPS,

@@ -22,7 +22,7 @@ from segkit.models.classifiers import (
 )
 from segkit.models.deeplab import build_deeplabv3
 from segkit.models.fcn import build_fcn
-from segkit.models.smp_models import SMP_ARCHS, smp_builder
+from segkit.models.smp_models import DEFAULT_ENCODERS, MIN_SIDE, SMP_ARCHS, smp_builder
 from segkit.models.stats import conv_out, count_parameters, gflops
 from segkit.models.wrappers import PadToMultiple
 from segkit.registry import Entry, Registry
@@ -35,7 +35,9 @@ SEGMENT = ("segment",)
 RECOGNITION = ("classify", "multilabel")
 
 for _name, (_cls, _desc, _aliases) in SMP_ARCHS.items():
-    MODELS.add(_name, smp_builder(_cls), _desc, _aliases, multiple=32, family="smp", tasks=SEGMENT)
+    MODELS.add(_name, smp_builder(_cls), _desc, _aliases, multiple=32, family="smp", tasks=SEGMENT,
+               **({"default_encoder": DEFAULT_ENCODERS[_name]} if _name in DEFAULT_ENCODERS
+                  else {}), **({"min_side": MIN_SIDE[_name]} if _name in MIN_SIDE else {}))
 MODELS.add("fcn", build_fcn, "FCN-32s: torchvision ResNet trunk + bilinear-initialised deconv",
            multiple=32, family="segkit", tasks=SEGMENT)
 MODELS.add("deeplabv3", build_deeplabv3, "torchvision DeepLabV3 (resnet50/resnet101 encoder)",
@@ -113,7 +115,8 @@ def build_model(cfg: ModelConfig, out_channels: int, in_channels: int = 3,
             raise SegkitError(f"weights file not found: {cfg.weights}")
         log.info(load_weights(net, cfg.weights))
     multiple = int(entry.tags.get("multiple", 1))
-    return PadToMultiple(net, multiple) if multiple > 1 else net
+    min_side = int(entry.tags.get("min_side", 0))
+    return PadToMultiple(net, multiple, min_side) if multiple > 1 else net
 
 
 __all__ = ["MODELS", "build_model", "conv_out", "count_parameters", "gflops", "model_entry"]

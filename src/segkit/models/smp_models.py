@@ -7,7 +7,7 @@ from pathlib import Path
 import segmentation_models_pytorch as smp
 from torch import nn
 
-from segkit.config import ModelConfig
+from segkit.config import MODEL_DEFAULT_ENCODERS, ModelConfig
 from segkit.errors import SegkitError
 
 SMP_ARCHS = {
@@ -17,7 +17,23 @@ SMP_ARCHS = {
     "fpn": ("FPN", "Feature Pyramid Network (smp)", ()),
     "pspnet": ("PSPNet", "PSPNet (smp)", ()),
     "linknet": ("Linknet", "LinkNet (smp)", ()),
+    "segformer": ("Segformer", "SegFormer (smp): all-MLP decoder; MiT (mit_b0..b5) or any "
+                  "encoder", ()),
+    "upernet": ("UPerNet", "UPerNet (smp): pyramid pooling + FPN; ConvNeXt / Swin / ResNet via "
+                "timm", ()),
+    "dpt": ("DPT", "DPT (smp): dense prediction transformer on a timm ViT (tu-vit_*)", ()),
+    "manet": ("MAnet", "MA-Net (smp): U-Net with position and multi-scale attention", ()),
+    "pan": ("PAN", "PAN (smp): feature pyramid attention + global attention upsampling", ()),
 }
+# The encoder a model gets when none is named (resnet18 elsewhere), what fits it, and the
+# smallest input side it takes (segkit pads smaller inputs up to it).
+DEFAULT_ENCODERS = MODEL_DEFAULT_ENCODERS
+ENCODER_FIT = {
+    "dpt": ("timm ViT encoders: tu-vit_tiny_patch16_224, tu-vit_small_patch16_224, "
+            "tu-deit_small_patch16_224, tu-vit_base_patch16_224"),
+    "segformer": "any smp encoder; mit_b0..mit_b5 are SegFormer's own",
+}
+MIN_SIDE = {"pan": 128}
 
 
 def smp_encoder_weights(cfg: ModelConfig) -> str | None:
@@ -27,18 +43,25 @@ def smp_encoder_weights(cfg: ModelConfig) -> str | None:
     return cfg.weights
 
 
+def timm_encoder(name: str) -> bool:
+    """True for smp's ``tu-NAME`` encoders where timm knows ``NAME``."""
+    import timm
+
+    return name.startswith("tu-") and timm.is_model(name[3:].split(".")[0])
+
+
 def smp_builder(cls_name: str):
     """A registry builder for the smp architecture class ``cls_name``."""
 
     def build(cfg: ModelConfig, out_channels: int, in_channels: int = 3,
               classes: list[str] | None = None) -> nn.Module:
-        if cfg.encoder not in smp.encoders.get_encoder_names():
+        if cfg.encoder not in smp.encoders.get_encoder_names() and not timm_encoder(cfg.encoder):
             import difflib
 
             close = difflib.get_close_matches(cfg.encoder, smp.encoders.get_encoder_names(), 1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise SegkitError(f"unknown encoder '{cfg.encoder}' for model '{cfg.name}'{hint}")
-        extra = {}
+        extra: dict = {"dynamic_img_size": True} if cls_name == "DPT" else {}
         if cfg.decoder_channels is not None:
             if cls_name not in ("Unet", "UnetPlusPlus"):
                 raise SegkitError(
@@ -53,6 +76,12 @@ def smp_builder(cls_name: str):
                 classes=out_channels,
                 **extra,
             )
+        except (ValueError, AssertionError, TypeError, KeyError) as err:
+            fits = ENCODER_FIT.get(cfg.name, "resnet18, resnet34, efficientnet-b0, mit_b0, "
+                                   "tu-convnext_tiny (see `segkit models --encoders`)")
+            reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
+            raise SegkitError(f"encoder '{cfg.encoder}' does not fit model '{cfg.name}' "
+                              f"({reason}); it takes {fits}") from None
         except (OSError, ConnectionError, RuntimeError) as err:
             if cfg.weights:
                 raise SegkitError(
@@ -63,3 +92,14 @@ def smp_builder(cls_name: str):
             raise
 
     return build
+
+
+def encoder_fit(arch: str) -> str:
+    """Which encoders ``arch`` (an smp architecture name) takes, in words."""
+    return ENCODER_FIT.get(arch, "any smp encoder (resnet*, efficientnet-b*, mit_b*, "
+                           "mobilenet_v2, ...) or any timm backbone as tu-NAME")
+
+
+def smp_encoder_names() -> list[str]:
+    """smp's own encoder names (timm backbones are reachable as ``tu-NAME`` besides)."""
+    return sorted(smp.encoders.get_encoder_names())

@@ -14,14 +14,22 @@ class PadToMultiple(nn.Module):
     removes the classic "input must be divisible by 32" error for any size.
     """
 
-    def __init__(self, net: nn.Module, multiple: int = 32) -> None:
+    def __init__(self, net: nn.Module, multiple: int = 32, min_side: int = 0) -> None:
         super().__init__()
         self.net = net
         self.multiple = multiple
+        self.min_side = min_side  # some heads (PAN's pyramid) need a larger input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        return self.net(pad_to_multiple(x, self.multiple))[..., :h, :w]
+        return self.net(pad_for(x, self.multiple, self.min_side))[..., :h, :w]
+
+
+def pad_for(x: torch.Tensor, multiple: int, min_side: int = 0) -> torch.Tensor:
+    """Padded to multiples of ``multiple`` and to at least ``min_side`` on each side."""
+    x = pad_to_multiple(x, multiple)
+    h, w = x.shape[-2:]
+    return pad_to_size(x, (max(h, min_side), max(w, min_side))) if min_side else x
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
