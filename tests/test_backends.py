@@ -178,3 +178,22 @@ def test_fp16_exports_run_close_to_pytorch_and_rank_after_fp32(run_copy) -> None
     assert load_predictor(run_copy).precision == "fp32"  # FP16 only pays on GPUs
     with pytest.raises(SegkitError, match="one of --int8 and --fp16"):
         export_model(run_copy, int8=True, fp16=True)
+
+
+def test_multilabel_runs_on_every_backend_with_the_runs_class_thresholds(tmp_path) -> None:
+    over = tiny_overrides(tmp_path / "ml", **{
+        "task": "multilabel", "data.name": "shapes-multilabel", "model.name": "lenet",
+        "data.image_size": [28, 28], "run.grid_images": 0})
+    run = train(build_config(overrides=over)).run_dir
+    thresholds = json.loads((run / "thresholds.json").read_text())
+    image = _image(5, (28, 28, 3))
+    torch_pred = load_predictor(run, backend="torch")
+    expected = torch_pred.predict_array(image)
+    for fmt in ("onnx", "openvino"):
+        export_model(run, fmt=fmt, max_drop=-1)
+    for backend in ("onnxruntime", "openvino"):
+        pred = load_predictor(run, backend=backend)
+        assert pred.options.class_thresholds == tuple(thresholds.values())  # travelled along
+        labels, probs = pred.predict_array(image)
+        np.testing.assert_allclose(probs, expected[1], atol=1e-5)
+        assert [name for name, _ in labels] == [name for name, _ in expected[0]]
