@@ -73,7 +73,8 @@ class ModelConfig(_Section):
 
     name: str = "unet"
     encoder: str = "resnet18"
-    weights: str | None = Field(None, description="None, 'imagenet' or a local file")
+    weights: str | None = Field(None, description="None, 'imagenet', a local file, a Hugging "
+                                "Face-layout folder or hf:ORG/NAME (from the HF cache)")
     norm: Literal["bn", "in", "gn", "evonorm", "evonorm-s0", "evonorm-b0"] = "bn"
     word_embeddings: str | None = Field(None, description="ssgrl: GloVe-format text file")
     ssgrl_steps: int = Field(3, ge=1, description="ssgrl: gated GNN time steps")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from torch import nn
 
@@ -93,7 +92,7 @@ def build_model(cfg: ModelConfig, out_channels: int, in_channels: int = 3,
             non-matching weights, or no network to fetch ``imagenet`` weights.
     """
     from segkit.models.norms import replace_batchnorm
-    from segkit.models.weights import load_weights
+    from segkit.models.weights import is_weights_source, load_weights
 
     entry = model_entry(cfg.name)
     fits = entry.tags.get("tasks", ())
@@ -110,9 +109,7 @@ def build_model(cfg: ModelConfig, out_channels: int, in_channels: int = 3,
                           f"{str(err)[:120]}; pass a local file with --weights PATH") from None
     adapt_first_conv(net, in_channels)
     replace_batchnorm(net, cfg.norm)
-    if cfg.weights and cfg.weights != "imagenet":
-        if not Path(cfg.weights).is_file():
-            raise SegkitError(f"weights file not found: {cfg.weights}")
+    if is_weights_source(cfg.weights):
         log.info(load_weights(net, cfg.weights))
     multiple = int(entry.tags.get("multiple", 1))
     min_side = int(entry.tags.get("min_side", 0))

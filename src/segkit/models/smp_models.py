@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import segmentation_models_pytorch as smp
 from torch import nn
 
 from segkit.config import MODEL_DEFAULT_ENCODERS, ModelConfig
 from segkit.errors import SegkitError
+from segkit.models.weights import is_weights_source
 
 SMP_ARCHS = {
     "unet": ("Unet", "U-Net (smp), any smp/timm encoder", ("u-net",)),
@@ -38,8 +37,8 @@ MIN_SIDE = {"pan": 128}
 
 def smp_encoder_weights(cfg: ModelConfig) -> str | None:
     """The ``encoder_weights`` argument smp should get (local files load later)."""
-    if cfg.weights is None or Path(cfg.weights).suffix:
-        return None
+    if cfg.weights is None or is_weights_source(cfg.weights):
+        return None  # files, folders and hf: names load after the build
     return cfg.weights
 
 
@@ -82,12 +81,16 @@ def smp_builder(cls_name: str):
             reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
             raise SegkitError(f"encoder '{cfg.encoder}' does not fit model '{cfg.name}' "
                               f"({reason}); it takes {fits}") from None
-        except (OSError, ConnectionError, RuntimeError) as err:
+        except (OSError, ConnectionError, RuntimeError):
             if cfg.weights:
+                from huggingface_hub import constants
+
                 raise SegkitError(
                     f"could not fetch '{cfg.weights}' weights for encoder '{cfg.encoder}' "
-                    f"(offline?): {str(err).splitlines()[0][:120]}; pass a local file with "
-                    "--set model.weights=PATH"
+                    f"(offline?): they are not in the Hugging Face cache {constants.HF_HUB_CACHE}"
+                    " (smp and timm keep them there; build the model once where there is "
+                    "internet and copy the cache, or set HF_HOME to a copy); or pass --weights "
+                    "FILE, a folder or hf:ORG/NAME"
                 ) from None
             raise
 
