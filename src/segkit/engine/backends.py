@@ -325,11 +325,12 @@ class OnnxPredictor(ExportedPredictor):
             self.options.threshold = threshold
 
     def run(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.detach().cpu().numpy().astype(np.float32)
+        x = pixels.detach().cpu().numpy().astype(np.float32, copy=False)
         step = self.batch or len(x)
         outs = [self.session.run(None, {"image": x[i : i + step]})[0]
                 for i in range(0, len(x), step)]
-        return torch.from_numpy(np.concatenate(outs).astype(np.float32))
+        out = outs[0] if len(outs) == 1 else np.concatenate(outs)  # ORT's arrays are fresh
+        return torch.from_numpy(out.astype(np.float32, copy=False))
 
 
 class OpenVinoPredictor(ExportedPredictor):
@@ -365,10 +366,12 @@ class OpenVinoPredictor(ExportedPredictor):
         super().__init__(path, file_metadata(path), options, shape[1].get_length())
 
     def run(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.detach().cpu().numpy().astype(np.float32)
+        x = pixels.detach().cpu().numpy().astype(np.float32, copy=False)
         step = self.batch or len(x)
-        outs = [np.asarray(self.compiled(x[i : i + step])[0]) for i in range(0, len(x), step)]
-        return torch.from_numpy(np.concatenate(outs).astype(np.float32))
+        # copied once: the request's output memory is reused by the next inference
+        outs = [np.array(self.compiled(x[i : i + step])[0], dtype=np.float32)
+                for i in range(0, len(x), step)]
+        return torch.from_numpy(outs[0] if len(outs) == 1 else np.concatenate(outs))
 
 
 class TorchScriptPredictor(ExportedPredictor):

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from segkit.checkpoint_io import to_builtin
 from segkit.config import Config, build_config
 from segkit.errors import SegkitError
 
@@ -217,7 +218,7 @@ def tune(base: dict[str, Any], space: list[Param], trials: int, out: str | Path,
         overrides = {} if first else {p.key: p.suggest(trial) for p in space}
         run_dir = out / f"trial-{trial.number:03d}"
         trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("overrides", {k: _plain(v) for k, v in overrides.items()})
+        trial.set_user_attr("overrides", to_builtin(overrides))
         device = free_devices.get()
         placed = {} if device is None else {"run.device": "cuda", "run.devices": [device]}
         started = time.time()
@@ -251,10 +252,6 @@ def tune(base: dict[str, Any], space: list[Param], trials: int, out: str | Path,
                        callbacks=[report], n_jobs=max(1, gpus if gpus > 1 else 1),
                        gc_after_trial=True)
     return write_results(study, out, base, headline)
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 def trial_line(trial: Any, headline: str) -> str:

@@ -204,7 +204,7 @@ def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0
             raise HTTPException(400, f"{file.filename or 'upload'}: {err}") from None
         start = time.perf_counter()
         try:
-            future = service.probabilities(image)
+            future = await run_in_threadpool(service.probabilities, image)
         except QueueFull as err:
             raise HTTPException(503, f"busy: {err}; retry later",
                                 headers={"Retry-After": "1"}) from None
