@@ -9,8 +9,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# labelme's shape rasteriser is the reference the LabelMe import is tested against; the package
+# itself pulls Qt, so only its files come (--no-deps: the test loads utils/shape.py alone)
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps 'labelme>=5.5'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import active  # noqa: E402
 import backends  # noqa: E402
 import models  # noqa: E402
 import multilabel  # noqa: E402
@@ -21,6 +22,7 @@ if __name__ == "__main__":
     multilabel.main()
     backends.main()
     serve_load.main()
+    active.main()
     if Path("runs/demo/checkpoints/best.ckpt").is_file():
         tta.main("runs/demo")
     else:

@@ -34,6 +34,9 @@ _PUBLIC = {
     "Predictor": "segkit.engine.inference",
     "load_predictor": "segkit.engine.backends",
     "export_model": "segkit.export",
+    "export_hf": "segkit.share",
+    "import_annotations": "segkit.data.annotations",
+    "select_images": "segkit.engine.select",
 }
 
 

@@ -7,6 +7,7 @@ weights_only=True)`` refuses numpy scalars and strings, so metadata must be plai
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -113,9 +114,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return safe_load(path, map_location or "cpu")
 
 
+SHARED_META = "segkit.json"  # beside model.safetensors in a `segkit export --format hf` folder
+
+
+def shared_meta(weights: Path) -> dict[str, Any] | None:
+    """The segkit metadata beside ``weights`` when it is a shared folder's model.safetensors."""
+    path = weights.parent / SHARED_META
+    if weights.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError:
+        raise SegkitError(f"{path}: not valid JSON; export the run again") from None
+    if not isinstance(meta, dict) or "config" not in meta or "info" not in meta:
+        raise SegkitError(f"{path}: no segkit config/info in it; export the run again")
+    return meta
+
+
 def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:
-    """A run directory -> its best checkpoint (else last); a file -> itself."""
+    """A run directory -> its best checkpoint (else last); a shared folder (``segkit export
+    --format hf``) -> its model.safetensors; a file -> itself."""
     p = Path(run_or_ckpt)
+    if p.is_dir() and (p / SHARED_META).is_file() and (p / "model.safetensors").is_file():
+        return p / "model.safetensors"
     if p.is_dir():
         for name in ("best.ckpt", "last.ckpt"):
             if (p / "checkpoints" / name).is_file():

@@ -160,7 +160,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise SegkitError("give a run directory / checkpoint, or --onnx FILE")
     predictor = load_model(model, args)
     print(f"backend: {predictor.describe()}")
-    writer = predict_with(predictor, args.inputs, args.out, save_probs=args.save_probs)
+    writer = predict_with(predictor, args.inputs, args.out, save_probs=args.save_probs,
+                          fmt=args.format, tolerance=args.polygon_tolerance)
     print(writer.describe())
     return 0
 
@@ -168,6 +169,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """segkit export."""
     from segkit.export import export_model
+
+    if args.format == "hf":
+        from segkit.share import export_hf
+
+        if args.int8 or args.fp16:
+            raise SegkitError("--format hf shares the trained FP32 weights; --int8 and --fp16 "
+                              "are for onnx / openvino")
+        folder = export_hf(args.run, args.out)
+        print(f"wrote {folder} (model.safetensors, config.json, segkit.json, README.md); "
+              f"load it with `segkit evaluate {folder}` or --weights {folder}")
+        return 0
 
     result = export_model(args.run, args.out, args.format, not args.static, args.opset,
                           args.tolerance, int8=args.int8, fp16=args.fp16,
@@ -256,11 +268,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     h, w = args.size
     if args.encoders:
+        from segkit.models.hf_models import HF_ARCHS, hf_available
         from segkit.models.smp_models import SMP_ARCHS, encoder_fit, smp_encoder_names
 
         for name in SMP_ARCHS:
             default = MODELS.get(name).tags.get("default_encoder", ModelConfig().encoder)
             print(f"{name:<14} default {default:<24} takes {encoder_fit(name)}")
+        for name, spec in HF_ARCHS.items():
+            missing = "" if hf_available(name) else "  (needs: pip install 'segkit[hf]')"
+            print(f"{name:<14} default {MODELS.get(name).tags['default_encoder']:<24} takes "
+                  f"{', '.join(spec['encoders'])}{missing}")
         print(f"\nsmp encoders: {', '.join(smp_encoder_names())}")
         return 0
     if args.stats:
@@ -390,6 +407,36 @@ def cmd_data_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_import(args: argparse.Namespace) -> int:
+    """segkit data import."""
+    from segkit.data.annotations import import_annotations
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    report = import_annotations(args.format, args.src, args.out, classes, args.overlap,
+                                args.unlabeled, args.on_bad_shape, args.images,
+                                args.val_fraction, args.line_width)
+    print(report.describe())
+    print(f"train on it with --data folder --data-root {args.out}")
+    return 0
+
+
+def cmd_data_select(args: argparse.Namespace) -> int:
+    """segkit data select."""
+    from segkit.engine.backends import load_predictor
+    from segkit.engine.select import select_images, write_selection
+
+    predictor = load_predictor(args.run, args.device, backend=args.backend)
+    selection = select_images(predictor, args.pool, args.n, args.score, args.tta,
+                              args.candidates, not args.no_diversity)
+    written = write_selection(selection, Path(args.out), predictor.info, args.format)
+    print(f"picked {len(selection.chosen)} of {len(selection.scores)} pool images by "
+          f"{args.score}{' + k-center diversity' if not args.no_diversity else ''}")
+    print("wrote " + ", ".join(str(p) for p in written[:3])
+          + (f" and {args.format} pre-annotations in {written[3].parent}"
+             if len(written) > 3 else ""))
+    return 0
+
+
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     """segkit data prepare."""
     from segkit.data.prepare import prepare_dataset
@@ -483,15 +530,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--save-probs", action="store_true", help="also write per-class probabilities (npz)"
     )
+    p.add_argument("--format", default="default",
+                   choices=["default", "labelme", "cvat", "labelstudio", "coco"],
+                   help="default: masks + overlays; or a labelling tool's pre-annotations "
+                   "(LabelMe polygons, CVAT masks, Label Studio brushes, COCO RLE)")
+    p.add_argument("--polygon-tolerance", type=float, default=0.0,
+                   help="--format labelme: how far (pixels) simplified outlines may stray "
+                   "(0: exact outlines, only points inside straight runs dropped)")
     _add_inference_args(p)
     p.set_defaults(func=cmd_predict)
 
     x = sub.add_parser("export", help="ONNX / OpenVINO / TorchScript export (FP32, FP16, INT8), "
-                       "checked against PyTorch")
+                       "checked against PyTorch; or a Hugging Face-layout folder (--format hf)")
     x.add_argument("run", help="run directory or checkpoint file")
-    x.add_argument("--format", choices=["onnx", "openvino", "torchscript"], default="onnx")
-    x.add_argument("--out", help="output file (.onnx / .xml / .pt); default "
-                   "RUN/export/FORMAT/model[-int8|-fp16].SUFFIX, where --backend auto looks")
+    x.add_argument("--format", choices=["onnx", "openvino", "torchscript", "hf"], default="onnx",
+                   help="hf: model.safetensors + config.json + model card in a folder")
+    x.add_argument("--out", help="output file (.onnx / .xml / .pt) or folder (hf); default "
+                   "RUN/export/FORMAT/model[-int8|-fp16].SUFFIX (hf: RUN/export/hf), where "
+                   "--backend auto looks")
     x.add_argument("--int8", action="store_true",
                    help="static INT8 quantisation calibrated on training images")
     x.add_argument("--fp16", action="store_true", help="half-precision weights")
@@ -586,6 +642,46 @@ def build_parser() -> argparse.ArgumentParser:
             dp.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
             dp.add_argument("--workers", type=int, default=4)
         dp.set_defaults(func=func)
+    im = dsub.add_parser("import", help="LabelMe / CVAT / Label Studio / COCO annotations -> "
+                         "the folder layout (images, class-index masks, splits, classes)")
+    im.add_argument("format", help="labelme, cvat, labelstudio or coco")
+    im.add_argument("src", help="the tool's export: a file or folder")
+    im.add_argument("--out", required=True, help="dataset folder to create")
+    im.add_argument("--classes", help="class names in index order, comma-separated (default: "
+                    "every label found, sorted; 'background' first unless --unlabeled ignore)")
+    im.add_argument("--overlap", default="z-order", choices=["z-order", "later", "smaller"],
+                    help="where shapes overlap: higher z then later wins, later wins, or the "
+                    "smaller region wins")
+    im.add_argument("--unlabeled", default="background", choices=["background", "ignore"],
+                    help="pixels no shape covers: class 0 'background' or 255 (ignored)")
+    im.add_argument("--on-bad-shape", default="fail", choices=["fail", "skip"],
+                    help="skip: count and list bad shapes (skipped_shapes.txt) instead of "
+                    "stopping")
+    im.add_argument("--images", help="folder holding the images when the export has none")
+    im.add_argument("--val-fraction", type=float, default=0.2)
+    im.add_argument("--line-width", type=int, default=10, help="pixels, for lines / polylines")
+    im.set_defaults(func=cmd_data_import)
+    se = dsub.add_parser("select", help="which unlabeled images to label next (uncertainty + "
+                         "diversity), with a contact sheet and optional pre-annotations")
+    se.add_argument("run", help="run directory or checkpoint of a segmentation model")
+    se.add_argument("--pool", nargs="+", required=True, help="unlabeled images: files, "
+                    "folders or globs")
+    se.add_argument("--n", type=int, default=100, help="how many to pick")
+    se.add_argument("--out", required=True, help="list file to write (scores CSV, sheet PNG "
+                    "and pre-annotations beside it)")
+    se.add_argument("--score", default="entropy", choices=["entropy", "margin", "disagreement"],
+                    help="uncertainty: mean pixel entropy, 1 - top-2 margin, or flip TTA "
+                    "disagreement")
+    se.add_argument("--tta", action="store_true", help="also score flip disagreement")
+    se.add_argument("--candidates", type=float, default=3.0,
+                    help="diversity picks among the CANDIDATES x N most uncertain")
+    se.add_argument("--no-diversity", action="store_true", help="just the N most uncertain")
+    se.add_argument("--format", choices=["labelme", "cvat", "labelstudio", "coco"],
+                    help="also package the picks as a tool's task file with pre-annotations")
+    se.add_argument("--device", default="cpu")
+    se.add_argument("--backend", default="torch",
+                    help="torch (encoder features for diversity), or any backend")
+    se.set_defaults(func=cmd_data_select)
     fp = dsub.add_parser("fingerprint", help="sizes, intensities, class and object statistics")
     fp.add_argument("--data", required=True)
     fp.add_argument("--data-root")

@@ -20,8 +20,9 @@ TASK_DEFAULTS: dict[str, dict[str, str]] = {
 }
 
 # Models whose natural encoder is not resnet18 get theirs when none is named.
-MODEL_DEFAULT_ENCODERS: dict[str, str] = {"segformer": "mit_b0",
-                                          "dpt": "tu-vit_tiny_patch16_224"}
+MODEL_DEFAULT_ENCODERS: dict[str, str] = {
+    "segformer": "mit_b0", "dpt": "tu-vit_tiny_patch16_224", "hf-segformer": "b0",
+    "hf-upernet": "convnext-tiny", "hf-mask2former": "swin-tiny", "hf-eomt": "vit-small"}
 
 
 class _Section(BaseModel):

@@ -104,6 +104,13 @@ def export_metadata(task: Any, multiple: int) -> dict[str, str]:
     return meta
 
 
+def fixed_onnx_size(model_name: str) -> bool:
+    """True for models exported at the training size (their graphs bake sizes in)."""
+    from segkit.models import model_entry
+
+    return bool(model_entry(model_name).tags.get("onnx_fixed_size"))
+
+
 def default_output(run: str | Path, fmt: str, precision: str) -> Path:
     """``RUN/export/FORMAT/model[-PRECISION].SUFFIX``, where ``--backend auto`` looks."""
     from segkit.checkpoint_io import run_dir_of
@@ -190,7 +197,8 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
                 fp32_path = out if (fmt == "onnx" and precision == "fp32") else (
                     out.with_name(f".{out.stem}.fp32.tmp.onnx"))
                 written.append(fp32_path)
-                free_size = write_onnx(wrapper, example, fp32_path, dynamic, spatial, opset)
+                free_size = write_onnx(wrapper, example, fp32_path, dynamic, spatial, opset,
+                                       fixed_onnx_size(task.config.model.name))
                 if spatial and not free_size:
                     meta["fixed_size"] = json.dumps([h, w])
                 add_onnx_metadata(fp32_path, meta)
@@ -374,7 +382,7 @@ def write_openvino(onnx_path: Path, out: Path, compress_fp16: bool) -> None:
 
 
 def write_onnx(wrapper: nn.Module, example: torch.Tensor, out: Path, dynamic: bool,
-               spatial: bool, opset: int) -> bool:
+               spatial: bool, opset: int, fixed_size: bool = False) -> bool:
     """Write the ONNX graph; True when its height and width are free.
 
     The TorchScript-based exporter goes first. Ops it cannot express (adaptive pooling to a
@@ -382,15 +390,17 @@ def write_onnx(wrapper: nn.Module, example: torch.Tensor, out: Path, dynamic: bo
     DPT's antialiased resampling of position embeddings) go through the
     dynamo exporter with a dynamic batch and, for dense prediction, the example's fixed size
     (segkit's predictors then pad or slide windows of that size over any image).
+    ``fixed_size``: models whose traced graph keeps sizes as constants (Mask2Former's
+    deformable attention) get a dynamic batch only.
     """
-    axes = {0: "batch"} | ({2: "height", 3: "width"} if spatial else {})
+    axes = {0: "batch"} | ({2: "height", 3: "width"} if spatial and not fixed_size else {})
     try:
         torch.onnx.export(
             wrapper, (example,), str(out), input_names=["image"], output_names=["logits"],
             dynamic_axes={"image": axes, "logits": axes} if dynamic else None,
             opset_version=opset, dynamo=False,
         )
-        return dynamic
+        return dynamic and not fixed_size
     except (torch.onnx.errors.SymbolicValueError, torch.onnx.errors.UnsupportedOperatorError):
         dims = {0: torch.export.Dim("batch")} if dynamic else None
         if dynamic:  # torch.export specialises a batch of one: trace with two

@@ -1,11 +1,15 @@
 """One model tester (as smp's BaseModelTester) that every registered model of every task passes:
 it builds for its task, gives the task's output shape, a few optimiser steps lower the task's
-loss on a fixed batch, and its ONNX export matches PyTorch through ``segkit export``."""
+training loss on a fixed batch (a mask-classification model's own Hungarian loss), its ONNX
+export matches PyTorch through ``segkit export``, and the service answers with it."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
+from PIL import Image
 
 from segkit.checkpoint_io import atomic_torch_save
 from segkit.config import build_config
@@ -16,7 +20,10 @@ from segkit.tasks import TASKS
 
 # small variants keep the suite fast; anything not named builds with its defaults
 SMALL = {"deeplabv3": {"model.encoder": "mobilenet_v3_large"},
-         "ssgrl": {"model.encoder": "resnet18", "model.ssgrl_rank": 32}}
+         "ssgrl": {"model.encoder": "resnet18", "model.ssgrl_rank": 32},
+         "hf-upernet": {"model.encoder": "swin-mini"},
+         "hf-mask2former": {"model.encoder": "swin-mini"},
+         "hf-eomt": {"model.encoder": "vit-tiny"}}
 SIZE = {"segment": (64, 64), "classify": (32, 32), "multilabel": (32, 32)}
 CASES = [(entry.name, task.name) for task in (e.builder for e in TASKS)
          for entry in MODELS if task.name in entry.tags["tasks"]]
@@ -69,6 +76,8 @@ def test_model_builds_shapes_learns_and_exports(model, task, tmp_path) -> None:
     target = batch[kind.target_key]
 
     def loss() -> torch.Tensor:
+        if kind.spatial:  # the segmentation training step (own loss or the criterion)
+            return module._shared_step(batch)[0]
         return module.criterion(module(batch["image"]).float(), target)
 
     opt = torch.optim.Adam(module.parameters(), 1e-3)
@@ -87,6 +96,18 @@ def test_model_builds_shapes_learns_and_exports(model, task, tmp_path) -> None:
     result = export_model(tmp_path / "best.ckpt", tmp_path / "model.onnx", tolerance=2e-3,
                           max_drop=-1)  # a hand-made 3-class module: no data to score it on
     assert result.max_abs_diff < 2e-3 and result.metadata["segkit_task"] == task
+
+    # the service loads the checkpoint and answers with the task's reply
+    from fastapi.testclient import TestClient
+
+    from segkit.serve import create_app
+
+    buf = io.BytesIO()
+    Image.fromarray(batch["image"][0].permute(1, 2, 0).numpy()).save(buf, format="PNG")
+    client = TestClient(create_app(tmp_path / "best.ckpt"))
+    reply = client.post("/predict?format=json", files={"file": ("x.png", buf.getvalue())})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["task"] == task
 
 
 def test_new_architectures_pick_their_encoders_and_refuse_misfits(capsys) -> None:

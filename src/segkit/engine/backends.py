@@ -203,7 +203,7 @@ def load_predictor(model: str | Path, device: str = "cpu",
         return predictor
     suffix = path.suffix.lower()
     runtime = {".onnx": "onnxruntime", ".xml": "openvino", ".pt": "torch", ".ts": "torch",
-               ".torchscript": "torch", ".ckpt": "torch"}.get(suffix)
+               ".torchscript": "torch", ".ckpt": "torch", ".safetensors": "torch"}.get(suffix)
     if runtime is None:
         raise SegkitError(f"{path}: not a run, checkpoint or export (.ckpt, .onnx, .xml, .pt)")
     wanted = runtime if backend == "auto" else backend
@@ -218,7 +218,7 @@ def load_predictor(model: str | Path, device: str = "cpu",
         return OnnxPredictor(path, options, device=device, threads=threads)
     if suffix == ".xml":
         return OpenVinoPredictor(path, options, threads)
-    if suffix == ".ckpt":
+    if suffix in (".ckpt", ".safetensors"):
         return TorchPredictor.from_checkpoint(path, device, options, channels_last, compile)
     return TorchScriptPredictor(path, options)
 

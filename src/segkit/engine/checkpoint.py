@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from segkit.checkpoint_io import resolve_checkpoint, safe_load
+from segkit.checkpoint_io import resolve_checkpoint, safe_load, shared_meta
 from segkit.config import Config
 from segkit.errors import SegkitError
 from segkit.tasks import Task, task_class
@@ -32,7 +32,8 @@ def check_resumable(ckpt: Path, model: dict[str, Any], classes: list[str]) -> No
 
 def checkpoint_task(run_or_ckpt: str | Path) -> str:
     """The task name (see ``segkit.tasks.TASKS``) of a run directory or checkpoint."""
-    meta = safe_load(resolve_checkpoint(run_or_ckpt)).get("segkit") or {}
+    path = resolve_checkpoint(run_or_ckpt)
+    meta = shared_meta(path) or (safe_load(path).get("segkit") or {})
     return Config.model_validate({"task": meta.get("config", {}).get("task", Config().task)}).task
 
 
@@ -50,14 +51,14 @@ def load_task(run_or_ckpt: str | Path, device: str | torch.device = "cpu") -> Ta
         SegkitError: missing, corrupt, pickled or mismatched checkpoint.
     """
     path = resolve_checkpoint(run_or_ckpt)
+    shared = shared_meta(path)
+    if shared is not None:
+        return load_shared(path, shared, device)
     ckpt = safe_load(path)
     meta = ckpt.get("segkit")
     if meta is None or "state_dict" not in ckpt:
         raise SegkitError(f"{path}: not a segkit checkpoint (no 'segkit' metadata)")
-    config = {**meta["config"], "model": {**meta["config"]["model"], "weights": None}}
-    kind = task_class(Config.model_validate(config).task)
-    extras = {key: meta.get(key) for key in kind.extra_keys}
-    task = kind(config, meta["info"], int(meta.get("in_channels", 3)), extras)
+    task = task_from_meta(meta)
     try:
         missing, unexpected = task.load_state_dict(ckpt["state_dict"], strict=False)
     except RuntimeError as err:
@@ -70,5 +71,39 @@ def load_task(run_or_ckpt: str | Path, device: str | torch.device = "cpu") -> Ta
             f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. "
             f"{(missing + unexpected)[0]})"
         )
+    task.checkpoint_path = path
+    return task.to(device).eval()
+
+
+def task_from_meta(meta: dict[str, Any], weights: str | None = None) -> Task:
+    """The task a checkpoint's (or shared folder's) segkit metadata describes, untrained (or
+    with ``weights`` loaded as a new run would)."""
+    config = {**meta["config"], "model": {**meta["config"]["model"], "weights": weights}}
+    kind = task_class(Config.model_validate(config).task)
+    extras = {key: meta.get(key) for key in kind.extra_keys}
+    return kind(config, meta["info"], int(meta.get("in_channels", 3)), extras)
+
+
+def load_shared(path: Path, meta: dict[str, Any], device: str | torch.device = "cpu") -> Task:
+    """A task from a folder ``segkit export --format hf`` wrote (its model.safetensors holds
+    the network in its library's own layout)."""
+    from segkit.models.hf_models import unwrap_hf
+    from segkit.models.weights import read_tensors
+    from segkit.models.wrappers import shared_network
+
+    if meta.get("library") == "transformers":  # its loader knows its own key names
+        task = task_from_meta(meta, str(path.parent))
+        if getattr(shared_network(task.model), "weights_fresh", -1) != 0:
+            raise SegkitError(f"{path}: weights do not fit model '{task.config.model.name}' "
+                              "(transformers initialised some layers); export the run again")
+        task.checkpoint_path = path
+        return task.to(device).eval()
+    task = task_from_meta(meta)
+    net = unwrap_hf(task.model) or shared_network(task.model)
+    try:
+        net.load_state_dict(read_tensors(path), strict=True)
+    except RuntimeError as err:
+        raise SegkitError(f"{path}: weights do not fit model '{task.config.model.name}' "
+                          f"({str(err).splitlines()[1].strip()[:160]})") from None
     task.checkpoint_path = path
     return task.to(device).eval()

@@ -89,8 +89,10 @@ class Predictor:
 def run_thresholds(checkpoint: Path) -> tuple[float, ...] | None:
     """Per-class label thresholds the checkpoint's run chose on validation (thresholds.json
     beside checkpoints/), in class order; None when the run chose none."""
-    path = checkpoint.parent.parent / "thresholds.json"
-    if checkpoint.parent.name != "checkpoints" or not path.is_file():
+    run_dir = (checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else
+               checkpoint.parent if checkpoint.suffix == ".safetensors" else None)  # shared folder
+    path = run_dir / "thresholds.json" if run_dir is not None else None
+    if path is None or not path.is_file():
         return None
     try:
         return tuple(float(v) for v in json.loads(path.read_text()).values())

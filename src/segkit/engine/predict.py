@@ -76,13 +76,15 @@ def predict(
 
 
 def predict_with(predictor: Predictor, inputs: list[str | Path], out: str | Path,
-                 save_probs: bool = False, progress: bool = True) -> Any:
+                 save_probs: bool = False, progress: bool = True, fmt: str = "default",
+                 tolerance: float = 0.0) -> Any:
     """Like ``predict`` with a loaded predictor; returns the task's finished writer
-    (``results`` and ``describe()``)."""
+    (``results`` and ``describe()``). ``fmt``: a labelling tool's pre-annotation format
+    (segmentation: labelme, cvat, labelstudio, coco)."""
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     writer = predictor.kind.prediction_writer(out_dir, predictor.info, predictor.options,
-                                              save_probs)
+                                              save_probs, fmt, tolerance)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for path in tqdm(expand_inputs(inputs), desc="predict", unit="img", disable=not progress):
         image = read_image(path)
         _, probs = predictor.predict_array(image)

@@ -21,6 +21,7 @@ from segkit.models.classifiers import (
 )
 from segkit.models.deeplab import build_deeplabv3
 from segkit.models.fcn import build_fcn
+from segkit.models.hf_models import HF_ARCHS, hf_builder
 from segkit.models.smp_models import DEFAULT_ENCODERS, MIN_SIDE, SMP_ARCHS, smp_builder
 from segkit.models.stats import conv_out, count_parameters, gflops
 from segkit.models.wrappers import PadToMultiple
@@ -42,6 +43,12 @@ MODELS.add("fcn", build_fcn, "FCN-32s: torchvision ResNet trunk + bilinear-initi
 MODELS.add("deeplabv3", build_deeplabv3, "torchvision DeepLabV3 (resnet50/resnet101 encoder)",
            aliases=("deeplab",), family="torchvision", tasks=SEGMENT,
            default_encoder="mobilenet_v3_large")
+
+for _name, _spec in HF_ARCHS.items():
+    MODELS.add(_name, hf_builder(_name), _spec["desc"], multiple=_spec["multiple"],
+               family="transformers", tasks=SEGMENT, default_encoder=DEFAULT_ENCODERS[_name],
+               lr=_spec["lr"], **{k: True for k in ("own_loss", "onnx_fixed_size")
+                                  if _spec.get(k)})
 
 _CLASSIFIERS = {
     "lenet": "LeNet-5 (sigmoid, average pooling, Xavier init) for 28x28 data",
@@ -109,7 +116,9 @@ def build_model(cfg: ModelConfig, out_channels: int, in_channels: int = 3,
                           f"{str(err)[:120]}; pass a local file with --weights PATH") from None
     adapt_first_conv(net, in_channels)
     replace_batchnorm(net, cfg.norm)
-    if is_weights_source(cfg.weights):
+    if getattr(net, "weights_report", ""):  # its library loaded them (transformers)
+        log.info(net.weights_report)
+    elif is_weights_source(cfg.weights):
         log.info(load_weights(net, cfg.weights))
     multiple = int(entry.tags.get("multiple", 1))
     min_side = int(entry.tags.get("min_side", 0))

@@ -16,7 +16,7 @@ from torch import nn
 
 from segkit.errors import SegkitError
 
-_PREFIXES = ("model.", "module.", "net.", "_orig_mod.")
+_PREFIXES = ("model.", "module.", "net.", "_orig_mod.", "hf.")  # hf.: transformers wrappers
 
 
 def _state_dict_of(obj: dict) -> dict[str, torch.Tensor]:

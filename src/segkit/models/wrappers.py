@@ -24,6 +24,17 @@ class PadToMultiple(nn.Module):
         h, w = x.shape[-2:]
         return self.net(pad_for(x, self.multiple, self.min_side))[..., :h, :w]
 
+    def loss_and_logits(self, x: torch.Tensor, target: torch.Tensor, ignore_index: int
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For networks that compute their own loss (mask classification): the padding is
+        ignored in the target."""
+        h, w = x.shape[-2:]
+        padded = pad_for(x, self.multiple, self.min_side)
+        ph, pw = padded.shape[-2] - h, padded.shape[-1] - w
+        target = F.pad(target, (0, pw, 0, ph), value=ignore_index) if ph or pw else target
+        loss, logits = self.net.loss_and_logits(padded, target, ignore_index)
+        return loss, logits[..., :h, :w]
+
 
 def pad_for(x: torch.Tensor, multiple: int, min_side: int = 0) -> torch.Tensor:
     """Padded to multiples of ``multiple`` and to at least ``min_side`` on each side."""
@@ -47,3 +58,8 @@ def pad_to_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def shared_network(model: nn.Module) -> nn.Module:
+    """The network inside segkit's size adapter (what other libraries load)."""
+    return model.net if isinstance(model, PadToMultiple) else model

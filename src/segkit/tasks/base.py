@@ -150,13 +150,13 @@ class Task(pl.LightningModule):
         return []
 
     @staticmethod
-    def optimiser_plan(lr: float) -> list[tuple[str, Any, str]]:
+    def optimiser_plan(lr: float, lr_reason: str = "") -> list[tuple[str, Any, str]]:
         """AdamW at ``lr`` with a per-step cosine decay (measured better than Adam 1e-3 with a
         plateau rule for segmentation and multi-label from scratch)."""
         return [
             ("optim.name", "adamw", "AdamW: Adam with decoupled weight decay"),
-            ("optim.lr", lr, "a higher rate with AdamW and cosine decay (the write-ups' Adam "
-             "1e-3 learnt less in the same epochs)"),
+            ("optim.lr", lr, lr_reason or "a higher rate with AdamW and cosine decay (the "
+             "write-ups' Adam 1e-3 learnt less in the same epochs)"),
             ("optim.weight_decay", 1e-4, "light decoupled weight decay"),
             ("optim.scheduler", "cosine", "cosine decay to zero over the run: the rate stays "
              "high while it helps (a plateau rule halved it too early in the write-ups' runs)"),
@@ -204,9 +204,20 @@ class Task(pl.LightningModule):
 
     @classmethod
     def prediction_writer(cls, out: Path, info: DatasetInfo, options: InferenceOptions,
-                          save_probs: bool = False) -> Any:
-        """An object with ``add(path, image, probs)`` and ``close()`` writing predictions."""
+                          save_probs: bool = False, fmt: str = "default",
+                          tolerance: float = 0.0) -> Any:
+        """An object with ``add(path, image, probs)`` and ``close()`` writing predictions;
+        ``fmt`` names a labelling tool's pre-annotation format where the task has them
+        (segmentation: labelme, cvat, labelstudio, coco; polygons simplified by
+        ``tolerance`` pixels)."""
         raise NotImplementedError
+
+    @classmethod
+    def check_writer_format(cls, fmt: str) -> None:
+        """Refuse a pre-annotation format this task does not write."""
+        if fmt != "default":
+            raise SegkitError(f"--format {fmt} writes segmentation masks as pre-annotations; "
+                              f"a {cls.name} model writes predictions.csv / .json")
 
     @classmethod
     def serve_reply(cls, image: np.ndarray, probs: np.ndarray, info: DatasetInfo,

@@ -177,8 +177,10 @@ class ClassificationTask(Task):
 
     @classmethod
     def prediction_writer(
-        cls, out: Path, info: DatasetInfo, options: InferenceOptions, save_probs: bool = False
+        cls, out: Path, info: DatasetInfo, options: InferenceOptions, save_probs: bool = False,
+        fmt: str = "default", tolerance: float = 0.0,
     ) -> LabelWriter:
+        cls.check_writer_format(fmt)
         return LabelWriter(out, info, options, cls.decode)
 
     @classmethod

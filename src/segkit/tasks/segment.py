@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import io
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from segkit.config import Config
 from segkit.data.base import DatasetInfo
 from segkit.data.check import PixelStats
 from segkit.data.transforms import build_augmentation
+from segkit.errors import SegkitError
 from segkit.losses import build_loss, inverse_frequency_weights, loss_needs_class_weights
 from segkit.metrics import (
     SegmentationMetrics,
@@ -28,6 +30,7 @@ from segkit.models import build_model
 from segkit.tasks.base import Task
 from segkit.tasks.tta import InferenceOptions, Logits, sliding_window_logits, tta_probabilities
 
+log = logging.getLogger("segkit")
 CROP_ABOVE = 512  # image sides above this train on crops of this size
 
 
@@ -141,6 +144,14 @@ class SegmentationTask(Task):
                                  self.info.classes)
 
     def configure_losses(self) -> None:
+        from segkit.models import model_entry
+
+        # mask-classification networks train with their own Hungarian-matching loss
+        self.own_loss = bool(model_entry(self.config.model.name).tags.get("own_loss"))
+        if self.own_loss and self.config.loss.name not in ("auto", "ce"):
+            log.warning("%s trains with its own Hungarian-matching loss; --loss %s only scores "
+                        "validation in sliding windows", self.config.model.name,
+                        self.config.loss.name)
         weights = self.class_weights
         mode = "binary" if self.binary else "multiclass"
         self.criterion = build_loss(self.config.loss, mode,
@@ -164,6 +175,9 @@ class SegmentationTask(Task):
 
     def _shared_step(self, batch: dict[str, Any], window: tuple[int, int] | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.own_loss and window is None:
+            x = self.normalize(batch["image"])
+            return self.model.loss_and_logits(x, batch["mask"], self.info.ignore_index)
         logits = self(batch["image"], window)
         return self.criterion(logits, batch["mask"].long()), logits
 
@@ -198,8 +212,18 @@ class SegmentationTask(Task):
         why = (f"'{largest}' holds {share:.0%} of the pixels: Dice weighs every class alike, so "
                "rare classes are learnt too" if share > 0.5 else
                "cross-entropy for every pixel plus Dice for each class's overlap")
-        steps: list[tuple[str, Any, str]] = [("loss.name", "ce+dice", why),
-                                             *cls.optimiser_plan(3e-3)]
+        from segkit.models import model_entry
+
+        entry = model_entry(cfg.model.name)
+        lr = float(entry.tags.get("lr", 3e-3))
+        lr_reason = ("" if "lr" not in entry.tags else
+                     f"{cfg.model.name}: the rate its transformer layers train stably at")
+        if entry.tags.get("own_loss"):
+            why = (f"{cfg.model.name} trains with its own Hungarian-matching loss (class CE + "
+                   "mask BCE + Dice); ce scores only validation in sliding windows")
+        steps: list[tuple[str, Any, str]] = [
+            ("loss.name", "ce" if entry.tags.get("own_loss") else "ce+dice", why),
+            *cls.optimiser_plan(lr, lr_reason)]
         h, w = fingerprint["image_size"]["height"]["median"], fingerprint["image_size"]["width"][
             "median"]
         if min(h, w) > CROP_ABOVE:
@@ -270,8 +294,11 @@ class SegmentationTask(Task):
 
     @classmethod
     def prediction_writer(cls, out: Path, info: DatasetInfo, options: InferenceOptions,
-                          save_probs: bool = False) -> MaskWriter:
-        return MaskWriter(out, info, options, save_probs)
+                          save_probs: bool = False, fmt: str = "default",
+                          tolerance: float = 0.0) -> MaskWriter | AnnotationWriter:
+        if fmt == "default":
+            return MaskWriter(out, info, options, save_probs)
+        return AnnotationWriter(out, info, options, fmt, tolerance)
 
     @classmethod
     def serve_reply(cls, image: np.ndarray, probs: np.ndarray, info: DatasetInfo,
@@ -428,3 +455,45 @@ class MaskWriter:
     def describe(self) -> str:
         """One line for the CLI."""
         return f"wrote {len(self.written)} masks and overlays to {self.out}"
+
+
+class AnnotationWriter:
+    """Predictions as a labelling tool's pre-annotations (LabelMe polygons, CVAT masks, Label
+    Studio brushes, COCO RLE), written when the last image is in; each image's score is its
+    mean top-class probability (Label Studio and COCO carry it)."""
+
+    def __init__(self, out: Path, info: DatasetInfo, options: InferenceOptions, fmt: str,
+                 tolerance: float = 0.0) -> None:
+        from segkit.data.annotations import EXPORT_FORMATS
+
+        if fmt not in EXPORT_FORMATS:
+            raise SegkitError(f"unknown --format '{fmt}'; use default or "
+                              f"{', '.join(EXPORT_FORMATS)}")
+        self.out, self.info, self.options = out, info, options
+        self.fmt, self.tolerance = fmt, tolerance
+        self.items: list[tuple[Path, np.ndarray]] = []
+        self.scores: list[float] = []
+        self.written: list[Path] = []
+
+    def add(self, path: Path, image: np.ndarray, probs: np.ndarray) -> None:
+        """Keep the image's predicted class mask."""
+        self.items.append((path, SegmentationTask.decode(probs, self.info, self.options)))
+        self.scores.append(float(probs.max(0).mean()))
+
+    def close(self) -> None:
+        """Write the tool's files."""
+        from segkit.data.annotations import export_predictions
+
+        self.written = export_predictions(self.fmt, self.out, self.items, self.info.classes,
+                                          self.info.palette, self.tolerance, self.scores)
+
+    @property
+    def results(self) -> list[Path]:
+        """The files written."""
+        return self.written
+
+    def describe(self) -> str:
+        """One line for the CLI."""
+        return (f"wrote {self.fmt} pre-annotations for {len(self.items)} images to {self.out} "
+                f"({', '.join(p.name for p in self.written[:3])}"
+                f"{' ...' if len(self.written) > 3 else ''})")
