@@ -56,7 +56,8 @@ def train_on(data: Path, stems: list[str], out: Path, seed: int, epochs: int) ->
     return {"mIoU": float(result.metrics["mIoU"]), "run": out / "run"}
 
 
-def one_seed(data: Path, seed: int, epochs: int, work: Path) -> dict[str, float]:
+def one_seed(data: Path, seed: int, epochs: int, work: Path, score: str = "entropy",
+             diverse: bool = True) -> dict[str, float]:
     train_stems = (data / "splits" / "train.txt").read_text().split()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(train_stems))
@@ -65,7 +66,7 @@ def one_seed(data: Path, seed: int, epochs: int, work: Path) -> dict[str, float]
     start = train_on(data, first, work / f"first{seed}", seed, epochs)
     predictor = load_predictor(start["run"], backend="torch")
     pool = [data / "images" / f"{s}.png" for s in rest]
-    picked = select_images(predictor, pool, PICK, progress=False).chosen
+    picked = select_images(predictor, pool, PICK, score, diverse=diverse, progress=False).chosen
     selected = [p.stem for p in picked]
     random = rest[:PICK]  # already a random order
     sel = train_on(data, first + selected, work / f"selected{seed}", seed, epochs)
@@ -80,14 +81,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--score", default="entropy", choices=["entropy", "margin",
+                                                               "disagreement"])
+    parser.add_argument("--no-diversity", action="store_true")
     args = parser.parse_args(argv or [])
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         data = write_sample("folder", Path(tmp) / "shapes", POOL, VAL, SIZE, seed=7)
-        rows = [one_seed(data, s, args.epochs, Path(tmp)) for s in seeds]
+        rows = [one_seed(data, s, args.epochs, Path(tmp), args.score, not args.no_diversity)
+                for s in seeds]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     result = {"pool": POOL, "val": VAL, "first": FIRST, "picked": PICK, "size": list(SIZE),
-              "epochs": args.epochs, "seeds": seeds, "runs": rows, "mean": mean,
+              "epochs": args.epochs, "seeds": seeds, "score": args.score,
+              "diversity": not args.no_diversity, "runs": rows, "mean": mean,
               "selected_wins": sum(r["selected_mIoU"] > r["random_mIoU"] for r in rows)}
     save("active_learning", result)
     print(f"mean val mIoU: first {FIRST} images {mean['first_mIoU']:.4f}; + {PICK} selected "
