@@ -12,6 +12,7 @@ Usage: python benchmarks/active.py [--seeds 0,1,2] [--epochs 12]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import save  # noqa: E402
+from common import RESULTS, save  # noqa: E402
 from segkit.config import build_config  # noqa: E402
 from segkit.data.samples import write_sample  # noqa: E402
 from segkit.engine.backends import load_predictor  # noqa: E402
@@ -81,8 +82,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--score", default="entropy", choices=["entropy", "margin",
-                                                               "disagreement"])
+    parser.add_argument("--score", default="entropy",
+                        choices=["entropy", "class-entropy", "margin", "disagreement"])
     parser.add_argument("--no-diversity", action="store_true")
     args = parser.parse_args(argv or [])
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -95,7 +96,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "epochs": args.epochs, "seeds": seeds, "score": args.score,
               "diversity": not args.no_diversity, "runs": rows, "mean": mean,
               "selected_wins": sum(r["selected_mIoU"] > r["random_mIoU"] for r in rows)}
-    save("active_learning", result)
+    variant = f"{args.score}{' + k-center' if not args.no_diversity else ''}"
+    previous = json.loads(RESULTS.read_text()).get("active_learning", {}) if RESULTS.is_file() \
+        else {}
+    variants = previous.get("variants", {}) if isinstance(previous, dict) else {}
+    variants[variant] = result
+    save("active_learning", {"default": "entropy + k-center", "variants": variants})
     print(f"mean val mIoU: first {FIRST} images {mean['first_mIoU']:.4f}; + {PICK} selected "
           f"{mean['selected_mIoU']:.4f}; + {PICK} random {mean['random_mIoU']:.4f} "
           f"(selected better in {result['selected_wins']} of {len(rows)} seeds)")

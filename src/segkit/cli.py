@@ -669,9 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--n", type=int, default=100, help="how many to pick")
     se.add_argument("--out", required=True, help="list file to write (scores CSV, sheet PNG "
                     "and pre-annotations beside it)")
-    se.add_argument("--score", default="entropy", choices=["entropy", "margin", "disagreement"],
-                    help="uncertainty: mean pixel entropy, 1 - top-2 margin, or flip TTA "
-                    "disagreement")
+    se.add_argument("--score", default="entropy",
+                    choices=["entropy", "class-entropy", "margin", "disagreement"],
+                    help="uncertainty: mean pixel entropy, its class-balanced mean, 1 - top-2 "
+                    "margin, or flip TTA disagreement")
     se.add_argument("--tta", action="store_true", help="also score flip disagreement")
     se.add_argument("--candidates", type=float, default=3.0,
                     help="diversity picks among the CANDIDATES x N most uncertain")

@@ -26,6 +26,17 @@ def test_uncertainty_of_sure_and_unsure_pixels() -> None:
     assert pixel_uncertainty(half) == pytest.approx(((1 + h09) / 2, (1 + 0.2) / 2))
 
 
+def test_class_balanced_entropy_weighs_each_predicted_class_alike() -> None:
+    from segkit.engine.select import class_balanced_entropy
+
+    probs = np.zeros((2, 1, 10))
+    probs[0, 0, :9] = 1.0  # nine sure background pixels
+    probs[:, 0, 9] = [0.4, 0.6]  # one unsure foreground pixel (entropy H(0.4))
+    h = -(0.4 * np.log(0.4) + 0.6 * np.log(0.6)) / np.log(2)
+    assert class_balanced_entropy(probs) == pytest.approx((0 + h) / 2, abs=1e-6)
+    assert pixel_uncertainty(probs)[0] == pytest.approx(h / 10, abs=1e-6)
+
+
 def test_k_center_spreads_over_clusters() -> None:
     angles = np.radians([0, 4, 88, 92, 180, 178])
     points = np.stack([np.cos(angles), np.sin(angles)], 1) * np.array([[1], [2], [3], [1],

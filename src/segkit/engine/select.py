@@ -1,7 +1,9 @@
 """Which images to label next: uncertain ones, spread over what the pool looks like.
 
 Each pool image is scored by the model's uncertainty (mean pixel entropy of the class
-probabilities, normalised by log C, or mean 1 - margin between the two top classes), and
+probabilities, normalised by log C; the class-balanced entropy, the mean over the classes it
+predicts of the mean entropy inside each class's predicted region, so a small object's doubt
+is not drowned by a sure background; or mean 1 - margin between the two top classes), and
 optionally by how much its prediction changes under a horizontal flip (test-time
 augmentation disagreement, total variation). The ``candidates`` x ``n`` most uncertain images
 are then thinned to ``n`` by greedy k-center on the encoder's pooled features (Sener and
@@ -24,7 +26,7 @@ from segkit.data.io import read_image
 from segkit.engine.predict import expand_inputs
 from segkit.errors import SegkitError
 
-SCORES = ("entropy", "margin", "disagreement")
+SCORES = ("entropy", "class-entropy", "margin", "disagreement")
 
 
 @dataclass
@@ -35,15 +37,26 @@ class PoolScore:
     entropy: float
     margin: float
     disagreement: float | None
+    class_entropy: float = 0.0
 
 
 def pixel_uncertainty(probs: np.ndarray) -> tuple[float, float]:
     """(mean normalised entropy, mean 1 - top-2 margin) of CxHxW probabilities."""
-    c = probs.shape[0]
-    p = np.clip(probs, 1e-8, 1.0)
-    entropy = float((-(p * np.log(p)).sum(0)).mean() / np.log(max(c, 2)))
     top2 = np.sort(probs, axis=0)[-2:]
-    return entropy, float((1 - (top2[1] - top2[0])).mean())
+    return float(pixel_entropy(probs).mean()), float((1 - (top2[1] - top2[0])).mean())
+
+
+def pixel_entropy(probs: np.ndarray) -> np.ndarray:
+    """HxW entropy of CxHxW probabilities, normalised by log C (0 sure .. 1 uniform)."""
+    p = np.clip(probs, 1e-8, 1.0)
+    return -(p * np.log(p)).sum(0) / np.log(max(probs.shape[0], 2))
+
+
+def class_balanced_entropy(probs: np.ndarray) -> float:
+    """The mean over predicted classes of the mean entropy inside each one's region."""
+    entropy = pixel_entropy(probs)
+    predicted = probs.argmax(0)
+    return float(np.mean([entropy[predicted == c].mean() for c in np.unique(predicted)]))
 
 
 @torch.inference_mode()
@@ -98,7 +111,7 @@ def select_images(predictor: Any, pool: list[str | Path], n: int, score: str = "
         predictor: a loaded segmentation predictor (PyTorch gives encoder features).
         pool: image files, folders or globs of unlabeled images.
         n: how many to pick.
-        score: entropy, margin or disagreement (flip TTA) ranks the pool.
+        score: entropy, class-entropy, margin or disagreement (flip TTA) ranks the pool.
         tta: also compute flip disagreement (always on for ``score='disagreement'``).
         candidates: diversity picks among the ``candidates * n`` most uncertain.
         diverse: False: simply the ``n`` most uncertain.
@@ -129,10 +142,11 @@ def select_images(predictor: Any, pool: list[str | Path], n: int, score: str = "
         if tta:
             _, flipped = predictor.predict_array(np.ascontiguousarray(image[:, ::-1]))
             disagreement = float(0.5 * np.abs(probs - flipped[:, :, ::-1]).sum(0).mean())
-        scores.append(PoolScore(path, entropy, margin, disagreement))
+        scores.append(PoolScore(path, entropy, margin, disagreement,
+                                class_balanced_entropy(probs)))
         features.append(encoder_features(predictor, image, probs))
         masks[path] = mask
-    value = np.array([getattr(s, score) for s in scores], dtype=np.float64)
+    value = np.array([getattr(s, score.replace("-", "_")) for s in scores], dtype=np.float64)
     order = np.argsort(-value, kind="stable")
     if not diverse:
         picked = order[:n].tolist()
@@ -159,9 +173,11 @@ def write_selection(selection: Selection, out: Path, info: Any, fmt: str | None 
     table = out.with_name(f"{out.stem}_scores.csv")
     with table.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", "entropy", "margin", "disagreement", "picked_rank"])
+        writer.writerow(["image", "entropy", "class_entropy", "margin", "disagreement",
+                         "picked_rank"])
         for s in selection.scores:
-            writer.writerow([str(s.path), f"{s.entropy:.6f}", f"{s.margin:.6f}",
+            writer.writerow([str(s.path), f"{s.entropy:.6f}", f"{s.class_entropy:.6f}",
+                             f"{s.margin:.6f}",
                              "" if s.disagreement is None else f"{s.disagreement:.6f}",
                              rank.get(s.path, "")])
     tiles = []
