@@ -87,7 +87,6 @@ def task_from_meta(meta: dict[str, Any], weights: str | None = None) -> Task:
 def load_shared(path: Path, meta: dict[str, Any], device: str | torch.device = "cpu") -> Task:
     """A task from a folder ``segkit export --format hf`` wrote (its model.safetensors holds
     the network in its library's own layout)."""
-    from segkit.models.hf_models import unwrap_hf
     from segkit.models.weights import read_tensors
     from segkit.models.wrappers import shared_network
 
@@ -99,9 +98,8 @@ def load_shared(path: Path, meta: dict[str, Any], device: str | torch.device = "
         task.checkpoint_path = path
         return task.to(device).eval()
     task = task_from_meta(meta)
-    net = unwrap_hf(task.model) or shared_network(task.model)
     try:
-        net.load_state_dict(read_tensors(path), strict=True)
+        shared_network(task.model).load_state_dict(read_tensors(path), strict=True)
     except RuntimeError as err:
         raise SegkitError(f"{path}: weights do not fit model '{task.config.model.name}' "
                           f"({str(err).splitlines()[1].strip()[:160]})") from None

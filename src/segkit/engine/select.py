@@ -40,10 +40,16 @@ class PoolScore:
     class_entropy: float = 0.0
 
 
-def pixel_uncertainty(probs: np.ndarray) -> tuple[float, float]:
-    """(mean normalised entropy, mean 1 - top-2 margin) of CxHxW probabilities."""
+def pixel_uncertainty(probs: np.ndarray) -> tuple[float, float, float]:
+    """(mean normalised entropy, mean 1 - top-2 margin, class-balanced entropy) of CxHxW
+    probabilities; the class-balanced one is the mean over predicted classes of the mean
+    entropy inside each one's region."""
     top2 = np.sort(probs, axis=0)[-2:]
-    return float(pixel_entropy(probs).mean()), float((1 - (top2[1] - top2[0])).mean())
+    entropy = pixel_entropy(probs)
+    predicted = probs.argmax(0)
+    per_class = [entropy[predicted == c].mean() for c in np.unique(predicted)]
+    return (float(entropy.mean()), float((1 - (top2[1] - top2[0])).mean()),
+            float(np.mean(per_class)))
 
 
 def pixel_entropy(probs: np.ndarray) -> np.ndarray:
@@ -52,32 +58,36 @@ def pixel_entropy(probs: np.ndarray) -> np.ndarray:
     return -(p * np.log(p)).sum(0) / np.log(max(probs.shape[0], 2))
 
 
-def class_balanced_entropy(probs: np.ndarray) -> float:
-    """The mean over predicted classes of the mean entropy inside each one's region."""
-    entropy = pixel_entropy(probs)
-    predicted = probs.argmax(0)
-    return float(np.mean([entropy[predicted == c].mean() for c in np.unique(predicted)]))
+class EncoderTap:
+    """Keeps the encoder's deepest feature map, averaged over space, from the forward pass the
+    prediction already makes (PyTorch models with an ``encoder``), so diversity costs no
+    second pass; other models fall back to their class probabilities pooled on a 4x4 grid."""
 
+    def __init__(self, predictor: Any) -> None:
+        from segkit.models.wrappers import shared_network
 
-@torch.inference_mode()
-def encoder_features(predictor: Any, image: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """The encoder's deepest feature map, averaged over space (PyTorch models with an
-    ``encoder``); else the class probabilities pooled on a 4x4 grid."""
-    from segkit.models.wrappers import shared_network
+        module = getattr(predictor, "module", None)
+        encoder = getattr(shared_network(module.model), "encoder", None) if module else None
+        self.handle = encoder.register_forward_hook(self._keep) if encoder is not None else None
+        self.pooled: np.ndarray | None = None
 
-    module = getattr(predictor, "module", None)
-    net = shared_network(module.model) if module is not None else None
-    encoder = getattr(net, "encoder", None)
-    if encoder is not None:
-        x = predictor.prepare(image).to(predictor.device)
-        x = module.normalize(x) if x.dtype == torch.uint8 else x
-        from segkit.models.wrappers import pad_for
+    def _keep(self, module: Any, inputs: Any, out: Any) -> None:
+        if self.pooled is None:  # the first pass of a prediction (TTA makes more)
+            deepest = out[-1] if isinstance(out, (list, tuple)) else out
+            self.pooled = deepest.float().mean((-2, -1))[0].cpu().numpy()
 
-        out = encoder(pad_for(x, 32))
-        deepest = out[-1] if isinstance(out, (list, tuple)) else out
-        return deepest.float().mean((-2, -1))[0].cpu().numpy()
-    t = torch.from_numpy(probs)[None]
-    return torch.nn.functional.adaptive_avg_pool2d(t, 4).flatten().numpy()
+    def take(self, probs: np.ndarray) -> np.ndarray:
+        """The features of the prediction just made (and reset for the next one)."""
+        pooled, self.pooled = self.pooled, None
+        if pooled is not None:
+            return pooled
+        t = torch.from_numpy(probs)[None]
+        return torch.nn.functional.adaptive_avg_pool2d(t, 4).flatten().numpy()
+
+    def close(self) -> None:
+        """Remove the hook."""
+        if self.handle is not None:
+            self.handle.remove()
 
 
 def k_center(features: np.ndarray, n: int, first: int = 0) -> list[int]:
@@ -134,18 +144,22 @@ def select_images(predictor: Any, pool: list[str | Path], n: int, score: str = "
     tta = tta or score == "disagreement"
     scores: list[PoolScore] = []
     features, masks = [], {}
-    for path in tqdm(paths, desc="score pool", unit="img", disable=not progress):
-        image = read_image(path)
-        mask, probs = predictor.predict_array(image)
-        entropy, margin = pixel_uncertainty(probs)
-        disagreement = None
-        if tta:
-            _, flipped = predictor.predict_array(np.ascontiguousarray(image[:, ::-1]))
-            disagreement = float(0.5 * np.abs(probs - flipped[:, :, ::-1]).sum(0).mean())
-        scores.append(PoolScore(path, entropy, margin, disagreement,
-                                class_balanced_entropy(probs)))
-        features.append(encoder_features(predictor, image, probs))
-        masks[path] = mask
+    tap = EncoderTap(predictor)
+    try:
+        for path in tqdm(paths, desc="score pool", unit="img", disable=not progress):
+            image = read_image(path)
+            mask, probs = predictor.predict_array(image)
+            features.append(tap.take(probs))
+            entropy, margin, class_entropy = pixel_uncertainty(probs)
+            disagreement = None
+            if tta:
+                _, flipped = predictor.predict_array(np.ascontiguousarray(image[:, ::-1]))
+                tap.take(flipped)
+                disagreement = float(0.5 * np.abs(probs - flipped[:, :, ::-1]).sum(0).mean())
+            scores.append(PoolScore(path, entropy, margin, disagreement, class_entropy))
+            masks[path] = mask
+    finally:
+        tap.close()
     value = np.array([getattr(s, score.replace("-", "_")) for s in scores], dtype=np.float64)
     order = np.argsort(-value, kind="stable")
     if not diverse:

@@ -14,7 +14,7 @@ from segkit.data.base import DatasetInfo
 from segkit.data.check import MultiLabelStats
 from segkit.errors import SegkitError
 from segkit.metrics import MultiLabelMetrics, best_f1_thresholds, multilabel_scores
-from segkit.tasks.classify import ClassificationTask, CollectingEvaluator, LabelWriter
+from segkit.tasks.classify import ClassificationTask, CollectingEvaluator
 from segkit.tasks.tta import InferenceOptions, Logits
 
 
@@ -122,13 +122,6 @@ class MultiLabelTask(ClassificationTask):
     @classmethod
     def evaluator(cls, info: DatasetInfo, options: InferenceOptions) -> MultiLabelEvaluator:
         return MultiLabelEvaluator(info, options)
-
-    @classmethod
-    def prediction_writer(cls, out: Path, info: DatasetInfo, options: InferenceOptions,
-                          save_probs: bool = False, fmt: str = "default",
-                          tolerance: float = 0.0) -> LabelWriter:
-        cls.check_writer_format(fmt)
-        return LabelWriter(out, info, options, cls.decode)
 
 
 def operating_thresholds(options: InferenceOptions, classes: int) -> np.ndarray:

@@ -218,11 +218,12 @@ class SegmentationTask(Task):
         lr = float(entry.tags.get("lr", 3e-3))
         lr_reason = ("" if "lr" not in entry.tags else
                      f"{cfg.model.name}: the rate its transformer layers train stably at")
-        if entry.tags.get("own_loss"):
+        own_loss = bool(entry.tags.get("own_loss"))
+        if own_loss:
             why = (f"{cfg.model.name} trains with its own Hungarian-matching loss (class CE + "
                    "mask BCE + Dice); ce scores only validation in sliding windows")
         steps: list[tuple[str, Any, str]] = [
-            ("loss.name", "ce" if entry.tags.get("own_loss") else "ce+dice", why),
+            ("loss.name", "ce" if own_loss else "ce+dice", why),
             *cls.optimiser_plan(lr, lr_reason)]
         h, w = fingerprint["image_size"]["height"]["median"], fingerprint["image_size"]["width"][
             "median"]

@@ -38,7 +38,6 @@ class ImportReport:
     shapes: int = 0
     skipped_shapes: list[str] = field(default_factory=list)
     ignored: dict[str, int] = field(default_factory=dict)
-    pixels: list[int] = field(default_factory=list)
 
     def describe(self) -> str:
         """A few lines for the CLI."""
@@ -130,7 +129,7 @@ def import_annotations(fmt: str, src: str | Path, out: str | Path,
     names = class_list(items, classes, unlabeled)
     index = {n: i for i, n in enumerate(names)}
     info = DatasetInfo(classes=names)
-    report = ImportReport(out, names, pixels=[0] * len(names))
+    report = ImportReport(out, names)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "images").mkdir(parents=True)
@@ -159,8 +158,6 @@ def import_annotations(fmt: str, src: str | Path, out: str | Path,
                 report.ignored[kind] = report.ignored.get(kind, 0) + n
             mask = compose(good, (h, w), index, overlap, 0 if unlabeled == "background"
                            else IGNORE)
-            counts = np.bincount(mask.ravel(), minlength=256)
-            report.pixels = [a + int(b) for a, b in zip(report.pixels, counts, strict=False)]
             suffix = item.image_file.suffix.lower() if item.image_file else ""
             if item.image_file is not None and suffix in (".jpg", ".jpeg", ".png", ".bmp",
                                                           ".tif", ".tiff", ".webp"):

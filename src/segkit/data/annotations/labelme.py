@@ -4,6 +4,7 @@ embedded (``imageData``) or beside it (``imagePath``)."""
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 from collections.abc import Iterator
@@ -40,10 +41,11 @@ def annotation_files(src: Path, suffix: str = ".json") -> list[Path]:
 
 
 def _mask_shape(entry: dict, where: str) -> np.ndarray:
-    from segkit.data.annotations.base import decode_image_bytes as decode
-
-    data = base64.b64decode(entry["mask"])
-    return decode(data, where)[..., 0] > 0
+    try:
+        data = base64.b64decode(entry["mask"], validate=True)
+    except (binascii.Error, TypeError):
+        raise SegkitError(f"{where}: 'mask' is not base64 PNG data") from None
+    return decode_image_bytes(data, where)[..., 0] > 0
 
 
 def read(src: Path, images: Path | None = None, line_width: int = 10) -> Iterator[AnnotatedImage]:
