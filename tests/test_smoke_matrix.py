@@ -23,7 +23,7 @@ from segkit.data.samples import WRITER_ALIASES, WRITERS, write_sample
 # small sizes per layout: seconds per command on 2 CPU cores
 SAMPLE_SIZE = {"voc": (32, 40), "cityscapes": (32, 64), "carvana": (32, 48), "coco": (40, 48),
                "idx": (28, 28), "folder": (32, 32), "imagefolder": (32, 32),
-               "csv-multilabel": (40, 40)}
+               "csv-multilabel": (40, 40), "raster": (32, 32), "litdata": (32, 32)}
 
 
 def write_data(name: str, root: Path) -> Path | None:

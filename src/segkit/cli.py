@@ -159,10 +159,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if model is None:
         raise SegkitError("give a run directory / checkpoint, or --onnx FILE")
     predictor = load_model(model, args)
-    print(f"backend: {predictor.describe()}")
+    from lightning.pytorch.utilities import rank_zero_only
+
+    first = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    if first:
+        print(f"backend: {predictor.describe()}")
+    workers = args.workers if args.workers is not None else (
+        2 if predictor.device.type == "cuda" else 0)
     writer = predict_with(predictor, args.inputs, args.out, save_probs=args.save_probs,
-                          fmt=args.format, tolerance=args.polygon_tolerance)
-    print(writer.describe())
+                          fmt=args.format, tolerance=args.polygon_tolerance,
+                          progress=not args.no_progress, on_bad_image=args.on_bad_image,
+                          overwrite=args.overwrite, devices=args.devices,
+                          num_nodes=args.num_nodes, strategy=args.strategy, workers=workers)
+    if rank_zero_only.rank == 0:
+        print(writer.job.describe(writer))
+        skipped = Path(args.out) / "skipped.txt"
+        if skipped.is_file():
+            count = sum(1 for _ in open(skipped))
+            print(f"{count} inputs could not be read: listed in {skipped}")
     return 0
 
 
@@ -387,6 +401,38 @@ def cmd_data_fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_optimize(args: argparse.Namespace) -> int:
+    """segkit data optimize."""
+    import time
+
+    from segkit.data import build_dataset
+    from segkit.data.streaming import optimize_splits
+
+    cfg = _data_config(args)
+    begin = time.perf_counter()
+    try:
+        index, count = (int(v) for v in args.shard.split("/"))
+    except ValueError:
+        raise SegkitError(f"--shard {args.shard}: write it as I/N, e.g. 0/4") from None
+    sources = {split: build_dataset(cfg, split) for split in args.splits.split(",")}
+    meta = optimize_splits(sources, Path(args.out), {"name": cfg.name, "root": cfg.root},
+                           args.workers, args.chunk_bytes, (index, count))
+    counts = ", ".join(f"{n} {s}" for s, n in meta["splits"].items())
+    print(f"wrote LitData chunks of {counts} samples to {args.out} in "
+          f"{time.perf_counter() - begin:.1f} s; train with --data litdata --data-root {args.out}")
+    return 0
+
+
+def cmd_data_merge(args: argparse.Namespace) -> int:
+    """segkit data merge."""
+    from segkit.data.streaming import merge_chunks
+
+    meta = merge_chunks([Path(p) for p in args.parts], Path(args.out))
+    counts = ", ".join(f"{n} {s}" for s, n in meta["splits"].items())
+    print(f"merged {len(args.parts)} chunk folders into {args.out} ({counts} samples)")
+    return 0
+
+
 def cmd_data_sample(args: argparse.Namespace) -> int:
     """segkit data sample."""
     from segkit.data.samples import write_sample
@@ -531,9 +577,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-probs", action="store_true", help="also write per-class probabilities (npz)"
     )
     p.add_argument("--format", default="default",
-                   choices=["default", "labelme", "cvat", "labelstudio", "coco"],
-                   help="default: masks + overlays; or a labelling tool's pre-annotations "
+                   choices=["default", "rle", "labelme", "cvat", "labelstudio", "coco"],
+                   help="default: masks + overlays; rle: COCO RLE masks in JSON lines "
+                   "(masks.jsonl, for very large sets); or a labelling tool's pre-annotations "
                    "(LabelMe polygons, CVAT masks, Label Studio brushes, COCO RLE)")
+    p.add_argument("--devices", type=_devices, default=1,
+                   help="processes per node (each takes every N-th input; DDP launches them)")
+    p.add_argument("--num-nodes", type=int, default=1,
+                   help="machines taking part (torchrun / SLURM set ranks)")
+    p.add_argument("--strategy", choices=["auto", "ddp", "ddp_spawn"], default="auto")
+    p.add_argument("--workers", type=int,
+                   help="loader processes decoding images per device (default: 2 on a GPU, "
+                   "else 0)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip inputs whose outputs are complete (what re-running does anyway)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="predict every input again, even those already done")
+    p.add_argument("--on-bad-image", choices=["skip", "fail"], default="skip",
+                   help="skip: log a missing or unreadable input to skipped.txt and go on")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--polygon-tolerance", type=float, default=0.0,
                    help="--format labelme: how far (pixels) simplified outlines may stray "
                    "(0: exact outlines, only points inside straight runs dropped)")
@@ -692,6 +754,23 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--out", help="folder for fingerprint.json / .png "
                                   "(default runs/fingerprint/NAME)")
     fp.set_defaults(func=cmd_data_fingerprint)
+    op = dsub.add_parser("optimize", help="write a data set's splits as LitData chunks, to "
+                         "stream for training (--data litdata)")
+    op.add_argument("--data", required=True)
+    op.add_argument("--data-root")
+    op.add_argument("--set", action="append", metavar="KEY=VALUE")
+    op.add_argument("--out", required=True, help="folder for the chunks and segkit.json")
+    op.add_argument("--splits", default="train,val", help="comma-separated splits to write")
+    op.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                    help="LitData optimisation processes")
+    op.add_argument("--chunk-bytes", default="64MB", help="size of each chunk file")
+    op.add_argument("--shard", default="0/1", help="I/N: this machine's share (samples I, "
+                    "I+N, ...) when N machines optimise; join them with segkit data merge")
+    op.set_defaults(func=cmd_data_optimize)
+    mg = dsub.add_parser("merge", help="join chunk folders optimised as shards")
+    mg.add_argument("parts", nargs="+", help="chunk folders from segkit data optimize --shard")
+    mg.add_argument("--out", required=True)
+    mg.set_defaults(func=cmd_data_merge)
     ds = dsub.add_parser("sample", help="write small learnable data in a real dataset's layout")
     ds.add_argument(
         "format", help="voc, cityscapes, carvana, coco, idx, folder, imagefolder or csv-multilabel"

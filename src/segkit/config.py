@@ -161,6 +161,9 @@ class RunConfig(_Section):
     deterministic: bool = False
     monitor: str = "auto"
     early_stop_patience: int | None = Field(None, ge=1)
+    save_every_steps: int = Field(0, ge=0, description="also write last.ckpt every N training "
+                                  "steps (0: at epoch ends only); with --data litdata the "
+                                  "loader's place is saved, so a resume continues mid-epoch")
     limit_train_batches: float | int | None = None
     limit_val_batches: float | int | None = None
     progress: bool = True

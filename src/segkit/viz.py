@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +49,15 @@ def rgb_to_index(rgb: np.ndarray, palette: Palette, unknown: int = 255) -> np.nd
     for i, c in enumerate(palette):
         out[(rgb == np.asarray(c, dtype=rgb.dtype)).all(-1)] = i
     return out
+
+
+def png_bytes(array_or_image: np.ndarray | Image.Image) -> bytes:
+    """A PNG file's bytes (to be written atomically)."""
+    img = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(
+        array_or_image)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def save_png(array_or_image: np.ndarray | Image.Image, path: str | Path) -> Path:

@@ -48,6 +48,23 @@ def _folder(cfg: DataConfig, split: str) -> SegmentationSource:
                          lut=mask_lut(cfg.label_map, cfg.reduce_zero_label))
 
 
+@DATASETS.register("raster", "GeoTIFF images/ + masks/ of any size: random windows of "
+                   "data.image_size to train (data.num_train per epoch), a grid to validate")
+def _raster(cfg: DataConfig, split: str) -> SegmentationSource:
+    from segkit.data.rasters import RasterPairs
+
+    return RasterPairs(_need_root(cfg), split, tuple(cfg.image_size), cfg.num_train,
+                       cfg.val_fraction, cfg.seed)
+
+
+@DATASETS.register("litdata", "LitData chunks written by segkit data optimize (a folder or an "
+                   "object-store URI such as s3://bucket/prefix), streamed for training")
+def _litdata(cfg: DataConfig, split: str) -> SegmentationSource:
+    from segkit.data.streaming import StreamingSource
+
+    return StreamingSource(_need_root(cfg), split, cfg.seed)
+
+
 @DATASETS.register("voc", "Pascal VOC 2012: JPEGImages + palette PNGs, 21 classes, 255 = void")
 def _voc(cfg: DataConfig, split: str) -> SegmentationSource:
     from segkit.data.voc import VOCSegmentation

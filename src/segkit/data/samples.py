@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import gzip
 import json
+import math
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -309,7 +310,59 @@ def write_csv_multilabel(root: Path, n_train: int, n_val: int, size: tuple[int, 
     return root
 
 
+def write_raster(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
+                 content: str = "shapes") -> Path:
+    """Two georeferenced GeoTIFF pairs (``images/`` RGB, ``masks/`` class indices): one
+    mosaic of ``n_train`` scenes for training, one of ``n_val`` for validation
+    (``splits/``), ``classes.txt``."""
+    from segkit.data.rasters import rasterio_module
+
+    rasterio = rasterio_module()
+    from rasterio.transform import from_origin
+
+    for sub in ("images", "masks", "splits"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    h, w = size
+    for split, first, n in (("train", 0, n_train), ("val", n_train, n_val)):
+        cols = max(1, math.ceil(math.sqrt(n)))
+        rows = math.ceil(n / cols)
+        image = np.zeros((rows * h, cols * w, 3), np.uint8)
+        mask = np.zeros((rows * h, cols * w), np.uint8)
+        for k in range(n):
+            y, x = (k // cols) * h, (k % cols) * w
+            image[y:y + h, x:x + w], mask[y:y + h, x:x + w] = _pair(
+                seed, first + k, size, content, split, "folder")
+        profile = {"driver": "GTiff", "height": rows * h, "width": cols * w, "dtype": "uint8",
+                   "crs": "EPSG:32633", "transform": from_origin(500000, 4000000, 0.5, 0.5),
+                   "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+        with rasterio.open(root / "images" / f"{split}.tif", "w", count=3, **profile) as ds:
+            ds.write(image.transpose(2, 0, 1))
+        with rasterio.open(root / "masks" / f"{split}.tif", "w", count=1, **profile) as ds:
+            ds.write(mask, 1)
+        (root / "splits" / f"{split}.txt").write_text(f"{split}\n")
+    names = DIGIT_CLASSES if content == "digits" else SHAPE_CLASSES
+    (root / "classes.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def write_litdata(root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int,
+                  content: str = "shapes") -> Path:
+    """The ``folder`` sample written as LitData chunks by ``segkit data optimize``'s code."""
+    import tempfile
+
+    from segkit.data.folders import FolderDataset
+    from segkit.data.streaming import optimize_splits
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_folder(Path(tmp), n_train, n_val, size, seed, content=content)
+        sources = {s: FolderDataset(folder, s) for s in ("train", "val")}
+        optimize_splits(sources, root, {"name": "folder", "sample": content})
+    return root
+
+
 WRITERS: dict[str, tuple[Callable[..., Path], tuple[int, int]]] = {
+    "raster": (write_raster, (64, 64)),
+    "litdata": (write_litdata, (64, 64)),
     "coco": (write_coco, (96, 128)),
     "imagefolder": (write_imagefolder, (64, 64)),
     "csv-multilabel": (write_csv_multilabel, (96, 96)),

@@ -105,7 +105,10 @@ class Augmented(Dataset):
         return len(self.source)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.source[index]
+        return self.apply(self.source[index])
+
+    def apply(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """One numpy sample through the pipeline, as tensors."""
         if self.transform is not None and len(self.transform.transforms):
             # albumentations keeps its own RNG, identical in every worker; draw its seed from
             # numpy's global state, which the run seeds per process and per worker.

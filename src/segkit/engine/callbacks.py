@@ -53,6 +53,7 @@ class EpochSummary(Callback):
         self._train_time = time.perf_counter() - self._start
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()  # a run resumed mid-epoch gets no epoch start
         # After the checkpoint is restored: on resume, keep the rows of completed epochs.
         start = trainer.current_epoch
         self.history = [r for r in read_history(self.csv_path) if r.get("epoch", 0) < start + 1]
@@ -142,3 +143,21 @@ class BudgetCheck(Callback):
         pl_module.set_epochs(epochs)  # type: ignore[operator]
         self.on_replan(epochs, f"re-planned after the first epoch, which took {took:.1f} s "
                                f"here (the probe's estimate gave {planned} epochs)")
+
+
+class LoaderPlaceOnResume(pl.Callback):
+    """Puts a stateful training loader (LitData's) back at the place last.ckpt saved.
+
+    Lightning applies that place only to a loader it builds after restoring the checkpoint;
+    a per-step schedule asks ``trainer.estimated_stepping_batches`` in
+    ``configure_optimizers``, which builds the loader before, so the place would be dropped
+    and a resumed run would start the epoch's order over. Applied here, before the first
+    batch is drawn.
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loop = trainer.fit_loop
+        states = getattr(loop, "_combined_loader_states_to_load", None)
+        if states and loop._combined_loader is not None:
+            loop._combined_loader._load_state_dicts(states)
+            loop._combined_loader_states_to_load = []

@@ -69,8 +69,11 @@ def make_sampler(dataset: Dataset, train: bool, seed: int,
 
 def make_loader(dataset: Dataset, cfg: Config, train: bool,
                 weights: np.ndarray | None = None) -> DataLoader:
-    """DataLoader with the run's batch size and workers; uint8 tensors keep transfers small."""
+    """DataLoader with the run's batch size and workers; uint8 tensors keep transfers small.
+    A streamed training set brings its own loader (LitData's, which shards and resumes)."""
     workers = cfg.data.num_workers
+    if train and hasattr(dataset, "streaming_loader"):
+        return dataset.streaming_loader(cfg.data.batch_size, workers)
     shard = len(dataset) // world()[0]
     return DataLoader(
         dataset,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 import warnings
@@ -34,7 +33,7 @@ from segkit.data import build_dataset, check_task_fits
 from segkit.data.fingerprint import fingerprint_dataset
 from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented
-from segkit.engine.callbacks import BudgetCheck, EpochSummary, read_history
+from segkit.engine.callbacks import BudgetCheck, EpochSummary, LoaderPlaceOnResume, read_history
 from segkit.engine.checkpoint import check_resumable
 from segkit.engine.loaders import RunData, repeat_factors
 from segkit.engine.plan import (
@@ -55,9 +54,6 @@ from segkit.tasks import InferenceOptions, Task, task_class
 FINGERPRINT_IMAGES = 500  # training images the plan's fingerprint reads at most
 FINAL_SHARE = 0.05  # of --time kept for the final evaluation and the report
 
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-    lambda record: "litlogger" not in record.getMessage()
-)
 
 
 @dataclass
@@ -298,14 +294,13 @@ def train(
         check_disk_space(ckpt_dir, *checkpoint_sizes(task, cfg.optim.name, cfg.optim.momentum))
     mixed = kind.training_source(cfg, train_src, run_dir)
     weights = None
-    if cfg.data.sampler == "balanced":
-        weights = repeat_factors(kind.class_presence(train_src, run_dir))
-    data = RunData(
-        Augmented(mixed, kind.transform(cfg, True)),
-        Augmented(val_src, kind.transform(cfg, False)),
-        cfg,
-        weights,
-    )
+    if hasattr(train_src, "streaming_set"):  # LitData chunks: streamed in LitData's order
+        train_set = train_src.streaming_set(Augmented(None, kind.transform(cfg, True)))
+    else:
+        train_set = Augmented(mixed, kind.transform(cfg, True))
+        if cfg.data.sampler == "balanced":
+            weights = repeat_factors(kind.class_presence(train_src, run_dir))
+    data = RunData(train_set, Augmented(val_src, kind.transform(cfg, False)), cfg, weights)
     steps_per_epoch = max(1, len(mixed) // cfg.data.batch_size)
 
     accelerator = accelerator_for(cfg.run.device)
@@ -333,6 +328,12 @@ def train(
     )
     summary = EpochSummary(run_dir / "metrics.csv", kind.epoch_keys)
     callbacks = [checkpoint, last_checkpoint, summary, *(callbacks or [])]
+    if hasattr(train_src, "streaming_set"):
+        callbacks.append(LoaderPlaceOnResume())
+    if cfg.run.save_every_steps:  # mid-epoch last.ckpt too (with a streamed loader's place)
+        callbacks.insert(2, ModelCheckpoint(
+            dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False,
+            every_n_train_steps=cfg.run.save_every_steps))
     if cfg.run.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 20)))
     if cfg.run.ema:

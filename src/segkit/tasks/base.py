@@ -186,6 +186,12 @@ class Task(pl.LightningModule):
         raise NotImplementedError
 
     @classmethod
+    def logits_to_probabilities(cls, logits: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
+        """Probabilities from already blended logits (spatial tasks: windows of a raster
+        larger than memory)."""
+        raise SegkitError(f"a {cls.name} model predicts whole images, not raster windows")
+
+    @classmethod
     def prepare_image(cls, image: np.ndarray, image_size: tuple[int, int], in_channels: int,
                       aug: Any = None) -> np.ndarray:
         """One HxWxC uint8 image as the network takes it (channels, and the evaluation
@@ -205,11 +211,14 @@ class Task(pl.LightningModule):
     @classmethod
     def prediction_writer(cls, out: Path, info: DatasetInfo, options: InferenceOptions,
                           save_probs: bool = False, fmt: str = "default",
-                          tolerance: float = 0.0) -> Any:
-        """An object with ``add(path, image, probs)`` and ``close()`` writing predictions;
-        ``fmt`` names a labelling tool's pre-annotation format where the task has them
-        (segmentation: labelme, cvat, labelstudio, coco; polygons simplified by
-        ``tolerance`` pixels)."""
+                          tolerance: float = 0.0, rank: int = 0) -> Any:
+        """The writer of predictions: ``is_done(path)``, ``add(path, image, probs, index)``,
+        ``close()`` (this process), ``merge()`` (one process, after every process closed),
+        ``results``, ``describe()`` and ``streaming`` (writes each image as it comes, so a
+        job can be sharded across processes and resumed). ``fmt`` names another output format
+        where the task has them (segmentation: rle JSON lines; labelme, cvat, labelstudio,
+        coco pre-annotations with polygons simplified by ``tolerance`` pixels); ``rank``: this
+        process's shard."""
         raise NotImplementedError
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -178,10 +179,10 @@ class ClassificationTask(Task):
     @classmethod
     def prediction_writer(
         cls, out: Path, info: DatasetInfo, options: InferenceOptions, save_probs: bool = False,
-        fmt: str = "default", tolerance: float = 0.0,
+        fmt: str = "default", tolerance: float = 0.0, rank: int = 0,
     ) -> LabelWriter:
         cls.check_writer_format(fmt)
-        return LabelWriter(out, info, options, cls.decode)
+        return LabelWriter(out, info, options, cls.decode, rank)
 
     @classmethod
     def serve_reply(
@@ -278,56 +279,75 @@ class ClassificationEvaluator(CollectingEvaluator):
 
 
 class LabelWriter:
-    """predictions.csv (image, labels, scores) and predictions.json for a set of images."""
+    """predictions.csv (image, labels, scores) and predictions.json for a set of images.
 
-    def __init__(
-        self, out: Path, info: DatasetInfo, options: InferenceOptions, decode: Any
-    ) -> None:
+    Each image's labels are appended as it comes to this process's shard of
+    ``predictions.jsonl`` (so a job is shardable and a killed one resumes); ``merge`` puts
+    every shard in input order and writes the CSV and JSON from it.
+    """
+
+    streaming = True
+
+    def __init__(self, out: Path, info: DatasetInfo, options: InferenceOptions, decode: Any,
+                 rank: int = 0) -> None:
+        from segkit.shards import ShardedLines
+
         self.out, self.info, self.options, self.decode = out, info, options, decode
+        self.lines = ShardedLines(out, "predictions", rank)
         self.rows: list[dict[str, Any]] = []
+        self._done: set[str] | None = None
 
-    def add(self, path: Path, image: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
-        """Decode one image's probabilities into (label, score) pairs."""
+    def is_done(self, path: Path) -> bool:
+        """Whether ``path`` already has its labels."""
+        if self._done is None:
+            self._done = self.lines.done_keys()
+        return str(path) in self._done
+
+    def add(self, path: Path, image: np.ndarray, probs: np.ndarray,
+            index: int = 0) -> dict[str, Any]:
+        """Decode one image's probabilities into (label, score) pairs and append them."""
         row = {"image": str(path), "labels": self.decode(probs, self.info, self.options)}
+        self.lines.append({"index": index, "key": row["image"],
+                           "labels": [[c, float(p)] for c, p in row["labels"]]})
         self.rows.append(row)
         return row
 
     @property
     def results(self) -> list[dict[str, Any]]:
-        """One row per image: ``image`` and its ``labels`` as (label, score) pairs."""
-        return self.rows
+        """One row per image, in input order once merged: ``image`` and its ``labels`` as
+        (label, score) pairs."""
+        merged = [{"image": r["key"], "labels": [(c, p) for c, p in r["labels"]]}
+                  for r in self.lines.merged()]
+        return merged or self.rows
 
     def close(self) -> None:
-        """Write predictions.csv and predictions.json."""
-        with open(self.out / "predictions.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["image", "labels", "scores"])
-            for r in self.rows:
-                writer.writerow(
-                    [
-                        r["image"],
-                        "|".join(c for c, _ in r["labels"]),
-                        "|".join(f"{p:.4f}" for _, p in r["labels"]),
-                    ]
-                )
-        (self.out / "predictions.json").write_text(
-            json.dumps(
-                [
-                    {
-                        "image": r["image"],
-                        "labels": [{"label": c, "score": p} for c, p in r["labels"]],
-                    }
-                    for r in self.rows
-                ],
-                indent=2,
-            )
-        )
+        """Close this process's shard."""
+        self.lines.close()
 
-    def describe(self) -> str:
-        """Each image's labels, then where the files are."""
+    def merge(self) -> None:
+        """Every shard into predictions.jsonl, then predictions.csv and predictions.json."""
+        from segkit.shards import write_atomic
+
+        self.lines.merge()
+        rows = self.results
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["image", "labels", "scores"])
+        for r in rows:
+            writer.writerow([r["image"], "|".join(c for c, _ in r["labels"]),
+                             "|".join(f"{p:.4f}" for _, p in r["labels"])])
+        write_atomic(self.out / "predictions.csv", text.getvalue())
+        write_atomic(self.out / "predictions.json", json.dumps(
+            [{"image": r["image"], "labels": [{"label": c, "score": p} for c, p in r["labels"]]}
+             for r in rows], indent=2))
+
+    def describe(self, most: int = 50) -> str:
+        """The labels of (at most ``most``) images predicted now, then where the files are."""
         lines = [
             f"{r['image']}: "
             + (", ".join(f"{c} {p:.3f}" for c, p in r["labels"]) or "(no label above threshold)")
-            for r in self.rows
+            for r in self.rows[:most]
         ]
+        if len(self.rows) > most:
+            lines.append(f"... and {len(self.rows) - most} more")
         return "\n".join([*lines, f"wrote {self.out / 'predictions.csv'} and predictions.json"])

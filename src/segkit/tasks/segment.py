@@ -283,6 +283,10 @@ class SegmentationTask(Task):
                                  options)
 
     @classmethod
+    def logits_to_probabilities(cls, logits: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
+        return to_probabilities(logits, info.binary)
+
+    @classmethod
     def decode(cls, probs: np.ndarray, info: DatasetInfo, options: InferenceOptions) -> np.ndarray:
         """HxW uint8 class indices from CxHxW probabilities."""
         classes = classes_from_probs(torch.from_numpy(probs)[None], info.binary, options.threshold)
@@ -296,9 +300,12 @@ class SegmentationTask(Task):
     @classmethod
     def prediction_writer(cls, out: Path, info: DatasetInfo, options: InferenceOptions,
                           save_probs: bool = False, fmt: str = "default",
-                          tolerance: float = 0.0) -> MaskWriter | AnnotationWriter:
+                          tolerance: float = 0.0, rank: int = 0
+                          ) -> MaskWriter | RleWriter | AnnotationWriter:
         if fmt == "default":
             return MaskWriter(out, info, options, save_probs)
+        if fmt == "rle":
+            return RleWriter(out, info, options, rank)
         return AnnotationWriter(out, info, options, fmt, tolerance)
 
     @classmethod
@@ -417,51 +424,133 @@ def write_prediction_grid(predictor: Any, source: Any, indices: list[int], path:
 
 
 class MaskWriter:
-    """Per image a palette PNG mask and an overlay of the input's size (+ probabilities)."""
+    """Per image a palette PNG mask and an overlay of the input's size (+ probabilities),
+    each file written whole or not at all, so a resumed job knows which images are done."""
+
+    streaming = True  # writes each image as it comes: shardable across processes, resumable
 
     def __init__(self, out: Path, info: DatasetInfo, options: InferenceOptions,
                  save_probs: bool = False) -> None:
         self.out, self.info, self.options, self.save_probs = out, info, options, save_probs
         self.written: list[dict[str, Path]] = []
 
-    def add(self, path: Path, image: np.ndarray, probs: np.ndarray) -> dict[str, Path]:
-        """Write ``<stem>_mask.png``, ``<stem>_overlay.png`` [+ ``<stem>_probs.npz``]."""
-        from segkit.viz import overlay, palette_png, save_png
+    def files(self, path: Path) -> dict[str, Path]:
+        """The files one input image gets: a raster predicted window by window from disk
+        gets one GeoTIFF mask (``segkit.engine.rasters``)."""
+        from segkit.data.rasters import needs_windows
 
-        mask = SegmentationTask.decode(probs, self.info, self.options)
-        files = {
-            "mask": save_png(
-                palette_png(mask, self.info.palette), self.out / f"{path.stem}_mask.png"
-            ),
-            "overlay": save_png(
-                overlay(image, mask, self.info.palette), self.out / f"{path.stem}_overlay.png"
-            ),
-        }
+        if needs_windows(path, self.options.max_pixels):
+            return {"raster": self.out / f"{path.stem}_mask.tif"}
+        files = {"mask": self.out / f"{path.stem}_mask.png",
+                 "overlay": self.out / f"{path.stem}_overlay.png"}
         if self.save_probs:
             files["probs"] = self.out / f"{path.stem}_probs.npz"
-            np.savez_compressed(
-                files["probs"], probs=probs.astype(np.float16), classes=np.array(self.info.classes)
-            )
+        return files
+
+    def is_done(self, path: Path) -> bool:
+        """Whether every file of ``path`` is already written."""
+        return all(f.is_file() for f in self.files(path).values())
+
+    def add(self, path: Path, image: np.ndarray, probs: np.ndarray,
+            index: int = 0) -> dict[str, Path]:
+        """Write ``<stem>_mask.png``, ``<stem>_overlay.png`` [+ ``<stem>_probs.npz``: uint8
+        probabilities, ``probs / 255`` restores them to within 0.002]."""
+        from segkit.shards import write_atomic
+        from segkit.viz import overlay, palette_png, png_bytes
+
+        mask = SegmentationTask.decode(probs, self.info, self.options)
+        files = self.files(path)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.save_probs:
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, probs=np.round(probs * 255).astype(np.uint8),
+                                scale=np.float32(1 / 255), classes=np.array(self.info.classes))
+            write_atomic(files["probs"], buffer.getvalue())
+        write_atomic(files["overlay"], png_bytes(overlay(image, mask, self.info.palette)))
+        write_atomic(files["mask"], png_bytes(palette_png(mask, self.info.palette)))
         self.written.append(files)
         return files
+
+    def record(self, files: dict[str, Path]) -> None:
+        """Count files written for this writer by someone else (a raster's GeoTIFF mask)."""
+        self.written.append(files)
 
     def close(self) -> None:
         """Nothing left to write: every image's files are written as it comes."""
 
+    def merge(self) -> None:
+        """Nothing to merge: each image has its own files."""
+
     @property
     def results(self) -> list[dict[str, Path]]:
-        """The files written, one dict per input."""
+        """The files written by this process, one dict per input."""
         return self.written
 
     def describe(self) -> str:
         """One line for the CLI."""
-        return f"wrote {len(self.written)} masks and overlays to {self.out}"
+        rasters = sum("raster" in files for files in self.written)
+        images = len(self.written) - rasters
+        return (f"wrote {images} masks and overlays"
+                + (f" and {rasters} GeoTIFF masks" if rasters else "") + f" to {self.out}")
+
+
+class RleWriter:
+    """COCO-style RLE masks in JSON lines (``masks.jsonl``: image, height, width and one
+    run-length-encoded mask per class present), for sets too large for a file per image."""
+
+    streaming = True
+
+    def __init__(self, out: Path, info: DatasetInfo, options: InferenceOptions,
+                 rank: int = 0) -> None:
+        from segkit.shards import ShardedLines
+
+        self.out, self.info, self.options = out, info, options
+        self.lines = ShardedLines(out, "masks", rank)
+        self._done: set[str] | None = None
+        self.count = 0
+
+    def is_done(self, path: Path) -> bool:
+        """Whether ``path`` already has its line."""
+        if self._done is None:
+            self._done = self.lines.done_keys()
+        return str(path) in self._done
+
+    def add(self, path: Path, image: np.ndarray, probs: np.ndarray, index: int = 0) -> None:
+        """Append the image's line to this process's shard."""
+        from segkit.data.annotations.rle import coco_rle_encode
+
+        mask = SegmentationTask.decode(probs, self.info, self.options)
+        classes = {self.info.classes[c]: coco_rle_encode(mask == c)
+                   for c in np.unique(mask).tolist() if c < len(self.info.classes)}
+        self.lines.append({"index": index, "key": str(path), "image": str(path),
+                           "height": int(mask.shape[0]), "width": int(mask.shape[1]),
+                           "classes": classes})
+        self.count += 1
+
+    def close(self) -> None:
+        """Close this process's shard."""
+        self.lines.close()
+
+    def merge(self) -> None:
+        """Every shard into ``masks.jsonl``, in input order."""
+        self.lines.merge()
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """The merged lines."""
+        return list(self.lines.merged())
+
+    def describe(self) -> str:
+        """One line for the CLI."""
+        return f"wrote RLE masks of {self.count} images to {self.lines.merged_path}"
 
 
 class AnnotationWriter:
     """Predictions as a labelling tool's pre-annotations (LabelMe polygons, CVAT masks, Label
     Studio brushes, COCO RLE), written when the last image is in; each image's score is its
     mean top-class probability (Label Studio and COCO carry it)."""
+
+    streaming = False  # one file set for all images: one process, written at the end
 
     def __init__(self, out: Path, info: DatasetInfo, options: InferenceOptions, fmt: str,
                  tolerance: float = 0.0) -> None:
@@ -476,7 +565,11 @@ class AnnotationWriter:
         self.scores: list[float] = []
         self.written: list[Path] = []
 
-    def add(self, path: Path, image: np.ndarray, probs: np.ndarray) -> None:
+    def is_done(self, path: Path) -> bool:
+        """Never: the tool's files are written whole at the end."""
+        return False
+
+    def add(self, path: Path, image: np.ndarray, probs: np.ndarray, index: int = 0) -> None:
         """Keep the image's predicted class mask."""
         self.items.append((path, SegmentationTask.decode(probs, self.info, self.options)))
         self.scores.append(float(probs.max(0).mean()))
@@ -487,6 +580,9 @@ class AnnotationWriter:
 
         self.written = export_predictions(self.fmt, self.out, self.items, self.info.classes,
                                           self.info.palette, self.tolerance, self.scores)
+
+    def merge(self) -> None:
+        """Nothing to merge: written by one process."""
 
     @property
     def results(self) -> list[Path]:
