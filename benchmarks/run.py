@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark, results merged into benchmarks/results.json (about 55 min on
+"""`make bench`: every benchmark, results merged into benchmarks/results.json (about 60 min on
 2 CPU cores)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import active  # noqa: E402
 import backends  # noqa: E402
 import models  # noqa: E402
 import multilabel  # noqa: E402
+import scale  # noqa: E402
 import serve_load  # noqa: E402
 import speed  # noqa: E402
 import tta  # noqa: E402
@@ -23,6 +24,7 @@ if __name__ == "__main__":
     backends.main()
     serve_load.main()
     active.main()
+    scale.main()
     if Path("runs/demo/checkpoints/best.ckpt").is_file():
         tta.main("runs/demo")
     else:

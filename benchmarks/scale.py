@@ -43,6 +43,10 @@ def write_folder(root: Path, n: int, size: int) -> None:
     (root / "classes.txt").write_text("\n".join(source.info.classes) + "\n")
 
 
+def _as_list(items: list[Any]) -> list[Any]:
+    return items
+
+
 def reading(work: Path, n: int, size: int = 128) -> dict[str, Any]:
     """Images/s reading every training sample: the PNG files (segkit's folder loader) against
     LitData chunks (its streaming loader), both decoded to numpy, one process each."""
@@ -66,9 +70,10 @@ def reading(work: Path, n: int, size: int = 128) -> dict[str, Any]:
 
     litdata = litdata_module()
     stream = StreamingSource(str(work / "chunks"), "train")
-    loader = litdata.StreamingDataLoader(stream.dataset, batch_size=None, num_workers=0)
+    loader = litdata.StreamingDataLoader(stream.dataset, batch_size=64, num_workers=0,
+                                         collate_fn=_as_list)
     begin = time.perf_counter()
-    seen = sum(1 for item in loader if decode_item(item) is not None)
+    seen = sum(1 for batch in loader for item in batch if decode_item(item) is not None)
     chunk_rate = seen / (time.perf_counter() - begin)
     chunk_mb = sum(f.stat().st_size for f in (work / "chunks" / "train").glob("*.bin")) / 2**20
     png_mb = sum(f.stat().st_size for f in (work / "folder").rglob("*.png")) / 2**20

@@ -4,6 +4,7 @@ from them, and a run killed mid-epoch resumes at the very next batch."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -175,3 +176,25 @@ def test_shards_from_several_machines_merge_into_one_set(tmp_path) -> None:
         assert names == sorted(sources[split][i]["name"] for i in range(n))
     with pytest.raises(SegkitError, match="shard must be 0 to 2"):
         optimize_splits(sources, tmp_path / "bad", {"name": "shapes"}, shard=(3, 3))
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_stream_disjoint_halves(tmp_path) -> None:
+    chunks = _chunks(tmp_path / "c", train=32, val=8)
+    script = tmp_path / "driver.py"  # DDP starts the second process by running this file
+    script.write_text(DRIVER.replace('"run.save_every_steps": 1,',
+                                     '"run.devices": 2, "run.strategy": "ddp",').replace(
+        'os.path.join(out, "batches.jsonl")',
+        'os.path.join(out, f"batches{trainer.global_rank}.jsonl")'))
+    out = tmp_path / "ddp"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, str(script), str(chunks), str(out), "0", "0"],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for epoch_steps in (range(0, 4), range(4, 8)):  # 32 samples / 2 ranks / batch 4
+        seen = []
+        for rank in (0, 1):
+            lines = [json.loads(line) for line in (out / f"batches{rank}.jsonl").open()]
+            seen += [n for step, names in lines if step in epoch_steps for n in names]
+        assert sorted(seen) == sorted(f"train_{i:05d}" for i in range(32))

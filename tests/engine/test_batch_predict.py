@@ -212,3 +212,21 @@ def test_two_processes_merge_labels_in_input_order(tmp_path) -> None:
     rows = (tmp_path / "two" / "predictions.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == [
         str(tmp_path / "imgs" / f"im{i:03d}.png") for i in range(7)]
+
+
+def test_a_checkpoint_retrained_in_place_predicts_again(trained_run, tmp_path) -> None:
+    import shutil
+
+    _images(tmp_path / "imgs", 2)
+    checkpoint = tmp_path / "best.ckpt"
+    shutil.copy(trained_run / "checkpoints" / "best.ckpt", checkpoint)
+
+    def run() -> int:
+        predictor = load_predictor(checkpoint, "cpu", backend="torch")
+        writer = predict_with(predictor, [tmp_path / "imgs"], tmp_path / "out", progress=False)
+        return writer.job.stats["written"]
+
+    assert run() == 2 and run() == 0
+    stat = checkpoint.stat()
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a new training
+    assert run() == 2

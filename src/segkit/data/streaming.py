@@ -222,24 +222,25 @@ class StreamingSource(SegmentationSource):
 
 class StreamingTrainSet:
     """A shuffled ``StreamingDataset`` of a split whose items come out as training tensors;
-    ``streaming_loader`` gives the ``StreamingDataLoader`` Lightning checkpoints."""
+    ``streaming_loader`` gives the ``StreamingDataLoader`` Lightning checkpoints. The stream
+    is opened when the loader is asked for, inside each training process, so LitData sees
+    the process group and gives every rank an equal share."""
 
     def __init__(self, source: StreamingSource, augment: Any) -> None:
-        litdata = litdata_module()
-        self.info = source.info
-        self.dataset = litdata.StreamingDataset(
-            _join(source.root, source.split), shuffle=True, seed=source.seed, drop_last=True,
-            transform=partial(_to_training_sample, augment=augment))
+        self.source, self.augment, self.info = source, augment, source.info
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.source)
 
     def streaming_loader(self, batch_size: int, workers: int) -> Any:
         """LitData's loader: shards by rank and worker, and has ``state_dict`` /
         ``load_state_dict``, which Lightning saves in checkpoints and restores on resume."""
         litdata = litdata_module()
-        return litdata.StreamingDataLoader(self.dataset, batch_size=batch_size,
-                                           num_workers=workers, drop_last=True)
+        dataset = litdata.StreamingDataset(
+            _join(self.source.root, self.source.split), shuffle=True, seed=self.source.seed,
+            drop_last=True, transform=partial(_to_training_sample, augment=self.augment))
+        return litdata.StreamingDataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                           drop_last=True)
 
 
 def _to_training_sample(item: dict[str, Any], augment: Any) -> dict[str, Any]:

@@ -165,7 +165,11 @@ class PredictionJob:
     def manifest(self) -> dict[str, Any]:
         """What the outputs depend on."""
         p = self.predictor
-        return {"model": str(p.source), "format": self.fmt, "save_probs": self.save_probs,
+        source = Path(p.source) if p.source else None
+        stamp = ([source.stat().st_size, source.stat().st_mtime_ns]  # retrained in place
+                 if source is not None and source.is_file() else None)
+        return {"model": str(p.source), "stamp": stamp, "format": self.fmt,
+                "save_probs": self.save_probs,
                 "options": p.options.describe(), "threshold": p.options.threshold,
                 "class_thresholds": p.options.class_thresholds, "top_k": p.options.top_k}
 

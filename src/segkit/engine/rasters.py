@@ -17,12 +17,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from segkit.data.rasters import MaskRasterWriter, RasterReader
+from segkit.data.rasters import MaskRasterWriter, RasterReader, rasterio_module
 from segkit.engine.inference import Predictor
 from segkit.errors import SegkitError
 from segkit.tasks.tta import window_starts
 
 DEFAULT_WINDOW = (512, 512)
+# GDAL caches decoded blocks up to 5% of the machine's memory by default, so the memory of a
+# job would grow with the raster until that cap; each block is read once here
+GDAL_CACHE_MB = 64
 BLOCK_WINDOWS = 2  # an output block spans this many windows per side
 
 
@@ -53,7 +56,7 @@ def predict_raster(predictor: Predictor, source: Path, target: Path,
         raise SegkitError(f"{source}: multi-scale or flip TTA needs the whole image in memory; "
                           "predict rasters with --tta none")
     kind, info = predictor.kind, predictor.info
-    with RasterReader(source) as reader:
+    with rasterio_module().Env(GDAL_CACHEMAX=GDAL_CACHE_MB), RasterReader(source) as reader:
         height, width = reader.height, reader.width
         window = options.window or DEFAULT_WINDOW
         wh, ww = min(window[0], height), min(window[1], width)
