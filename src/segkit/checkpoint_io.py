@@ -22,6 +22,14 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from segkit.errors import SegkitError, describe_os_error
 
 
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a whole file so that a reader (or a resumed job) sees all of it or nothing."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file, fsync, then rename over ``path``."""
     path = Path(path)

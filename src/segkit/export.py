@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segkit.checkpoint_io import resolve_checkpoint
+from segkit.checkpoint_io import resolve_checkpoint, write_atomic
 from segkit.engine.backends import (
     EXPORT_DIR,
     OnnxPredictor,
@@ -266,9 +266,7 @@ def write_sidecar(result: ExportResult, fmt: str, checkpoint: Path, diff: float)
         "metadata": meta,
     }
     path = sidecar_of(result.path)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(sidecar, indent=2))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(sidecar, indent=2))
     return path
 
 

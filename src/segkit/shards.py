@@ -15,14 +15,6 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write a whole file so that a reader (or a resumed job) sees all of it or nothing."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
 def _complete_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(offset, line) of every newline-terminated line; a cut-off last line is left out."""
     offset = 0

@@ -51,12 +51,12 @@ def rgb_to_index(rgb: np.ndarray, palette: Palette, unknown: int = 255) -> np.nd
     return out
 
 
-def png_bytes(array_or_image: np.ndarray | Image.Image) -> bytes:
-    """A PNG file's bytes (to be written atomically)."""
+def png_bytes(array_or_image: np.ndarray | Image.Image, compress_level: int = 6) -> bytes:
+    """A PNG file's bytes (to be written atomically, or stored in a chunk)."""
     img = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(
-        array_or_image)
+        np.ascontiguousarray(array_or_image))
     buffer = io.BytesIO()
-    img.save(buffer, format="PNG")
+    img.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 
 from segkit.data.base import DatasetInfo, SegmentationSource
 from segkit.errors import SegkitError
+from segkit.viz import png_bytes
 
 FORMAT = 1  # layout of segkit's chunks; a newer one is refused
 META = "segkit.json"
@@ -40,19 +41,14 @@ def litdata_module() -> Any:
     return litdata
 
 
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
 def encode_sample(index: int, source: Any) -> dict[str, Any]:
     """Sample ``index`` of ``source`` as a chunk item: PNG bytes for pixels, plain values
     for labels."""
     sample = source[index]
-    item: dict[str, Any] = {"name": str(sample.get("name", index)), "image": _png(sample["image"])}
+    item: dict[str, Any] = {"name": str(sample.get("name", index)),
+                            "image": png_bytes(sample["image"], compress_level=1)}
     if "mask" in sample:
-        item["mask"] = _png(sample["mask"])
+        item["mask"] = png_bytes(sample["mask"], compress_level=1)
     if "label" in sample:
         item["label"] = int(sample["label"])
     if "labels" in sample:

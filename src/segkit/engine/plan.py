@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from segkit.checkpoint_io import write_atomic
 from segkit.config import Config, budget_seconds, build_config
 from segkit.tasks import task_class
 
@@ -215,6 +216,4 @@ def update_decision(path: Path, key: str, value: Any, reason: str) -> None:
     for decision in doc.get("decisions", []):
         if decision["key"] == key:
             decision.update(value=value, reason=reason)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
-    tmp.replace(path)
+    write_atomic(path, yaml.safe_dump(doc, sort_keys=False, width=100))

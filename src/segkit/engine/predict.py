@@ -27,11 +27,12 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
+from segkit.checkpoint_io import write_atomic
 from segkit.data.io import IMAGE_SUFFIXES, read_image
-from segkit.engine.backends import load_predictor
+from segkit.engine.backends import checkpoint_stamp, load_predictor
 from segkit.engine.inference import InferenceOptions, Predictor
 from segkit.errors import SegkitError
-from segkit.shards import ShardedLines, write_atomic
+from segkit.shards import ShardedLines
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")  # a text file of image paths, one per line
 MANIFEST = ".segkit-predict.json"  # what made the outputs (another model or setting redoes them)
@@ -166,8 +167,7 @@ class PredictionJob:
         """What the outputs depend on."""
         p = self.predictor
         source = Path(p.source) if p.source else None
-        stamp = ([source.stat().st_size, source.stat().st_mtime_ns]  # retrained in place
-                 if source is not None and source.is_file() else None)
+        stamp = checkpoint_stamp(source) if source is not None and source.is_file() else None
         return {"model": str(p.source), "stamp": stamp, "format": self.fmt,
                 "save_probs": self.save_probs,
                 "options": p.options.describe(), "threshold": p.options.threshold,

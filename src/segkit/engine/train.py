@@ -27,6 +27,7 @@ from segkit.checkpoint_io import (
     check_disk_space,
     checkpoint_sizes,
     remove_stale_temporaries,
+    write_atomic,
 )
 from segkit.config import Config, budget_seconds, build_config
 from segkit.data import build_dataset, check_task_fits
@@ -142,9 +143,7 @@ def cached_fingerprint(cfg: Config, run_dir: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     # object sizes cost a pass per class and image, and no decision reads them yet
     fp = fingerprint_dataset(cfg.data, FINGERPRINT_IMAGES, progress=False, objects=False)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(fp, indent=2))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(fp, indent=2))
     return fp
 
 

@@ -326,7 +326,7 @@ class LabelWriter:
 
     def merge(self) -> None:
         """Every shard into predictions.jsonl, then predictions.csv and predictions.json."""
-        from segkit.shards import write_atomic
+        from segkit.checkpoint_io import write_atomic
 
         self.lines.merge()
         rows = self.results

@@ -7,13 +7,13 @@ import io
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from segkit.checkpoint_io import write_atomic
 from segkit.config import Config
 from segkit.data.base import DatasetInfo
 from segkit.data.check import PixelStats
@@ -79,9 +79,7 @@ def class_pixel_counts(source: Any, run_dir: Path) -> list[int]:
     if cache.is_file():
         return json.loads(cache.read_text())["counts"]
     counts = [int(c) for c in source.class_pixel_counts()]
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"classes": source.info.classes, "counts": counts}))
-    tmp.replace(cache)
+    write_atomic(cache, json.dumps({"classes": source.info.classes, "counts": counts}))
     return counts
 
 
@@ -455,7 +453,6 @@ class MaskWriter:
             index: int = 0) -> dict[str, Path]:
         """Write ``<stem>_mask.png``, ``<stem>_overlay.png`` [+ ``<stem>_probs.npz``: uint8
         probabilities, ``probs / 255`` restores them to within 0.002]."""
-        from segkit.shards import write_atomic
         from segkit.viz import overlay, palette_png, png_bytes
 
         mask = SegmentationTask.decode(probs, self.info, self.options)
