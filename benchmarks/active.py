@@ -6,7 +6,12 @@ picks 50 more from the rest of the pool (entropy + k-center); two fresh models t
 20 + 50 images, the 50 either selected or random (same seed, same epochs), and are scored on
 validation. Writes results.json["active_learning"].
 
-Usage: python benchmarks/active.py [--seeds 0,1,2] [--epochs 12]
+Two pools: ``uniform`` (every shape class equally likely in every image: no image is more
+informative than another, the case where selection can only tie with chance) and ``skewed``
+(as real pools are: circles, squares and triangles are common, stars and rings each a
+twentieth of the shapes; validation is drawn the same way, and mIoU weighs every class alike).
+
+Usage: python benchmarks/active.py [--seeds 0,1,2] [--epochs 12] [--pool uniform|skewed]
 """
 
 from __future__ import annotations
@@ -31,6 +36,28 @@ from segkit.engine.train import train  # noqa: E402
 
 POOL, VAL, FIRST, PICK = 400, 100, 20, 50
 SIZE = (64, 64)
+SKEWED_SHAPES = np.array([0.3, 0.3, 0.3, 0.05, 0.05])  # circle, square, triangle, star, ring
+
+
+def write_skewed_pool(root: Path, n_pool: int, n_val: int, seed: int) -> Path:
+    """The folder layout of shapes whose classes follow ``SKEWED_SHAPES`` (1-3 an image)."""
+    from PIL import Image
+
+    from segkit.data.synthetic import SHAPE_CLASSES, render_shapes
+
+    rng = np.random.default_rng(seed)
+    for sub in ("images", "masks", "splits"):
+        (root / sub).mkdir(parents=True)
+    stems = [f"img{i:03d}" for i in range(n_pool + n_val)]
+    for i, stem in enumerate(stems):
+        kinds = [int(k) + 1 for k in rng.choice(5, int(rng.integers(1, 4)), p=SKEWED_SHAPES)]
+        image, mask = render_shapes(seed, i, SIZE, kinds=kinds)
+        Image.fromarray(image).save(root / "images" / f"{stem}.png")
+        Image.fromarray(mask, mode="L").save(root / "masks" / f"{stem}.png")
+    (root / "splits" / "train.txt").write_text("\n".join(stems[:n_pool]) + "\n")
+    (root / "splits" / "val.txt").write_text("\n".join(stems[n_pool:]) + "\n")
+    (root / "classes.txt").write_text("\n".join(SHAPE_CLASSES) + "\n")
+    return root
 
 
 def subset_root(data: Path, stems: list[str], out: Path) -> Path:
@@ -85,18 +112,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--score", default="entropy",
                         choices=["entropy", "class-entropy", "margin", "disagreement"])
     parser.add_argument("--no-diversity", action="store_true")
+    parser.add_argument("--pool", default="uniform", choices=["uniform", "skewed"])
     args = parser.parse_args(argv or [])
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        data = write_sample("folder", Path(tmp) / "shapes", POOL, VAL, SIZE, seed=7)
+        data = (write_skewed_pool(Path(tmp) / "shapes", POOL, VAL, seed=7)
+                if args.pool == "skewed" else
+                write_sample("folder", Path(tmp) / "shapes", POOL, VAL, SIZE, seed=7))
         rows = [one_seed(data, s, args.epochs, Path(tmp), args.score, not args.no_diversity)
                 for s in seeds]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-    result = {"pool": POOL, "val": VAL, "first": FIRST, "picked": PICK, "size": list(SIZE),
+    result = {"pool_kind": args.pool, "pool": POOL, "val": VAL, "first": FIRST, "picked": PICK,
+              "size": list(SIZE),
               "epochs": args.epochs, "seeds": seeds, "score": args.score,
               "diversity": not args.no_diversity, "runs": rows, "mean": mean,
               "selected_wins": sum(r["selected_mIoU"] > r["random_mIoU"] for r in rows)}
     variant = f"{args.score}{' + k-center' if not args.no_diversity else ''}"
+    if args.pool != "uniform":
+        variant = f"{args.pool} pool: {variant}"
     previous = json.loads(RESULTS.read_text()).get("active_learning", {}) if RESULTS.is_file() \
         else {}
     variants = previous.get("variants", {}) if isinstance(previous, dict) else {}

@@ -217,13 +217,17 @@ class Config(_Section):
     def _task_default_model(self) -> Config:
         # Each task's default model and built-in data, unless they were named.
         defaults = TASK_DEFAULTS[self.task]
+        # a default filled in here is not the user's choice: it stays out of the fields set
         if "name" not in self.model.model_fields_set:
             self.model.name = defaults["model"]
+            self.model.model_fields_set.discard("name")
         if "name" not in self.data.model_fields_set:
             self.data.name = defaults["data"]
+            self.data.model_fields_set.discard("name")
         if ("encoder" not in self.model.model_fields_set
                 and self.model.name in MODEL_DEFAULT_ENCODERS):
             self.model.encoder = MODEL_DEFAULT_ENCODERS[self.model.name]
+            self.model.model_fields_set.discard("encoder")
         return self
 
     @model_validator(mode="after")

@@ -74,6 +74,28 @@ def test_sparse_multilabel_gets_asymmetric_loss_and_label_safe_geometry() -> Non
     assert "loss.name" not in dense  # 0.75 labels per class: BCE is fine
 
 
+def test_small_multiclass_images_get_deeplab_unless_a_network_is_named() -> None:
+    digits = fingerprint({"background": 0.9, **{str(i): 0.01 for i in range(10)}}, (32, 32),
+                         train=800)
+    plan = decided(build_config(), digits)
+    assert plan["model.name"].value == "deeplabv3plus"
+    assert "image pooling" in plan["model.name"].reason
+    assert apply_plan(build_config(), list(plan.values())).model.name == "deeplabv3plus"
+    binary = decided(build_config(), fingerprint({"bg": 0.8, "car": 0.2}, (32, 32), train=800))
+    assert binary["model.name"].value == "unet" and "binary" in binary["model.name"].reason
+    bigger = decided(build_config(), fingerprint({"a": 0.5, "b": 0.3, "c": 0.2}, (64, 64)))
+    assert bigger["model.name"].value == "unet"
+    few = decided(build_config(), fingerprint({"a": 0.5, "b": 0.3, "c": 0.2}, (32, 32), train=16))
+    assert few["model.name"].value == "unet"  # batches of one would break its pooled branch
+    named = build_config(overrides={"model.name": "fpn"})
+    kept = decided(named, digits, explicit_keys(named))
+    assert "model.name" not in kept  # the user's network: nothing to decide
+    assert apply_plan(named, list(kept.values())).model.name == "fpn"
+    unet_settings = build_config(overrides={"model.decoder_channels": [64, 32, 16, 16, 8]})
+    assert "model.name" not in decided(unet_settings, digits, explicit_keys(unet_settings))
+    assert "model.name" not in explicit_keys(build_config())  # the task's default is no choice
+
+
 def test_explicit_flags_beat_the_plan_and_the_plan_says_so() -> None:
     cfg = build_config(overrides={"optim.lr": 0.05, "loss.name": "focal"})
     explicit = explicit_keys(cfg)
