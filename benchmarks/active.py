@@ -1,17 +1,19 @@
 """Does `segkit data select` pick better images to label than chance?
 
 On the built-in shapes (folder layout, 64x64, a pool of 400 training images, 100 fixed
-validation images), for each seed: a first model trains on 20 random images; `select_images`
-picks 50 more from the rest of the pool (entropy + k-center); two fresh models then train on
-20 + 50 images, the 50 either selected or random (same seed, same epochs), and are scored on
-validation. Writes results.json["active_learning"].
+validation images), for each seed: a first model trains on ``--first`` random images (60);
+`select_images` picks 50 more from the rest of the pool (segkit's default: the highest
+class-balanced entropy); two fresh models then train on first + 50 images, the 50 either
+selected or random (same seed, same epochs), and are scored on validation. Writes
+results.json["active_learning"], one entry per pool, first-set size and selection variant.
 
-Two pools: ``uniform`` (every shape class equally likely in every image: no image is more
-informative than another, the case where selection can only tie with chance) and ``skewed``
-(as real pools are: circles, squares and triangles are common, stars and rings each a
-twentieth of the shapes; validation is drawn the same way, and mIoU weighs every class alike).
+Two pools: ``skewed`` (the default; as real pools are: circles, squares and triangles are
+common, stars and rings each a twentieth of the shapes; validation is drawn the same way, and
+mIoU weighs every class alike) and ``uniform`` (every shape class equally likely in every
+image: no image is more informative than another, so selection can at best tie with chance).
 
-Usage: python benchmarks/active.py [--seeds 0,1,2] [--epochs 12] [--pool uniform|skewed]
+Usage: python benchmarks/active.py [--seeds 0,1,2] [--epochs 12] [--pool skewed|uniform]
+    [--first 60] [--score class-entropy] [--diversity]
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from segkit.engine.backends import load_predictor  # noqa: E402
 from segkit.engine.select import select_images  # noqa: E402
 from segkit.engine.train import train  # noqa: E402
 
-POOL, VAL, FIRST, PICK = 400, 100, 20, 50
+POOL, VAL, FIRST, PICK = 400, 100, 60, 50
 SIZE = (64, 64)
 SKEWED_SHAPES = np.array([0.3, 0.3, 0.3, 0.05, 0.05])  # circle, square, triangle, star, ring
 
@@ -85,12 +87,12 @@ def train_on(data: Path, stems: list[str], out: Path, seed: int, epochs: int) ->
 
 
 def one_seed(data: Path, seed: int, epochs: int, work: Path, score: str = "entropy",
-             diverse: bool = True) -> dict[str, float]:
+             diverse: bool = True, n_first: int = FIRST) -> dict[str, float]:
     train_stems = (data / "splits" / "train.txt").read_text().split()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(train_stems))
-    first = [train_stems[i] for i in order[:FIRST]]
-    rest = [train_stems[i] for i in order[FIRST:]]
+    first = [train_stems[i] for i in order[:n_first]]
+    rest = [train_stems[i] for i in order[n_first:]]
     start = train_on(data, first, work / f"first{seed}", seed, epochs)
     predictor = load_predictor(start["run"], backend="torch")
     pool = [data / "images" / f"{s}.png" for s in rest]
@@ -109,33 +111,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--score", default="entropy",
+    parser.add_argument("--score", default="class-entropy",
                         choices=["entropy", "class-entropy", "margin", "disagreement"])
-    parser.add_argument("--no-diversity", action="store_true")
-    parser.add_argument("--pool", default="uniform", choices=["uniform", "skewed"])
+    parser.add_argument("--diversity", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--pool", default="skewed", choices=["skewed", "uniform"])
+    parser.add_argument("--first", type=int, default=FIRST, help="random images labelled first")
     args = parser.parse_args(argv or [])
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         data = (write_skewed_pool(Path(tmp) / "shapes", POOL, VAL, seed=7)
                 if args.pool == "skewed" else
                 write_sample("folder", Path(tmp) / "shapes", POOL, VAL, SIZE, seed=7))
-        rows = [one_seed(data, s, args.epochs, Path(tmp), args.score, not args.no_diversity)
-                for s in seeds]
+        rows = [one_seed(data, s, args.epochs, Path(tmp), args.score, args.diversity,
+                         args.first) for s in seeds]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-    result = {"pool_kind": args.pool, "pool": POOL, "val": VAL, "first": FIRST, "picked": PICK,
+    result = {"pool_kind": args.pool, "pool": POOL, "val": VAL, "first": args.first, "picked": PICK,
               "size": list(SIZE),
               "epochs": args.epochs, "seeds": seeds, "score": args.score,
-              "diversity": not args.no_diversity, "runs": rows, "mean": mean,
+              "diversity": args.diversity, "runs": rows, "mean": mean,
               "selected_wins": sum(r["selected_mIoU"] > r["random_mIoU"] for r in rows)}
-    variant = f"{args.score}{' + k-center' if not args.no_diversity else ''}"
-    if args.pool != "uniform":
-        variant = f"{args.pool} pool: {variant}"
+    variant = (f"{args.pool} pool, first {args.first}: "
+               f"{args.score}{' + k-center' if args.diversity else ''}")
     previous = json.loads(RESULTS.read_text()).get("active_learning", {}) if RESULTS.is_file() \
         else {}
     variants = previous.get("variants", {}) if isinstance(previous, dict) else {}
     variants[variant] = result
-    save("active_learning", {"default": "entropy + k-center", "variants": variants})
-    print(f"mean val mIoU: first {FIRST} images {mean['first_mIoU']:.4f}; + {PICK} selected "
+    save("active_learning", {"default": f"skewed pool, first {FIRST}: class-entropy",
+                             "variants": variants})
+    print(f"mean val mIoU: first {args.first} images {mean['first_mIoU']:.4f}; + {PICK} selected "
           f"{mean['selected_mIoU']:.4f}; + {PICK} random {mean['random_mIoU']:.4f} "
           f"(selected better in {result['selected_wins']} of {len(rows)} seeds)")
     return result

@@ -473,10 +473,10 @@ def cmd_data_select(args: argparse.Namespace) -> int:
 
     predictor = load_predictor(args.run, args.device, backend=args.backend)
     selection = select_images(predictor, args.pool, args.n, args.score, args.tta,
-                              args.candidates, not args.no_diversity)
+                              args.candidates, args.diversity)
     written = write_selection(selection, Path(args.out), predictor.info, args.format)
     print(f"picked {len(selection.chosen)} of {len(selection.scores)} pool images by "
-          f"{args.score}{' + k-center diversity' if not args.no_diversity else ''}")
+          f"{args.score}{' + k-center diversity' if args.diversity else ''}")
     print("wrote " + ", ".join(str(p) for p in written[:3])
           + (f" and {args.format} pre-annotations in {written[3].parent}"
              if len(written) > 3 else ""))
@@ -731,14 +731,17 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--n", type=int, default=100, help="how many to pick")
     se.add_argument("--out", required=True, help="list file to write (scores CSV, sheet PNG "
                     "and pre-annotations beside it)")
-    se.add_argument("--score", default="entropy",
+    se.add_argument("--score", default="class-entropy",
                     choices=["entropy", "class-entropy", "margin", "disagreement"],
-                    help="uncertainty: mean pixel entropy, its class-balanced mean, 1 - top-2 "
-                    "margin, or flip TTA disagreement")
+                    help="uncertainty: the class-balanced mean of pixel entropy (default), mean "
+                    "pixel entropy, 1 - top-2 margin, or flip TTA disagreement")
     se.add_argument("--tta", action="store_true", help="also score flip disagreement")
     se.add_argument("--candidates", type=float, default=3.0,
                     help="diversity picks among the CANDIDATES x N most uncertain")
-    se.add_argument("--no-diversity", action="store_true", help="just the N most uncertain")
+    se.add_argument("--diversity", action=argparse.BooleanOptionalAction, default=False,
+                    help="thin the CANDIDATES x N most uncertain to N by k-center on encoder "
+                    "features (default: just the N most uncertain, which picked better in the "
+                    "benchmark)")
     se.add_argument("--format", choices=["labelme", "cvat", "labelstudio", "coco"],
                     help="also package the picks as a tool's task file with pre-annotations")
     se.add_argument("--device", default="cpu")

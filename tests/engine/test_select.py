@@ -57,7 +57,8 @@ def test_select_writes_list_scores_sheet_and_pre_annotations(trained_run, tmp_pa
             pool / f"u{k:02d}.png")
     out = tmp_path / "next" / "list.txt"
     assert main(["data", "select", str(trained_run), "--pool", str(pool), "--n", "3",
-                 "--out", str(out), "--tta", "--format", "labelstudio"]) == 0
+                 "--out", str(out), "--tta", "--format", "labelstudio", "--score", "entropy",
+                 "--diversity"]) == 0
     assert "picked 3 of 12 pool images by entropy + k-center" in capsys.readouterr().out
     chosen = out.read_text().split()
     assert len(chosen) == 3 == len(set(chosen))
@@ -76,5 +77,11 @@ def test_select_writes_list_scores_sheet_and_pre_annotations(trained_run, tmp_pa
 
     # without diversity: exactly the most uncertain
     assert main(["data", "select", str(trained_run), "--pool", str(pool), "--n", "3",
-                 "--out", str(tmp_path / "top.txt"), "--no-diversity"]) == 0
+                 "--out", str(tmp_path / "top.txt"), "--score", "entropy"]) == 0
     assert (tmp_path / "top.txt").read_text().split() == [r["image"] for r in ranked[:3]]
+    # the default: the highest class-balanced entropy, no diversity
+    assert main(["data", "select", str(trained_run), "--pool", str(pool), "--n", "3",
+                 "--out", str(tmp_path / "default.txt")]) == 0
+    assert "picked 3 of 12 pool images by class-entropy\n" in capsys.readouterr().out
+    by_class = sorted(rows, key=lambda r: -float(r["class_entropy"]))
+    assert (tmp_path / "default.txt").read_text().split() == [r["image"] for r in by_class[:3]]

@@ -5,9 +5,11 @@ probabilities, normalised by log C; the class-balanced entropy, the mean over th
 predicts of the mean entropy inside each class's predicted region, so a small object's doubt
 is not drowned by a sure background; or mean 1 - margin between the two top classes), and
 optionally by how much its prediction changes under a horizontal flip (test-time
-augmentation disagreement, total variation). The ``candidates`` x ``n`` most uncertain images
-are then thinned to ``n`` by greedy k-center on the encoder's pooled features (Sener and
-Savarese's core set), starting from the most uncertain, so near-duplicates are not all picked.
+augmentation disagreement, total variation). The default picks the ``n`` images with the
+highest class-balanced entropy (best of the variants benchmarks/active.py measured); with
+``diverse`` the ``candidates`` x ``n`` most uncertain images are thinned to ``n`` by greedy
+k-center on the encoder's pooled features (Sener and Savarese's core set), starting from the
+most uncertain, so near-duplicates are not all picked.
 Core-set greedy is written here: torchmetrics and scikit-learn have no k-center routine.
 """
 
@@ -112,8 +114,8 @@ class Selection:
     masks: dict[Path, np.ndarray]
 
 
-def select_images(predictor: Any, pool: list[str | Path], n: int, score: str = "entropy",
-                  tta: bool = False, candidates: float = 3.0, diverse: bool = True,
+def select_images(predictor: Any, pool: list[str | Path], n: int, score: str = "class-entropy",
+                  tta: bool = False, candidates: float = 3.0, diverse: bool = False,
                   progress: bool = True) -> Selection:
     """Pick ``n`` images of ``pool`` to label next.
 
@@ -124,7 +126,8 @@ def select_images(predictor: Any, pool: list[str | Path], n: int, score: str = "
         score: entropy, class-entropy, margin or disagreement (flip TTA) ranks the pool.
         tta: also compute flip disagreement (always on for ``score='disagreement'``).
         candidates: diversity picks among the ``candidates * n`` most uncertain.
-        diverse: False: simply the ``n`` most uncertain.
+        diverse: thin the ``candidates * n`` most uncertain to ``n`` by k-center; False (the
+            default, better in benchmarks/active.py): simply the ``n`` most uncertain.
         progress: show a progress bar.
 
     Returns:
