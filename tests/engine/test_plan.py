@@ -86,7 +86,7 @@ def test_small_multiclass_images_get_deeplab_unless_a_network_is_named() -> None
     bigger = decided(build_config(), fingerprint({"a": 0.5, "b": 0.3, "c": 0.2}, (64, 64)))
     assert bigger["model.name"].value == "unet"
     few = decided(build_config(), fingerprint({"a": 0.5, "b": 0.3, "c": 0.2}, (32, 32), train=16))
-    assert few["model.name"].value == "unet"  # batches of one would break its pooled branch
+    assert few["model.name"].value == "unet" and "too few" in few["model.name"].reason
     named = build_config(overrides={"model.name": "fpn"})
     kept = decided(named, digits, explicit_keys(named))
     assert "model.name" not in kept  # the user's network: nothing to decide

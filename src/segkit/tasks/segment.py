@@ -242,11 +242,11 @@ class SegmentationTask(Task):
     def network_plan(cls, fingerprint: dict[str, Any], cfg: Config) -> list[tuple[str, Any, str]]:
         """The network, when the user named none: DeepLabV3+ for small multi-class images.
 
-        Measured (benchmarks/quality.py, 60 s from scratch, planned recipe): on 32x32 digit
-        scenes DeepLabV3+ reached mIoU 0.45 and 0.44 where U-Net reached 0.17 and 0.18, and
-        on 32x64 street-like scenes rare-class IoU 0.21 against 0.15; on 64x64 shapes U-Net
-        led (0.87 against 0.81), and for binary masks U-Net's full-resolution skips give the
-        boundary detail Dice rewards. A 1-sample batch cannot train DeepLabV3+'s pooled
+        Measured (benchmarks/quality.py, 60 s from scratch, planned recipe, three seeds): on
+        32x32 digit scenes DeepLabV3+ reached mIoU 0.400 where U-Net reached 0.217, and on
+        32x64 street-like scenes rare-class IoU 0.239 against 0.132; on 64x64 shapes U-Net
+        led (0.87 against 0.81, one seed), and for binary masks U-Net's full-resolution skips
+        give the boundary detail Dice rewards. A 1-sample batch cannot train DeepLabV3+'s pooled
         branch (batch norm), so small sets keep U-Net.
         """
         if "name" in cfg.model.model_fields_set or cfg.model.decoder_channels is not None:
@@ -258,11 +258,12 @@ class SegmentationTask(Task):
         if classes > 2 and side < CONTEXT_BELOW and n_train >= 64:
             return [("model.name", "deeplabv3plus", f"{classes} classes on {side}-pixel "
                      "images: which class a region is depends on the whole image, which "
-                     "DeepLabV3+'s image pooling sees (measured 1.4-2.6x U-Net's mIoU in "
-                     "the same time on small scenes)")]
-        return [("model.name", cfg.model.name, "binary masks: U-Net's full-resolution skips "
-                 "keep the boundary detail" if classes <= 2 else f"{side}-pixel images: "
-                 "U-Net's full-resolution skips keep the boundary detail")]
+                     "DeepLabV3+'s image pooling sees (measured 1.8x U-Net's mIoU in the "
+                     "same time on 32-pixel scenes)")]
+        why = ("binary masks" if classes <= 2 else f"{side}-pixel images" if
+               side >= CONTEXT_BELOW else f"{n_train} training images (too few for DeepLabV3+)")
+        return [("model.name", cfg.model.name, f"{why}: U-Net's full-resolution skips keep the "
+                 "boundary detail")]
 
     @classmethod
     def sample_classes(cls, sample: dict[str, Any], num_classes: int) -> np.ndarray:
