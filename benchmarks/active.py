@@ -86,8 +86,8 @@ def train_on(data: Path, stems: list[str], out: Path, seed: int, epochs: int) ->
     return {"mIoU": float(result.metrics["mIoU"]), "run": out / "run"}
 
 
-def one_seed(data: Path, seed: int, epochs: int, work: Path, score: str = "entropy",
-             diverse: bool = True, n_first: int = FIRST) -> dict[str, float]:
+def one_seed(data: Path, seed: int, epochs: int, work: Path, score: str = "class-entropy",
+             diverse: bool = False, n_first: int = FIRST) -> dict[str, float]:
     train_stems = (data / "splits" / "train.txt").read_text().split()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(train_stems))
@@ -125,10 +125,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows = [one_seed(data, s, args.epochs, Path(tmp), args.score, args.diversity,
                          args.first) for s in seeds]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-    result = {"pool_kind": args.pool, "pool": POOL, "val": VAL, "first": args.first, "picked": PICK,
-              "size": list(SIZE),
-              "epochs": args.epochs, "seeds": seeds, "score": args.score,
-              "diversity": args.diversity, "runs": rows, "mean": mean,
+    result = {"pool_kind": args.pool, "pool": POOL, "val": VAL, "first": args.first,
+              "picked": PICK, "size": list(SIZE), "epochs": args.epochs, "seeds": seeds,
+              "score": args.score, "diversity": args.diversity, "runs": rows, "mean": mean,
               "selected_wins": sum(r["selected_mIoU"] > r["random_mIoU"] for r in rows)}
     variant = (f"{args.pool} pool, first {args.first}: "
                f"{args.score}{' + k-center' if args.diversity else ''}")
