@@ -125,6 +125,9 @@ class AugConfig(_Section):
         [1.0, 0.9, 0.8, 0.6, 0.5],
         description="multilabel: random crop sides as fractions ({640,576,512,384,320}/640)",
     )
+    box_crops: bool = Field(
+        False, description="multilabel: take the crop_scales crops by the objects' boxes and "
+        "label each crop by the objects it shows (needs boxes: COCO); evaluation resizes")
     hflip: float = Field(0.5, ge=0, le=1)
     vflip: float = Field(0.0, ge=0, le=1)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)

@@ -74,6 +74,31 @@ def test_sparse_multilabel_gets_asymmetric_loss_and_label_safe_geometry() -> Non
     assert "loss.name" not in dense  # 0.75 labels per class: BCE is fine
 
 
+def test_small_multilabel_images_get_the_small_network_its_recipe_and_box_crops() -> None:
+    cfg = build_config(overrides={"task": "multilabel"})
+    digits = fingerprint({str(i): 0.1 for i in range(10)}, (48, 48), train=1200,
+                         labels_per_image=2.3)
+    plan = decided(cfg, digits)
+    assert plan["model.name"].value == "smallcnn" and "48-pixel" in plan["model.name"].reason
+    assert plan["loss.name"].value == "bce" and plan["optim.lr"].value == pytest.approx(1e-3)
+    assert plan["aug.hflip"].value == 0.0 and "mirror" in plan["aug.hflip"].reason
+    assert "aug.box_crops" not in plan and plan["aug.crop_scales"].value == [1.0]  # no boxes
+    boxed = decided(cfg, {**digits, "measured_images": 400, "images_with_boxes": 400})
+    assert boxed["aug.box_crops"].value is True and "400 of 400" in boxed["aug.box_crops"].reason
+    assert min(boxed["aug.crop_scales"].value) == 0.5
+    assert "aug.box_crops" not in decided(cfg, {**digits, "measured_images": 400,
+                                                "images_with_boxes": 100})
+    photos = decided(cfg, fingerprint({str(i): 0.1 for i in range(10)}, (224, 224),
+                                      labels_per_image=2.3))
+    assert photos["model.name"].value == "resnet101"  # the task's default, said as such
+    assert photos["loss.name"].value == "asl" and "aug.hflip" not in photos
+    named = build_config(overrides={"task": "multilabel", "model.name": "resnet18"})
+    kept = decided(named, digits, explicit_keys(named))
+    assert "model.name" not in kept and kept["loss.name"].value == "asl"
+    assert kept["optim.lr"].value == pytest.approx(3e-3)
+    assert apply_plan(cfg, list(plan.values())).model.name == "smallcnn"
+
+
 def test_small_multiclass_images_get_deeplab_unless_a_network_is_named() -> None:
     digits = fingerprint({"background": 0.9, **{str(i): 0.01 for i in range(10)}}, (32, 32),
                          train=800)

@@ -94,17 +94,20 @@ class COCOSegmentation(SegmentationSource):
 class COCOMultiLabel:
     """COCO instances -> one 0/1 vector per image over the categories in sorted id order.
 
-    Walking every annotation takes minutes on the full set, so the label matrix is cached
+    Each sample also carries its objects' boxes (``boxes``: rows of x, y, w, h, class index),
+    from which label-safe training crops recompute the labels (``segkit.data.object_crops``).
+    Walking every annotation takes minutes on the full set, so labels and boxes are cached
     beside the JSON (keyed by its size and mtime) and reused on the next load.
     """
 
     task = "multilabel"
+    CACHE_VERSION = 2  # 2: boxes
 
     def __init__(self, root: str | Path, split: str = "train") -> None:
         self.root = Path(root)
         ann, self.image_dir = find_annotations(self.root, split)
         stat = ann.stat()
-        key = f"{ann.stem}_{stat.st_size}_{int(stat.st_mtime)}"
+        key = f"{ann.stem}_{stat.st_size}_{int(stat.st_mtime)}_v{self.CACHE_VERSION}"
         cache = ann.with_name(f".segkit_multilabel_{key}.npz")
         if cache.is_file():
             data = np.load(cache, allow_pickle=False)
@@ -112,39 +115,55 @@ class COCOMultiLabel:
             self.files = [str(f) for f in data["files"]]
             self.targets = data["targets"]
             names = [str(c) for c in data["classes"]]
+            box_rows, box_image = data["boxes"], data["box_image"]
         else:
-            coco = load_coco(ann)
-            cat_ids = sorted(coco.getCatIds())
-            col = {c: i for i, c in enumerate(cat_ids)}
-            names = [coco.cats[c]["name"] for c in cat_ids]
-            ids = sorted(coco.getImgIds())
-            self.files = [coco.imgs[i]["file_name"] for i in ids]
-            self.targets = np.zeros((len(ids), len(cat_ids)), np.float32)
-            row = {img_id: r for r, img_id in enumerate(ids)}
-            for a in coco.dataset.get("annotations", []):
-                if a["image_id"] not in row:
-                    raise SegkitError(
-                        f"{ann}: annotation {a.get('id')} names unknown image {a['image_id']}"
-                    )
-                self.targets[row[a["image_id"]], col[a["category_id"]]] = 1
-            for f in self.files:
-                if not (self.image_dir / f).is_file():
-                    raise SegkitError(f"{ann}: points at missing image {self.image_dir / f}")
+            names, box_rows, box_image = self._read(ann)
             try:
-                np.savez(
-                    cache, files=np.array(self.files), targets=self.targets, classes=np.array(names)
-                )
+                np.savez(cache, files=np.array(self.files), targets=self.targets,
+                         classes=np.array(names), boxes=box_rows, box_image=box_image)
             except OSError:
                 pass  # read-only dataset folder: work without the cache
+        # rows of one image are contiguous (sorted by image row): slice them per image
+        order = np.argsort(box_image, kind="stable")
+        self._boxes, box_image = box_rows[order], box_image[order]
+        self._box_start = np.searchsorted(box_image, np.arange(len(self.files) + 1))
         self.info = DatasetInfo(classes=names)
+
+    def _read(self, ann: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Files, label vectors, class names and boxes from the instances JSON."""
+        coco = load_coco(ann)
+        cat_ids = sorted(coco.getCatIds())
+        col = {c: i for i, c in enumerate(cat_ids)}
+        names = [coco.cats[c]["name"] for c in cat_ids]
+        ids = sorted(coco.getImgIds())
+        self.files = [coco.imgs[i]["file_name"] for i in ids]
+        self.targets = np.zeros((len(ids), len(cat_ids)), np.float32)
+        row = {img_id: r for r, img_id in enumerate(ids)}
+        boxes, box_image = [], []
+        for a in coco.dataset.get("annotations", []):
+            if a["image_id"] not in row:
+                raise SegkitError(
+                    f"{ann}: annotation {a.get('id')} names unknown image {a['image_id']}"
+                )
+            self.targets[row[a["image_id"]], col[a["category_id"]]] = 1
+            if len(a.get("bbox") or []) == 4:
+                boxes.append([*map(float, a["bbox"]), col[a["category_id"]]])
+                box_image.append(row[a["image_id"]])
+        for f in self.files:
+            if not (self.image_dir / f).is_file():
+                raise SegkitError(f"{ann}: points at missing image {self.image_dir / f}")
+        return (names, np.asarray(boxes, np.float32).reshape(-1, 5),
+                np.asarray(box_image, np.int64))
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        lo, hi = self._box_start[index], self._box_start[index + 1]
         return {
             "image": read_image(self.image_dir / self.files[index]),
             "labels": self.targets[index].copy(),
+            "boxes": self._boxes[lo:hi].copy(),
             "name": Path(self.files[index]).stem,
         }
 

@@ -3,7 +3,8 @@
 Split sizes, image sizes and channels, per-channel intensity mean and standard deviation,
 per-class frequencies (pixels and images for masks, images for labels), the sizes of the
 objects in the masks (connected regions, as a fraction of the image), labels per image for
-multi-label data, and how imbalanced the classes are. Written as JSON and a PNG.
+multi-label data, how many images come with object boxes, and how imbalanced the classes are.
+Written as JSON and a PNG.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def fingerprint_dataset(cfg: DataConfig, max_images: int = 2000, progress: bool 
     heights, widths, channels = [], [], Counter()
     intensity = _Intensity()
     targets = _Targets(classes, train.info.ignore_index, objects)
-    unreadable = 0
+    unreadable, boxed = 0, 0
     for i in tqdm(indices, desc="fingerprint", disable=not progress, unit="img"):
         try:
             sample = train[i]
@@ -168,6 +169,7 @@ def fingerprint_dataset(cfg: DataConfig, max_images: int = 2000, progress: bool 
         channels[1 if image.ndim == 2 else int(image.shape[2])] += 1
         intensity.add(image)
         targets.add(sample)
+        boxed += int(len(sample.get("boxes", ())) > 0)
     if not heights:
         raise SegkitError(f"dataset '{cfg.name}': no readable training image to measure")
 
@@ -181,6 +183,7 @@ def fingerprint_dataset(cfg: DataConfig, max_images: int = 2000, progress: bool 
         "image_size": {"height": spread(heights), "width": spread(widths)},
         "channels": {str(k): v for k, v in sorted(channels.items())},
         "intensity": intensity.result(),
+        "images_with_boxes": boxed,
         **targets.result(classes, len(heights)),
     }
 

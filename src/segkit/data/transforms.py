@@ -64,13 +64,15 @@ class MultiScaleCrop(A.ImageOnlyTransform):
 def build_classification_augmentation(aug: AugConfig, size: tuple[int, int], train: bool,
                                       multilabel: bool) -> A.Compose:
     """Classification pipelines: random multi-scale crops (multilabel) or resize, flips;
-    evaluation resizes (multilabel trained on crops: to size/0.875, then centre crop)."""
+    evaluation resizes (multilabel trained on crops: to size/0.875, then centre crop).
+    With ``aug.box_crops`` the crops were taken before (``ObjectCrops``): resize only."""
     h, w = size
+    crops = multilabel and list(aug.crop_scales) != [1.0] and not aug.box_crops
     if not train:
-        if multilabel and list(aug.crop_scales) != [1.0]:  # crops in training: centre crop
+        if crops:  # crops in training: centre crop
             return A.Compose([A.Resize(int(h / 0.875), int(w / 0.875)), A.CenterCrop(h, w)])
         return A.Compose([A.Resize(h, w)])
-    ops: list[A.BasicTransform] = [MultiScaleCrop(size, aug.crop_scales) if multilabel
+    ops: list[A.BasicTransform] = [MultiScaleCrop(size, aug.crop_scales) if crops
                                    else A.Resize(h, w)]
     if aug.preset != "none" and aug.hflip:
         ops.append(A.HorizontalFlip(p=aug.hflip))
@@ -80,11 +82,14 @@ def build_classification_augmentation(aug: AugConfig, size: tuple[int, int], tra
 
 
 def to_tensors(sample: dict[str, Any]) -> dict[str, Any]:
-    """HxWxC uint8 image -> CxHxW uint8 tensor; mask -> HxW uint8; labels -> tensors."""
+    """HxWxC uint8 image -> CxHxW uint8 tensor; mask -> HxW uint8; labels -> tensors.
+
+    Object boxes (multi-label sources) are left out: their number varies per image, and
+    only the label-safe crops before this use them."""
     image = sample["image"]
     if image.ndim == 2:
         image = image[..., None]
-    out = dict(sample)
+    out = {k: v for k, v in sample.items() if k != "boxes"}
     out["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
     if "mask" in sample:
         out["mask"] = torch.from_numpy(np.ascontiguousarray(sample["mask"], dtype=np.uint8))

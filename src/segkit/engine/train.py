@@ -51,6 +51,7 @@ from segkit.engine.plan import (
 from segkit.engine.tracking import build_loggers, check_trackers, log_finish, log_start
 from segkit.errors import SegkitError
 from segkit.tasks import InferenceOptions, Task, task_class
+from segkit.tasks.base import build_optimizer
 
 FINGERPRINT_IMAGES = 500  # training images the plan's fingerprint reads at most
 FINAL_SHARE = 0.05  # of --time kept for the final evaluation and the report
@@ -193,7 +194,8 @@ def probe_machine(cfg: Config, train_src: Any, run_dir: Path, budget: float | No
                   free_bytes=max(free_memory(device) - 4 * params, 0.0))
     if not budget:
         return probe
-    optimizer = torch.optim.AdamW(task.parameters(), lr=1e-6)
+    optimizer = build_optimizer(cfg.optim.model_copy(update={"lr": 1e-6}),
+                                list(task.parameters()))
     eager = timed_steps(task, optimizer, batch, device)
     probe.sample_seconds = eager / max(n, 1)
     if "run.channels_last" not in explicit and eager < budget / 100:

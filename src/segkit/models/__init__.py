@@ -52,13 +52,15 @@ for _name, _spec in HF_ARCHS.items():
 
 _CLASSIFIERS = {
     "lenet": "LeNet-5 (sigmoid, average pooling, Xavier init) for 28x28 data",
+    "smallcnn": "VGG-style CNN for small images (full-resolution 3x3 convs, global max pool)",
     "vgg11": "torchvision VGG-11", "resnet18": "torchvision ResNet-18",
     "resnet34": "torchvision ResNet-34", "resnet50": "torchvision ResNet-50",
     "resnet101": "torchvision ResNet-101 (the multi-label baseline)",
     "googlenet": "torchvision GoogLeNet", "densenet121": "torchvision DenseNet-121",
 }
 for _name, _desc in _CLASSIFIERS.items():
-    MODELS.add(_name, build_classifier, _desc, family="torchvision", tasks=RECOGNITION)
+    MODELS.add(_name, build_classifier, _desc, tasks=RECOGNITION,
+               family="segkit" if _name in ("lenet", "smallcnn") else "torchvision")
 MODELS.add("ssgrl", build_ssgrl, "SSGRL: semantic decoupling + gated GNN over the label graph",
            family="segkit", tasks=("multilabel",), label_graph=True)
 
