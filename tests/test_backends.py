@@ -28,7 +28,7 @@ def seg_run(tmp_path_factory):
     """A U-Net trained a little on 32x32 shapes, so its predictions are not coin flips."""
     out = tmp_path_factory.mktemp("backends") / "run"
     over = tiny_overrides(out, **{"data.num_train": 48, "run.epochs": 3, "run.grid_images": 0,
-                                  "data.num_val": 16})
+                                  "data.num_val": 16, "model.name": "unet"})
     train(build_config(overrides=over))
     return out
 

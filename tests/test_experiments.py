@@ -33,7 +33,7 @@ def test_mlflow_round_trip_params_metrics_tags_and_artifacts(tmp_path, monkeypat
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "runs" / "tracked"
-    cfg = build_config(overrides=tiny_overrides(out, **{"run.epochs": 2,
+    cfg = build_config(overrides=tiny_overrides(out, **{"run.epochs": 2, "model.name": "unet",
                                                          "run.loggers": ["mlflow"]}))
     result = train(cfg)
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")

@@ -107,17 +107,26 @@ def test_small_multiclass_images_get_deeplab_unless_a_network_is_named() -> None
     assert "image pooling" in plan["model.name"].reason
     assert apply_plan(build_config(), list(plan.values())).model.name == "deeplabv3plus"
     binary = decided(build_config(), fingerprint({"bg": 0.8, "car": 0.2}, (32, 32), train=800))
-    assert binary["model.name"].value == "unet" and "binary" in binary["model.name"].reason
+    assert binary["model.name"].value == "unet-classic"
+    assert "binary" in binary["model.name"].reason
     bigger = decided(build_config(), fingerprint({"a": 0.5, "b": 0.3, "c": 0.2}, (64, 64)))
-    assert bigger["model.name"].value == "unet"
+    assert bigger["model.name"].value == "unet-classic"
+    assert "64-pixel" in bigger["model.name"].reason
+    assert decided(build_config(), fingerprint({"a": 0.5, "b": 0.5}, (128, 160)))[
+        "model.name"].value == "unet-classic"
     few = decided(build_config(), fingerprint({"a": 0.5, "b": 0.3, "c": 0.2}, (32, 32), train=16))
-    assert few["model.name"].value == "unet" and "too few" in few["model.name"].reason
+    assert few["model.name"].value == "unet-classic" and "too few" in few["model.name"].reason
+    photos = decided(build_config(), fingerprint({"a": 0.5, "b": 0.5}, (256, 320)))
+    assert photos["model.name"].value == "unet" and "ImageNet" in photos["model.name"].reason
     named = build_config(overrides={"model.name": "fpn"})
     kept = decided(named, digits, explicit_keys(named))
     assert "model.name" not in kept  # the user's network: nothing to decide
     assert apply_plan(named, list(kept.values())).model.name == "fpn"
     unet_settings = build_config(overrides={"model.decoder_channels": [64, 32, 16, 16, 8]})
     assert "model.name" not in decided(unet_settings, digits, explicit_keys(unet_settings))
+    encoder = build_config(overrides={"model.encoder": "resnet34"})  # an encoder-based network
+    assert "model.name" not in decided(encoder, fingerprint({"a": 0.5, "b": 0.5}, (64, 64)),
+                                       explicit_keys(encoder))
     assert "model.name" not in explicit_keys(build_config())  # the task's default is no choice
 
 

@@ -113,8 +113,9 @@ def test_binary_training_uses_one_channel(tmp_path) -> None:
     )
     result = train(cfg)
     ckpt = safe_load(result.last_checkpoint)
-    head = [v for k, v in ckpt["state_dict"].items() if "segmentation_head" in k and v.ndim == 4]
-    assert head[0].shape[0] == 1
+    assert result.run_dir.joinpath("config.yaml").read_text().count("unet-classic") == 1
+    head = [v for v in ckpt["state_dict"].values() if v.ndim == 4][-1]  # the 1x1 output conv
+    assert head.shape[:2] == (1, 16)  # one channel from the classic U-Net's 16
     assert result.metrics["dice_kind"] == "foreground class"
     assert torch.isfinite(torch.tensor(result.metrics["dice"]))
 

@@ -170,7 +170,8 @@ def test_smp_and_plain_networks_share_in_their_own_layouts(tmp_path, capsys) -> 
     from segkit.engine.train import train
     from segkit.share import export_hf
 
-    run = train(build_config(overrides=tiny_overrides(tmp_path / "unet"))).run_dir
+    unet = tiny_overrides(tmp_path / "unet", **{"model.name": "unet"})  # smp layout
+    run = train(build_config(overrides=unet)).run_dir
     folder = export_hf(run)
     assert folder == run / "export" / "hf"
     assert json.loads((folder / "config.json").read_text())["_model_class"] == "Unet"

@@ -24,6 +24,7 @@ from segkit.models.fcn import build_fcn
 from segkit.models.hf_models import HF_ARCHS, hf_builder
 from segkit.models.smp_models import DEFAULT_ENCODERS, MIN_SIDE, SMP_ARCHS, smp_builder
 from segkit.models.stats import conv_out, count_parameters, gflops
+from segkit.models.unet_classic import WIDTHS, build_unet_classic
 from segkit.models.wrappers import PadToMultiple
 from segkit.registry import Entry, Registry
 
@@ -40,6 +41,9 @@ for _name, (_cls, _desc, _aliases) in SMP_ARCHS.items():
                   else {}), **({"min_side": MIN_SIDE[_name]} if _name in MIN_SIDE else {}))
 MODELS.add("fcn", build_fcn, "FCN-32s: torchvision ResNet trunk + bilinear-initialised deconv",
            multiple=32, family="segkit", tasks=SEGMENT)
+MODELS.add("unet-classic", build_unet_classic, "the original U-Net (full resolution first, no "
+           "ImageNet encoder) with batch norm: for small images", multiple=2 ** (len(WIDTHS) - 1),
+           family="segkit", tasks=SEGMENT)
 MODELS.add("deeplabv3", build_deeplabv3, "torchvision DeepLabV3 (resnet50/resnet101 encoder)",
            aliases=("deeplab",), family="torchvision", tasks=SEGMENT,
            default_encoder="mobilenet_v3_large")

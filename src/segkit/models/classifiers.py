@@ -92,6 +92,9 @@ def build_classifier(cfg: ModelConfig, num_classes: int, in_channels: int = 3,
     if name == "lenet":
         return LeNet5(num_classes, in_channels)
     if name == "smallcnn":
+        if pretrained:
+            raise SegkitError("smallcnn has no imagenet weights; leave --weights unset or pass "
+                              "a checkpoint file")
         return SmallCNN(num_classes, in_channels)
     if name in TORCHVISION:
         kwargs: dict = {"weights": "DEFAULT" if pretrained else None}

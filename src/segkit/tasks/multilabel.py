@@ -124,8 +124,8 @@ class MultiLabelTask(ClassificationTask):
         scratch): an ImageNet-stemmed ResNet-18 shrinks them to 12x12 before its first block
         and stayed near mAP 0.27 whatever the recipe; ``smallcnn`` reached 0.75.
         """
-        if "name" in cfg.model.model_fields_set:
-            return []
+        if {"name", "weights"} & cfg.model.model_fields_set:
+            return []  # the user's network, or pretrained weights for the default one
         side = min(fingerprint["image_size"]["height"]["median"],
                    fingerprint["image_size"]["width"]["median"])
         if side < SMALL_IMAGES:
