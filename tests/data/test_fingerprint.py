@@ -11,7 +11,7 @@ from PIL import Image
 from segkit.cli import main
 from segkit.config import DataConfig
 from segkit.data import build_dataset
-from segkit.data.fingerprint import fingerprint_dataset
+from segkit.data.fingerprint import fingerprint_dataset, format_fingerprint
 from segkit.data.samples import write_sample
 
 
@@ -78,6 +78,14 @@ def test_classification_and_multilabel_fingerprints(tmp_path) -> None:
     assert fp["labels_per_image"]["histogram"] == {
         str(k): int(v) for k, v in enumerate(per_image) if v}
     assert fp["labels_per_image"]["mean"] == pytest.approx(matrix.sum(1).mean(), abs=1e-4)
+    assert fp["images_with_boxes"] == 0  # a CSV has no boxes
+
+    root = write_sample("coco", tmp_path / "coco", 12, 4, (40, 48), year="2017")
+    fp = fingerprint_dataset(DataConfig(name="coco-multilabel", root=str(root)), progress=False)
+    train = build_dataset(DataConfig(name="coco-multilabel", root=str(root)), "train")
+    boxed = sum(len(train[i]["boxes"]) > 0 for i in range(len(train)))
+    assert fp["images_with_boxes"] == boxed == 12  # every sample scene has digits
+    assert "object boxes: in 12 of 12" in format_fingerprint(fp)
 
 
 def test_fingerprint_reads_at_most_max_images(tmp_path) -> None:

@@ -97,6 +97,9 @@ def test_small_multilabel_images_get_the_small_network_its_recipe_and_box_crops(
     assert "model.name" not in kept and kept["loss.name"].value == "asl"
     assert kept["optim.lr"].value == pytest.approx(3e-3)
     assert apply_plan(cfg, list(plan.values())).model.name == "smallcnn"
+    chosen = build_config(overrides={"task": "multilabel", "model.name": "smallcnn"})
+    own = decided(chosen, digits, explicit_keys(chosen))  # named: its recipe all the same
+    assert "model.name" not in own and own["loss.name"].value == "bce"
 
 
 def test_small_multiclass_images_get_deeplab_unless_a_network_is_named() -> None:

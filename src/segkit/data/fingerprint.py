@@ -218,6 +218,9 @@ def format_fingerprint(fp: dict[str, Any]) -> str:
     if "labels_per_image" in fp:
         lines.append(f"labels per image: mean {fp['labels_per_image']['mean']:.2f} "
                      f"({fp['labels_per_image']['histogram']})")
+    if fp.get("images_with_boxes"):
+        lines.append(f"object boxes: in {fp['images_with_boxes']} of {fp['measured_images']} "
+                     "measured images (label-safe crops can follow them)")
     return "\n".join(lines)
 
 
