@@ -82,12 +82,11 @@ TRAIN_FLAGS = {
 }
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """segkit train."""
+def train_config(args: argparse.Namespace) -> Any:
+    """The config train and plan flags describe (a resumed run's own config under them)."""
     import yaml
 
     from segkit.config import build_config, load_config
-    from segkit.engine.train import train
 
     overrides: dict[str, Any] = {}
     for flag, key in TRAIN_FLAGS.items():
@@ -96,6 +95,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides[key] = list(value) if isinstance(value, (list, tuple)) else value
     if args.no_progress:
         overrides["run.progress"] = False
+    if args.race is not None:
+        overrides["run.race"] = "on" if args.race else "off"
     if args.logger:
         overrides["run.loggers"] = args.logger
     if args.log_checkpoint:
@@ -118,6 +119,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = build_config(base, overrides, str(cfg_file))
     else:
         cfg = load_config(args.config, overrides)
+    return cfg
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """segkit plan."""
+    from segkit.engine.train import plan_only
+
+    planned = plan_only(train_config(args), race=bool(args.race))
+    run_dir = Path(planned.cfg.run.out)
+    print(f"fingerprint: {run_dir / 'fingerprint.json'}")
+    print(f"plan: {run_dir / 'plan.yaml'}")
+    if planned.race is not None:
+        print(f"race: {planned.race.reason}")
+        print(f"race curves: {run_dir / 'race.png'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """segkit train."""
+    from segkit.engine.train import train
+
+    cfg = train_config(args)
     result = train(cfg, resume=bool(args.resume))
     from lightning.pytorch.utilities import rank_zero_only
 
@@ -498,13 +521,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every sub-command."""
-    parser = argparse.ArgumentParser(prog="segkit", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train a model; writes runs/NAME/")
+def add_train_flags(t: argparse.ArgumentParser) -> None:
+    """The flags of train (and plan): data, model, recipe, budget, devices, logging."""
     t.add_argument("--config", help="YAML config file")
     t.add_argument("--task", help="segment (default), classify or multilabel (segkit tasks)")
     t.add_argument("--data", help="dataset name (segkit datasets)")
@@ -557,7 +575,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repeatable; default tensorboard + csv (metrics.csv is always written)")
     t.add_argument("--log-checkpoint", action="store_true",
                    help="mlflow / wandb: upload the best checkpoint too")
+    t.add_argument("--race", action=argparse.BooleanOptionalAction, default=None,
+                   help="race candidate networks (or learning rates for a named one) on a "
+                   "held-out part of the training data and keep the best (default: when there "
+                   "are 100+ training images)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every sub-command."""
+    parser = argparse.ArgumentParser(prog="segkit", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model; writes runs/NAME/")
+    add_train_flags(t)
     t.set_defaults(func=cmd_train)
+    pn = sub.add_parser("plan", help="fingerprint the data and write plan.yaml without training "
+                        "(--race: race the candidate networks too)")
+    add_train_flags(pn)
+    pn.set_defaults(func=cmd_plan)
 
     e = sub.add_parser("evaluate", help="metrics of a trained run on a split")
     e.add_argument("run", help="run directory or checkpoint file")

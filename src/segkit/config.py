@@ -155,6 +155,10 @@ class RunConfig(_Section):
         "auto", description="auto: plan the recipe from the data (plan.yaml); seed: the "
         "write-ups' fixed defaults")
     time_budget: str | None = Field(None, description="train within this time, e.g. 10m, 1h")
+    race: Literal["auto", "on", "off"] = Field(
+        "auto", description="race candidate networks (or, for a named network, learning rates) "
+        "on a selection split of the training data and keep the best; auto: when there are at "
+        "least 100 training images; on: from 8")
     ema: bool | None = Field(None, description="EMA of the weights (None: the plan decides)")
     epochs: int = Field(10, ge=1)
     accumulate: int = Field(1, ge=1)

@@ -122,6 +122,24 @@ def plot_curves(history: list[dict[str, float]], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def plot_race(rows: list[dict[str, float | int | str]], winner: str, metric: str,
+              path: str | Path) -> Path:
+    """The race's candidates: selection score against epochs trained, one line each, the
+    winner drawn thicker."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name in dict.fromkeys(str(r["candidate"]) for r in rows):
+        mine = sorted((r for r in rows if r["candidate"] == name), key=lambda r: r["epochs"])
+        ax.plot([0, *[r["epochs"] for r in mine]], [np.nan, *[r["score"] for r in mine]],
+                marker="o", linewidth=3 if name == winner else 1.2,
+                label=f"{name} (winner)" if name == winner else name)
+    ax.set_xlabel("epochs trained in the race")
+    ax.set_ylabel(f"{metric} on the selection split")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def prediction_grid(
     rows: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]],
     palette: Palette,

@@ -14,8 +14,8 @@ from conftest import tiny_overrides
 from segkit.checkpoint_io import safe_load
 from segkit.config import build_config
 from segkit.engine.loaders import RepeatFactorSampler, repeat_factors
-from segkit.engine.plan import Probe, apply_plan, explicit_keys, plan_recipe
 from segkit.engine.train import train
+from segkit.plan.rules import Probe, apply_plan, explicit_keys, plan_recipe
 
 
 def fingerprint(classes: dict[str, float], size=(64, 64), train=400, channels="3",
@@ -324,7 +324,7 @@ def test_balanced_sampling_trains_and_caches_class_presence(tmp_path) -> None:
 
 
 def test_ema_horizon_follows_the_run_length() -> None:
-    from segkit.engine.plan import ema_decay
+    from segkit.plan.rules import ema_decay
 
     assert ema_decay(2000) == pytest.approx(1 - 1 / 100)  # the last 100 of 2000 steps
     assert ema_decay(100) == pytest.approx(1 - 1 / 20)  # never shorter than 20 steps
@@ -345,16 +345,16 @@ def test_bf16_is_planned_when_the_probe_measures_it_faster() -> None:
 
 @pytest.mark.slow
 def test_a_wrong_probe_is_corrected_after_the_first_epoch(tmp_path, monkeypatch) -> None:
-    import segkit.engine.train as train_module
+    import segkit.plan.configure as configure_module
 
-    real = train_module.probe_machine
+    real = configure_module.probe_machine
 
     def pessimistic(*args, **kwargs):  # as if timed beside a busy process: 6x too slow
         probe = real(*args, **kwargs)
         probe.sample_seconds *= 6
         return probe
 
-    monkeypatch.setattr(train_module, "probe_machine", pessimistic)
+    monkeypatch.setattr(configure_module, "probe_machine", pessimistic)
     over = tiny_overrides(tmp_path / "t", **{"run.time_budget": "20s", "data.num_train": 64,
                                              "data.image_size": [64, 64], "run.grid_images": 0})
     over.pop("run.epochs")

@@ -86,3 +86,22 @@ class SegmentationSource(Dataset):
             m = m[m != self.info.ignore_index]
             counts += np.bincount(m, minlength=self.info.num_classes)[: self.info.num_classes]
         return counts
+
+
+class SourceSubset(Dataset):
+    """The samples of ``source`` at ``indices``, e.g. a selection split held out of the
+    training data (torch's ``Subset`` drops the ``info`` every source carries)."""
+
+    def __init__(self, source: Any, indices: list[int]) -> None:
+        self.source, self.indices = source, list(indices)
+        self.info = source.info
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.source[self.indices[index]]
+
+    def class_pixel_counts(self) -> np.ndarray:
+        """Pixels per class over these samples (ignore index excluded)."""
+        return SegmentationSource.class_pixel_counts(self)  # type: ignore[arg-type]

@@ -13,8 +13,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from tqdm.auto import tqdm
 
-from segkit.engine.plan import REPORT_SECONDS
 from segkit.errors import describe_os_error
+from segkit.plan.rules import REPORT_SECONDS
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -161,3 +161,43 @@ class LoaderPlaceOnResume(pl.Callback):
         if states and loop._combined_loader is not None:
             loop._combined_loader._load_state_dicts(states)
             loop._combined_loader_states_to_load = []
+
+
+GUARD_SHARE = 1 / 3  # of the run's epochs after which a score at the baseline is "not learning"
+GUARD_MARGIN = 0.02  # a score within this of the trivial baseline counts as at it
+
+
+class BaselineGuard(Callback):
+    """Says, once a third of the run is done, when the validation score is still at the
+    trivial baseline (the task's ``baseline_score``: majority class, label prevalence, chance),
+    and stops the run when ``can_switch`` (another raced network can take over).
+
+    Attributes:
+        stuck: the score found at the baseline (None while the run learns).
+    """
+
+    def __init__(self, monitor: str, baseline: float, can_switch: bool,
+                 log: Callable[[str], None] = tqdm.write) -> None:
+        self.monitor, self.baseline, self.can_switch, self.say = monitor, baseline, can_switch, log
+        self.checked = False
+        self.stuck: float | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.checked or trainer.sanity_checking:
+            return
+        done, total = trainer.current_epoch + 1, trainer.max_epochs or 1
+        if done < math.ceil(total * GUARD_SHARE) or total < 3:
+            return
+        self.checked = True
+        score = trainer.callback_metrics.get(self.monitor)
+        if score is None or float(score) > self.baseline + GUARD_MARGIN:
+            return
+        self.stuck = float(score)
+        then = ("the next raced network takes over from its weights" if self.can_switch else
+                "no other raced network to take over (try -m or --race)")
+        if trainer.is_global_zero:
+            self.say(f"not learning: {self.monitor} {self.stuck:.4f} after {done} of {total} "
+                     f"epochs, at the baseline of a network that learnt nothing "
+                     f"({self.baseline:.4f}); {then}")
+        if self.can_switch:
+            trainer.should_stop = True

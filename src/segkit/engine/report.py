@@ -13,7 +13,7 @@ from segkit.tasks import task_class
 
 def recipe_lines(run_dir: Path) -> list[str]:
     """The 'Recipe' section: each planned decision and its reason (plan.yaml)."""
-    from segkit.engine.plan import read_plan
+    from segkit.plan.planfile import read_plan
 
     decisions = read_plan(run_dir / "plan.yaml")
     if not decisions:
@@ -23,6 +23,30 @@ def recipe_lines(run_dir: Path) -> list[str]:
     for d in decisions:
         reason = d.reason.replace("|", "/")
         lines.append(f"| `{d.key}` | `{d.value}` | {reason} |")
+    return [*lines, ""]
+
+
+def race_lines(run_dir: Path) -> list[str]:
+    """The 'Race' section: each candidate's score at each rung, the winner and why, and what
+    the guard did (plan.yaml)."""
+    from segkit.plan.planfile import read_plan_file
+
+    doc = read_plan_file(run_dir / "plan.yaml")
+    race = doc.get("race") or {}
+    if not race.get("rows"):
+        why = race.get("reason")
+        return [f"No race of candidate networks: {why}.", ""] if why else []
+    lines = ["## Race (candidates trained on this data, `plan.yaml`)", "",
+             f"Winner: **{race['ranking'][0]}**: {race['reason']}.", "",
+             "| candidate | why it ran | rung | epochs | seconds | selection score |",
+             "|---|---|---|---|---|---|"]
+    priors = {c["label"]: c.get("prior", "") for c in race["candidates"]}
+    for row in race["rows"]:
+        lines.append(f"| {row['candidate']} | {priors.get(row['candidate'], '')} | "
+                     f"{row['rung'] + 1} | {row['epochs']} | {row['seconds']:.1f} | "
+                     f"{row['score']:.4f} |")
+    lines += ["", "![race](race.png)", ""]
+    lines += [f"- {event}" for event in doc.get("events", [])]
     return [*lines, ""]
 
 
@@ -45,6 +69,7 @@ def write_report(run_dir: Path, cfg: Config, metrics: dict[str, Any], history: l
         "![curves](curves.png)",
         "",
         *recipe_lines(run_dir),
+        *race_lines(run_dir),
         "Files: `config.yaml`, `checkpoints/best.ckpt` (weights, for evaluate / predict / export), "
         "`checkpoints/last.ckpt` (for --resume), `metrics.csv`, `metrics.json`, `results.txt`, "
         "`curves.png`, `tb/` (TensorBoard).",

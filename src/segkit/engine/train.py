@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
-import torch
 from lightning.pytorch.callbacks import (
     EarlyStopping,
     EMAWeightAveraging,
@@ -22,40 +18,36 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.utilities import rank_zero_only
 
-from segkit.checkpoint_io import (
-    AtomicCheckpointIO,
-    check_disk_space,
-    checkpoint_sizes,
-    remove_stale_temporaries,
-    write_atomic,
-)
+from segkit.checkpoint_io import check_disk_space, checkpoint_sizes, remove_stale_temporaries
 from segkit.config import Config, budget_seconds, build_config
 from segkit.data import build_dataset, check_task_fits
-from segkit.data.fingerprint import fingerprint_dataset
 from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented
-from segkit.engine.callbacks import BudgetCheck, EpochSummary, LoaderPlaceOnResume, read_history
-from segkit.engine.checkpoint import check_resumable
-from segkit.engine.loaders import RunData, repeat_factors
-from segkit.engine.plan import (
-    COMPILE_MIN_SECONDS,
-    Probe,
-    apply_plan,
-    ema_decay,
-    explicit_keys,
-    plan_recipe,
-    read_plan,
-    update_decision,
-    write_plan,
+from segkit.engine.callbacks import (
+    BaselineGuard,
+    BudgetCheck,
+    EpochSummary,
+    LoaderPlaceOnResume,
+    read_history,
 )
+from segkit.engine.checkpoint import check_resumable
+from segkit.engine.fitting import build_trainer, quiet_fit, rung_fitter
+from segkit.engine.loaders import RunData, repeat_factors
 from segkit.engine.tracking import build_loggers, check_trackers, log_finish, log_start
 from segkit.errors import SegkitError
-from segkit.tasks import InferenceOptions, Task, task_class
-from segkit.tasks.base import build_optimizer
+from segkit.plan.configure import (
+    Planned,
+    cached_fingerprint,
+    replan,
+    self_configure,
+    takeover_config,
+)
+from segkit.plan.planfile import read_plan, record_event, update_decision
+from segkit.plan.race import Race, load_state, selection_split
+from segkit.plan.rules import ema_decay
+from segkit.tasks import InferenceOptions, Task, build_task
 
-FINGERPRINT_IMAGES = 500  # training images the plan's fingerprint reads at most
 FINAL_SHARE = 0.05  # of --time kept for the final evaluation and the report
-
 
 
 @dataclass
@@ -69,15 +61,14 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
-def accelerator_for(device: str) -> str:
-    """Lightning accelerator name for a ``run.device`` value."""
-    if device in ("cuda", "gpu"):
-        if not torch.cuda.is_available():
-            raise SegkitError(
-                "--device cuda asked for, but no CUDA GPU is visible; use --device cpu"
-            )
-        return "gpu"
-    return {"auto": "auto", "cpu": "cpu", "mps": "mps"}[device]
+@dataclass
+class Fit:
+    """One fit of the main run: the trainer, its best-checkpoint callback and its guard."""
+
+    trainer: pl.Trainer
+    best: ModelCheckpoint
+    guard: BaselineGuard | None
+    loggers: list[Any]
 
 
 def prepare_run_dir(out: str | Path) -> Path:
@@ -95,152 +86,6 @@ def prepare_run_dir(out: str | Path) -> Path:
     return run_dir
 
 
-def build_task(cfg: Config, train_src: Any, run_dir: Path) -> Task:
-    """The task's LightningModule for ``cfg``, with settings derived from the training data."""
-    kind = task_class(cfg.task)
-    in_channels = getattr(getattr(train_src, "source", train_src), "channels", 3)
-    task = kind(
-        cfg.to_dict(), train_src.info.to_dict(), in_channels, kind.prepare(cfg, train_src, run_dir)
-    )
-    task.check_input_size()
-    return task
-
-
-def self_configure(cfg: Config, train_src: Any, run_dir: Path,
-                   started: float | None = None) -> Config:
-    """Fingerprint the data (cached in the run directory), plan the recipe for the keys the
-    user left open, probe this machine (memory always; speed when there is a budget), plan
-    again with what the probe measured, and write plan.yaml."""
-    one_device = cfg.run.devices == 1 or (isinstance(cfg.run.devices, list)
-                                           and len(cfg.run.devices) == 1)
-    if cfg.run.time_budget and (not one_device or cfg.run.num_nodes != 1):
-        raise SegkitError("--time plans epochs from steps timed in one process; with several "
-                          "devices give --epochs instead")
-    fingerprint = cached_fingerprint(cfg, run_dir)
-    explicit = explicit_keys(cfg)
-    first = apply_plan(cfg, plan_recipe(cfg, fingerprint, explicit))
-    budget = budget_seconds(cfg.run.time_budget) if cfg.run.time_budget else None
-    with warnings.catch_warnings():  # the probe's steps log outside a Trainer, on purpose
-        warnings.filterwarnings("ignore", ".*self.trainer. reference is not registered.*")
-        probe = probe_machine(first, train_src, run_dir, budget, explicit)
-    probe.spent_seconds = time.time() - (started or time.time())
-    decisions = plan_recipe(cfg, fingerprint, explicit, probe)
-    if rank_zero_only.rank == 0:
-        write_plan(run_dir / "plan.yaml", decisions, fingerprint)
-    return apply_plan(cfg, decisions)
-
-
-def replan(cfg: Config, run_dir: Path) -> Config:
-    """``cfg`` with the run's recorded plan applied to the keys set neither then nor now."""
-    explicit = explicit_keys(cfg)
-    return build_config(cfg.to_dict(), {d.key: d.value for d in read_plan(run_dir / "plan.yaml")
-                                         if not d.user_set and d.key not in explicit}, "plan")
-
-
-def cached_fingerprint(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    """The training data's fingerprint, computed once per run directory."""
-    path = run_dir / "fingerprint.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    # object sizes cost a pass per class and image, and no decision reads them yet
-    fp = fingerprint_dataset(cfg.data, FINGERPRINT_IMAGES, progress=False, objects=False)
-    write_atomic(path, json.dumps(fp, indent=2))
-    return fp
-
-
-def training_device(cfg: Config) -> torch.device:
-    """The device a single-process run of ``cfg`` trains on."""
-    gpu = accelerator_for(cfg.run.device) in ("gpu", "auto") and torch.cuda.is_available()
-    return torch.device("cuda" if gpu else "cpu")
-
-
-def free_memory(device: torch.device) -> float:
-    """Bytes free on ``device`` (for the CPU: the memory the OS reports available)."""
-    if device.type == "cuda":
-        return float(torch.cuda.mem_get_info(device)[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-
-
-def probe_machine(cfg: Config, train_src: Any, run_dir: Path, budget: float | None,
-                  explicit: set[str]) -> Probe:
-    """Measure a training step of ``cfg`` here: memory per sample (tensors autograd saves
-    for backward) and free memory always; with a ``budget``, seconds per sample, NHWC
-    against NCHW, and (long budgets) torch.compile."""
-    task = build_task(cfg, train_src, run_dir)
-    device = training_device(cfg)
-    task.to(device).train()
-    source = Augmented(type(task).training_source(cfg, train_src, run_dir),
-                       type(task).transform(cfg, True))
-    n = min(len(source), cfg.data.batch_size)
-    batch = torch.utils.data.default_collate([source[i % len(source)] for i in range(n)])
-    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-    saved = [0]
-
-    def count(t: torch.Tensor) -> torch.Tensor:
-        saved[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
-        task.training_step(batch, 0).backward()
-    params = sum(p.numel() * p.element_size() for p in task.parameters())
-    # weights, gradients and two Adam moments stay whatever the batch
-    probe = Probe(sample_bytes=saved[0] / max(n, 1),
-                  free_bytes=max(free_memory(device) - 4 * params, 0.0))
-    if not budget:
-        return probe
-    optimizer = build_optimizer(cfg.optim.model_copy(update={"lr": 1e-6}),
-                                list(task.parameters()))
-    eager = timed_steps(task, optimizer, batch, device)
-    probe.sample_seconds = eager / max(n, 1)
-    if "run.channels_last" not in explicit and eager < budget / 100:
-        task.to(memory_format=torch.channels_last)
-        nhwc = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v)
-                and v.dim() == 4 else v for k, v in batch.items()}
-        probe.channels_last_speedup = eager / timed_steps(task, optimizer, nhwc, device)
-        task.to(memory_format=torch.contiguous_format)
-    if "run.precision" not in explicit and eager < budget / 100 and bf16_works(device):
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            probe.bf16_speedup = eager / timed_steps(task, optimizer, batch, device)
-    if "run.compile" not in explicit and budget >= COMPILE_MIN_SECONDS:
-        compiled = torch.compile(task.model)
-        task.__dict__["_compiled"] = compiled
-        begin = time.perf_counter()
-        timed_steps(task, optimizer, batch, device, steps=1, warmup=0)
-        first = time.perf_counter() - begin
-        fast = timed_steps(task, optimizer, batch, device)
-        probe.compile_speedup = eager / fast
-        probe.compile_seconds = max(first - fast, 0.0)
-        task.__dict__.pop("_compiled", None)
-    return probe
-
-
-def bf16_works(device: torch.device) -> bool:
-    """Whether bfloat16 autocast is worth probing on ``device`` (CUDA: Ampere or newer)."""
-    return device.type == "cpu" or torch.cuda.is_bf16_supported()
-
-
-def timed_steps(task: Task, optimizer: torch.optim.Optimizer, batch: dict[str, Any],
-                device: torch.device, steps: int = 3, warmup: int = 2) -> float:
-    """Median seconds of a training step (forward, backward, optimiser) on ``batch``;
-    the warm-up steps (allocator, cudnn autotuning) are not counted."""
-    times = []
-    for _ in range(steps + warmup):
-        begin = time.perf_counter()
-        optimizer.zero_grad()
-        task.training_step(batch, 0).backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - begin)
-    return float(np.median(times[warmup:]))
-
-
 def train(
     cfg: Config, resume: bool = False, callbacks: list[pl.Callback] | None = None
 ) -> TrainResult:
@@ -248,7 +93,8 @@ def train(
 
     Args:
         cfg: the validated config (``segkit.config.build_config``).
-        resume: continue ``run.out`` from its ``checkpoints/last.ckpt`` exactly.
+        resume: continue ``run.out`` from its ``checkpoints/last.ckpt`` exactly (or finish
+            the race a killed run had started, then the run).
         callbacks: extra Lightning callbacks (progress hooks, custom logging).
 
     Returns:
@@ -260,16 +106,57 @@ def train(
     started = time.time()
     run_dir = prepare_run_dir(cfg.run.out)
     check_trackers(cfg, run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    if resume and not last.is_file():
+    last = run_dir / "checkpoints" / "last.ckpt"
+    continuing = resume and last.is_file()  # else a fresh run, or a killed run's race
+    if resume and not continuing and load_state(run_dir / "race") is None:
         raise SegkitError(f"nothing to resume: {last} does not exist; drop --resume to start anew")
-    if rank_zero_only.rank == 0:
-        remove_stale_temporaries(ckpt_dir)
-    pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    if rank_zero_only.rank == 0:
-        cfg.save(run_dir / "config.yaml")
+    start_run(cfg, run_dir, fresh=not resume)
+    train_src, val_src = read_data(cfg, run_dir)
+    planned = plan_run(cfg, train_src, run_dir, started, continuing)
+    cfg = planned.cfg
+    if continuing:
+        check_resumable(last, cfg.to_dict()["model"], train_src.info.classes)
+    race = planned.race
+    start = str(last) if continuing else race_checkpoint(run_dir, race, race.winner if race
+                                                         else "")
+    fit = fit_main(cfg, train_src, val_src, run_dir, started, start, planned, callbacks)
+    for label in (race.ranking[1:] if race else []):
+        if fit.guard is None or fit.guard.stuck is None:
+            break
+        cfg = take_over(cfg, run_dir, race, label, fit)
+        fit = fit_main(cfg, train_src, val_src, run_dir, started,
+                       race_checkpoint(run_dir, race, label), planned, callbacks)
+    return finish(fit, cfg, run_dir, last)
 
+
+def plan_only(cfg: Config, race: bool = False) -> Planned:
+    """Fingerprint the data and write plan.yaml in ``run.out`` without the main run; with
+    ``race``, race the candidates too (their checkpoints stay in ``race/``)."""
+    started = time.time()
+    run_dir = prepare_run_dir(cfg.run.out)
+    start_run(cfg, run_dir, fresh=True)
+    train_src, _ = read_data(cfg, run_dir)
+    if not race:
+        return self_configure(cfg, train_src, run_dir, started)
+    forced = cfg.model_copy(deep=True)
+    forced.run.race = "on"
+    selection = selection_split(len(train_src), cfg.run.seed, forced=True)
+    return self_configure(forced, train_src, run_dir, started,
+                          rung_fitter(forced, train_src, run_dir, selection))
+
+
+def start_run(cfg: Config, run_dir: Path, fresh: bool) -> None:
+    """Seed, remove what a killed save left (and a fresh run's stale race), write config.yaml."""
+    if rank_zero_only.rank == 0:
+        remove_stale_temporaries(run_dir / "checkpoints")
+        if fresh and (run_dir / "race" / "state.json").is_file():
+            (run_dir / "race" / "state.json").unlink()
+        cfg.save(run_dir / "config.yaml")
+    pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
+
+
+def read_data(cfg: Config, run_dir: Path) -> tuple[Any, Any]:
+    """The training and validation sources (bad files skipped when the config says so)."""
     check_task_fits(cfg.data.name, cfg.task)
     train_src = build_dataset(cfg.data, cfg.data.train_split)
     val_src = build_dataset(cfg.data, cfg.data.val_split)
@@ -278,21 +165,89 @@ def train(
     if cfg.data.on_bad_image == "skip":
         train_src = SkipBadSamples(train_src, run_dir / "skipped_files.txt")
         val_src = SkipBadSamples(val_src, run_dir / "skipped_files.txt")
-    if cfg.run.recipe == "auto":
-        # a resumed run continues the plan it started with (plan.yaml), never a new one
-        cfg = replan(cfg, run_dir) if resume else self_configure(cfg, train_src, run_dir,
-                                                                 started)
-        if rank_zero_only.rank == 0:
-            cfg.save(run_dir / "config.yaml")
-        # the probe drew random numbers: the run starts from the seed's state all the same
-        pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    if resume:
-        check_resumable(last, cfg.to_dict()["model"], train_src.info.classes)
+    return train_src, val_src
+
+
+def plan_run(cfg: Config, train_src: Any, run_dir: Path, started: float,
+             continuing: bool) -> Planned:
+    """The plan: none for the seed recipe, the recorded one for a resumed run (a resumed run
+    continues the plan it started with, never a new one), else planned and raced now."""
+    if cfg.run.recipe != "auto":
+        return Planned(cfg, None, {})
+    if continuing:
+        return Planned(replan(cfg, run_dir), load_state(run_dir / "race"),
+                       cached_fingerprint(cfg, run_dir))
+    selection = selection_split(len(train_src), cfg.run.seed, cfg.run.race == "on")
+    planned = self_configure(cfg, train_src, run_dir, started,
+                             rung_fitter(cfg, train_src, run_dir, selection))
+    if rank_zero_only.rank == 0:
+        planned.cfg.save(run_dir / "config.yaml")
+    # the probe and the race drew random numbers: the run starts from the seed's state
+    pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    return planned
+
+
+def race_checkpoint(run_dir: Path, race: Race | None, label: str) -> str | None:
+    """The raced training state of ``label`` to continue from (None without a race)."""
+    path = run_dir / "race" / f"{label}.ckpt"
+    return str(path) if race is not None and label and path.is_file() else None
+
+
+def take_over(cfg: Config, run_dir: Path, race: Race, label: str, stuck: Fit) -> Config:
+    """The config of runner-up ``label`` continuing a run stuck at the baseline; plan.yaml
+    and config.yaml say so."""
+    done = stuck.trainer.current_epoch
+    new = takeover_config(cfg, race, label, cfg.run.epochs - done)
+    score = stuck.guard.stuck if stuck.guard and stuck.guard.stuck is not None else 0.0
+    line = (f"{cfg.model.name} stayed at the baseline ({score:.4f}) after {done} epochs: "
+            f"{label} took over from its raced weights")
+    if rank_zero_only.rank == 0:
+        record_event(run_dir / "plan.yaml", line)
+        update_decision(run_dir / "plan.yaml", "model.name", label, line)
+        update_decision(run_dir / "plan.yaml", "run.epochs", new.run.epochs, line)
+        new.save(run_dir / "config.yaml")
+    return new
+
+
+def fit_main(cfg: Config, train_src: Any, val_src: Any, run_dir: Path, started: float,
+             start: str | None, planned: Planned, extra: list[pl.Callback] | None) -> Fit:
+    """Fit the main run from ``start`` (last.ckpt, a raced checkpoint, or nothing)."""
     task = build_task(cfg, train_src, run_dir)
     kind = type(task)
+    ckpt_dir = run_dir / "checkpoints"
     if rank_zero_only.rank == 0:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         check_disk_space(ckpt_dir, *checkpoint_sizes(task, cfg.optim.name, cfg.optim.momentum))
+    data, steps_per_epoch = run_data(cfg, task, train_src, val_src, run_dir)
+    best = ModelCheckpoint(  # weights only: evaluation and deployment read it
+        dirpath=ckpt_dir, filename="best", monitor=task.monitor, mode="max", save_top_k=1,
+        save_weights_only=True, enable_version_counter=False, auto_insert_metric_name=False)
+    guard = (BaselineGuard(task.monitor, kind.baseline_score(planned.fingerprint),
+                           bool(planned.race and len(planned.race.ranking) > 1))
+             if planned.fingerprint else None)
+    callbacks = [best, *main_callbacks(cfg, task, run_dir, started, steps_per_epoch,
+                                       fresh=start is None), *([guard] if guard else []),
+                 *(extra or [])]
+    if hasattr(train_src, "streaming_set"):
+        callbacks.append(LoaderPlaceOnResume())
+    loggers = build_loggers(cfg, run_dir)
+    max_seconds = None
+    if cfg.run.time_budget:  # a hard stop; the plan sized the epochs to end before it
+        max_seconds = (budget_seconds(cfg.run.time_budget) * (1 - FINAL_SHARE)
+                       - (time.time() - started))
+    trainer = build_trainer(cfg, run_dir, callbacks, loggers, max_seconds=max_seconds,
+                            steps_per_epoch=steps_per_epoch, progress=cfg.run.progress)
+    if trainer.is_global_zero:
+        log_start(loggers, cfg, read_plan(run_dir / "plan.yaml"))
+    with quiet_fit():
+        trainer.fit(task, datamodule=data, ckpt_path=start, weights_only=True)
+    return Fit(trainer, best, guard, loggers)
+
+
+def run_data(cfg: Config, task: Task, train_src: Any, val_src: Any,
+             run_dir: Path) -> tuple[RunData, int]:
+    """The run's loaders (streamed, balanced or shuffled) and its steps per epoch."""
+    kind = type(task)
     mixed = kind.training_source(cfg, train_src, run_dir)
     weights = None
     if hasattr(train_src, "streaming_set"):  # LitData chunks: streamed in LitData's order
@@ -302,37 +257,20 @@ def train(
         if cfg.data.sampler == "balanced":
             weights = repeat_factors(kind.class_presence(train_src, run_dir))
     data = RunData(train_set, Augmented(val_src, kind.transform(cfg, False)), cfg, weights)
-    steps_per_epoch = max(1, len(mixed) // cfg.data.batch_size)
+    return data, max(1, len(mixed) // cfg.data.batch_size)
 
-    accelerator = accelerator_for(cfg.run.device)
-    if cfg.run.sync_bn and (accelerator == "cpu" or not torch.cuda.is_available()):
-        raise SegkitError(
-            "--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU kernel); "
-            "drop --sync-bn for CPU runs"
-        )
-    if cfg.run.precision == "16-mixed" and not torch.cuda.is_available():
-        raise SegkitError("--precision 16-mixed needs a CUDA GPU; use bf16-mixed or 32 on CPU")
-    # best.ckpt is for evaluation and deployment: weights only, a third of a full checkpoint
-    # with Adam. last.ckpt is written after it each epoch, so it holds best's state for resume.
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
-        monitor=task.monitor,
-        mode="max",
-        save_top_k=1,
-        save_weights_only=True,
-        enable_version_counter=False,
-        auto_insert_metric_name=False,
-    )
-    last_checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False
-    )
-    summary = EpochSummary(run_dir / "metrics.csv", kind.epoch_keys)
-    callbacks = [checkpoint, last_checkpoint, summary, *(callbacks or [])]
-    if hasattr(train_src, "streaming_set"):
-        callbacks.append(LoaderPlaceOnResume())
+
+def main_callbacks(cfg: Config, task: Task, run_dir: Path, started: float,
+                   steps_per_epoch: int, fresh: bool) -> list[pl.Callback]:
+    """last.ckpt (after best.ckpt each epoch, so it holds best's state for resume), the epoch
+    summary, progress, EMA, the budget check and early stopping, as the config asks."""
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1,
+                        enable_version_counter=False),
+        EpochSummary(run_dir / "metrics.csv", type(task).epoch_keys)]
     if cfg.run.save_every_steps:  # mid-epoch last.ckpt too (with a streamed loader's place)
-        callbacks.insert(2, ModelCheckpoint(
+        callbacks.insert(1, ModelCheckpoint(
             dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False,
             every_n_train_steps=cfg.run.save_every_steps))
     if cfg.run.progress:
@@ -341,7 +279,7 @@ def train(
         total_steps = steps_per_epoch // cfg.run.accumulate * cfg.run.epochs
         callbacks.append(EMAWeightAveraging(decay=ema_decay(total_steps)))
     planned = {d.key: d for d in read_plan(run_dir / "plan.yaml")}.get("run.epochs")
-    if (cfg.run.time_budget and cfg.run.recipe == "auto" and not resume and planned is not None
+    if (cfg.run.time_budget and cfg.run.recipe == "auto" and fresh and planned is not None
             and not planned.user_set):
 
         def record(epochs: int, reason: str) -> None:
@@ -351,56 +289,21 @@ def train(
         callbacks.append(BudgetCheck(budget_seconds(cfg.run.time_budget), started, record))
     if cfg.run.early_stop_patience:
         callbacks.append(
-            EarlyStopping(task.monitor, mode="max", patience=cfg.run.early_stop_patience)
-        )
-    loggers = build_loggers(cfg, run_dir)
-    max_time = None
-    if cfg.run.time_budget:  # a hard stop; the plan sized the epochs to end before it
-        left = budget_seconds(cfg.run.time_budget) * (1 - FINAL_SHARE) - (time.time() - started)
-        max_time = timedelta(seconds=max(left, 1.0))
-    trainer = pl.Trainer(
-        max_epochs=cfg.run.epochs,
-        max_time=max_time,
-        accelerator=accelerator,
-        devices=cfg.run.devices,
-        num_nodes=cfg.run.num_nodes,
-        strategy=cfg.run.strategy,
-        sync_batchnorm=cfg.run.sync_bn,
-        use_distributed_sampler=False,
-        precision=cfg.run.precision,
-        accumulate_grad_batches=cfg.run.accumulate,
-        deterministic=cfg.run.deterministic,
-        callbacks=callbacks,
-        logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=cfg.run.progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=max(1, min(50, steps_per_epoch)),
-        limit_train_batches=cfg.run.limit_train_batches,
-        limit_val_batches=cfg.run.limit_val_batches,
-        default_root_dir=str(run_dir),
-    )
-    if trainer.is_global_zero:
-        log_start(loggers, cfg, read_plan(run_dir / "plan.yaml"))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*number of training batches.*")
-        warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning vs torch pytree API
-        trainer.fit(
-            task, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True
-        )
+            EarlyStopping(task.monitor, mode="max", patience=cfg.run.early_stop_patience))
+    return callbacks
 
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
+
+def finish(fit: Fit, cfg: Config, run_dir: Path, last: Path) -> TrainResult:
+    """Evaluate, report and close the loggers (process 0)."""
+    best = Path(fit.best.best_model_path) if fit.best.best_model_path else last
     result = TrainResult(run_dir, best, last, {}, read_history(run_dir / "metrics.csv"))
-    if trainer.is_global_zero and os.environ.get("SEGKIT_SKIP_REPORT") != "1":
+    if fit.trainer.is_global_zero and os.environ.get("SEGKIT_SKIP_REPORT") != "1":
         result.metrics = finish_run(result, cfg)
-    if trainer.is_global_zero:
-        log_finish(loggers, run_dir, result.metrics, best)
-        for logger in loggers:
+    if fit.trainer.is_global_zero:
+        log_finish(fit.loggers, run_dir, result.metrics, best)
+        for logger in fit.loggers:
             logger.finalize("success")
     return result
-
 
 def finish_run(result: TrainResult, cfg: Config) -> dict[str, Any]:
     """Evaluate the best checkpoint on val (as validation scored it: same windows) and write

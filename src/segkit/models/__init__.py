@@ -68,6 +68,12 @@ for _name, _desc in _CLASSIFIERS.items():
 MODELS.add("ssgrl", build_ssgrl, "SSGRL: semantic decoupling + gated GNN over the label graph",
            family="segkit", tasks=("multilabel",), label_graph=True)
 
+# the networks the planner races when the user names none, in the order it falls back on them
+RACE_ENTRANTS = {"deeplabv3plus": 1, "unet-classic": 2, "unet": 3, "segformer": 4,
+                 "smallcnn": 1, "resnet18": 2, "resnet50": 3}
+for _name, _rank in RACE_ENTRANTS.items():
+    MODELS.get(_name).tags["race"] = _rank
+
 TIMM_CLASSIFIER: Entry[ModelBuilder] = Entry("timm", build_classifier,
                                              "any timm architecture as a classifier",
                                              {"family": "timm", "tasks": RECOGNITION})

@@ -7,6 +7,10 @@ its task has, and every front dispatches through this registry.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from segkit.config import Config
 from segkit.registry import Registry
 from segkit.tasks.base import Task, TrainingDiverged
 from segkit.tasks.classify import ClassificationTask
@@ -24,5 +28,17 @@ def task_class(name: str) -> type[Task]:
     return TASKS.get(name).builder
 
 
+def build_task(cfg: Config, train_src: Any, run_dir: Path) -> Task:
+    """The task's LightningModule for ``cfg``, with settings derived from the training data."""
+    kind = task_class(cfg.task)
+    in_channels = getattr(getattr(train_src, "source", train_src), "channels", 3)
+    task = kind(
+        cfg.to_dict(), train_src.info.to_dict(), in_channels, kind.prepare(cfg, train_src, run_dir)
+    )
+    task.check_input_size()
+    return task
+
+
 __all__ = ["FULL_TTA_SCALES", "TASKS", "ClassificationTask", "InferenceOptions", "MultiLabelTask",
-           "SegmentationTask", "Task", "TrainingDiverged", "task_class"]
+           "SegmentationTask", "Task", "TrainingDiverged", "build_task",
+           "task_class"]

@@ -125,6 +125,12 @@ class Task(pl.LightningModule):
         """The loss modes this task trains with (segmentation has binary and multi-class)."""
         return {cls.loss_mode}
 
+    @classmethod
+    def baseline_score(cls, fingerprint: dict[str, Any]) -> float:
+        """The validation score (``monitor``) of a network that learnt nothing about the
+        images, from the data's fingerprint (the guard compares runs with it)."""
+        return 0.0
+
     # ---- data --------------------------------------------------------------------------
     @classmethod
     def prepare(cls, cfg: Config, train_source: Any, run_dir: Path) -> dict[str, Any]:
@@ -346,8 +352,9 @@ class Task(pl.LightningModule):
                     "lr_scheduler": {"scheduler": sched, "monitor": self.monitor,
                                      "interval": "epoch"}}
         if opt_cfg.per_step:  # the same curve, sampled every optimiser step
+            # a race's rung stops the trainer before the run's epochs: its own count divides
             self._steps_per_epoch = max(
-                1, self.trainer.estimated_stepping_batches // self.config.run.epochs)
+                1, self.trainer.estimated_stepping_batches // max(self.trainer.max_epochs, 1))
         sched = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule(self.config.run.epochs))
         return {"optimizer": optimizer, "lr_scheduler": {
             "scheduler": sched, "interval": "step" if opt_cfg.per_step else "epoch"}}

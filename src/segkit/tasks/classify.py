@@ -134,6 +134,12 @@ class ClassificationTask(Task):
         return steps
 
     @classmethod
+    def baseline_score(cls, fingerprint: dict[str, Any]) -> float:
+        """Accuracy of always answering the most frequent class."""
+        return float(max((row["image_fraction"] for row in fingerprint["classes"].values()),
+                         default=0.0))
+
+    @classmethod
     def sample_classes(cls, sample: dict[str, Any], num_classes: int) -> np.ndarray:
         return np.arange(num_classes) == int(sample["label"])
 

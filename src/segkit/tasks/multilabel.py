@@ -119,6 +119,13 @@ class MultiLabelTask(ClassificationTask):
         return steps
 
     @classmethod
+    def baseline_score(cls, fingerprint: dict[str, Any]) -> float:
+        """mAP of a constant score: each class's average precision is its prevalence."""
+        rates = [row["image_fraction"] for row in fingerprint["classes"].values()
+                 if row["image_fraction"] > 0]
+        return float(sum(rates) / len(rates)) if rates else 0.0
+
+    @classmethod
     def network_plan(cls, fingerprint: dict[str, Any], cfg: Config) -> list[tuple[str, Any, str]]:
         """The network, when the user named none: ``smallcnn`` for images under 64 pixels.
 

@@ -240,6 +240,12 @@ class SegmentationTask(Task):
         return steps
 
     @classmethod
+    def baseline_score(cls, fingerprint: dict[str, Any]) -> float:
+        """mIoU of the largest class everywhere: its pixel share over the classes present."""
+        present = [row for row in fingerprint["classes"].values() if row["share"] > 0]
+        return float(fingerprint["imbalance"]["largest_share"]) / max(len(present), 1)
+
+    @classmethod
     def network_plan(cls, fingerprint: dict[str, Any], cfg: Config) -> list[tuple[str, Any, str]]:
         """The network, when the user named none: DeepLabV3+ for small multi-class images, the
         classic U-Net for other images up to 128 pixels, smp's U-Net above.

@@ -10,13 +10,9 @@ the budget). A key the user set is kept, and the plan says so.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from segkit.checkpoint_io import write_atomic
 from segkit.config import Config, budget_seconds, build_config
 from segkit.tasks import task_class
 
@@ -187,33 +183,3 @@ def apply_plan(cfg: Config, decisions: list[Decision]) -> Config:
     """``cfg`` with the planned values of the keys the user left open."""
     overrides = {d.key: d.value for d in decisions if not d.user_set}
     return build_config(cfg.to_dict(), overrides, "plan")
-
-
-def write_plan(path: Path, decisions: list[Decision], fingerprint: dict[str, Any]) -> Path:
-    """plan.yaml: each decision with its reason, and the figures it was planned from."""
-    imbalance = fingerprint.get("imbalance", {})
-    doc = {
-        "data": {"dataset": fingerprint.get("dataset"), "splits": fingerprint.get("splits"),
-                 "image_size": fingerprint.get("image_size"),
-                 "largest_class": imbalance.get("largest_class"),
-                 "largest_share": imbalance.get("largest_share")},
-        "decisions": [asdict(d) for d in decisions],
-    }
-    path.write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
-    return path
-
-
-def read_plan(path: Path) -> list[Decision]:
-    """The decisions of a plan.yaml (empty when there is none)."""
-    if not path.is_file():
-        return []
-    return [Decision(**d) for d in (yaml.safe_load(path.read_text()) or {}).get("decisions", [])]
-
-
-def update_decision(path: Path, key: str, value: Any, reason: str) -> None:
-    """Rewrite one decision of a plan.yaml (atomically), e.g. epochs re-planned mid-run."""
-    doc = yaml.safe_load(path.read_text()) or {}
-    for decision in doc.get("decisions", []):
-        if decision["key"] == key:
-            decision.update(value=value, reason=reason)
-    write_atomic(path, yaml.safe_dump(doc, sort_keys=False, width=100))

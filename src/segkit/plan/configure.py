@@ -1,0 +1,220 @@
+"""Plan a run: fingerprint the data, plan by the rules, probe this machine, race the candidates
+the rules rank, and write plan.yaml. The rules are priors: they order and prune the race's
+candidates, and decide alone where no race can run (the plan says why)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from segkit.checkpoint_io import write_atomic
+from segkit.config import MODEL_DEFAULT_ENCODERS, Config, budget_seconds, build_config
+from segkit.data.fingerprint import fingerprint_dataset
+from segkit.errors import SegkitError
+from segkit.models import MODELS
+from segkit.plan.planfile import read_plan, write_plan
+from segkit.plan.probe import probe_machine
+from segkit.plan.race import (
+    MAX_CANDIDATES,
+    RACE_MIN_IMAGES,
+    RACE_SHARE,
+    Candidate,
+    FitRung,
+    Race,
+    first_rung_epochs,
+    load_state,
+    run_race,
+    selection_split,
+)
+from segkit.plan.rules import Decision, Probe, apply_plan, explicit_keys, plan_recipe
+from segkit.tasks import task_class
+from segkit.viz import plot_race
+
+FINGERPRINT_IMAGES = 500  # training images the plan's fingerprint reads at most
+RECIPE_RATES = (1.0, 1 / 3, 3.0)  # learning rates a recipe race tries, times the planned one
+
+
+@dataclass
+class Planned:
+    """What planning settled: the config to train, and the race (None when none ran)."""
+
+    cfg: Config
+    race: Race | None
+    fingerprint: dict[str, Any]
+
+
+def self_configure(cfg: Config, train_src: Any, run_dir: Path, started: float | None = None,
+                   fit_rung: FitRung | None = None) -> Planned:
+    """Fingerprint the data (cached in the run directory), plan the recipe for the keys the
+    user left open, probe this machine, race the candidates when a race can run
+    (``fit_rung`` trains one rung of one), and write plan.yaml."""
+    one_device = cfg.run.devices == 1 or (isinstance(cfg.run.devices, list)
+                                           and len(cfg.run.devices) == 1)
+    if cfg.run.time_budget and (not one_device or cfg.run.num_nodes != 1):
+        raise SegkitError("--time plans epochs from steps timed in one process; with several "
+                          "devices give --epochs instead")
+    fingerprint = cached_fingerprint(cfg, run_dir)
+    explicit = explicit_keys(cfg)
+    first = apply_plan(cfg, plan_recipe(cfg, fingerprint, explicit))
+    budget = budget_seconds(cfg.run.time_budget) if cfg.run.time_budget else None
+    blocker = (race_blocker(cfg, train_src, one_device) if fit_rung else
+               "planned without training (segkit plan --race races the candidates)")
+    with warnings.catch_warnings():  # the probe's steps log outside a Trainer, on purpose
+        warnings.filterwarnings("ignore", ".*self.trainer. reference is not registered.*")
+        probe = probe_machine(first, train_src, run_dir, budget, explicit, timed=not blocker)
+    probe.spent_seconds = time.time() - (started or time.time())
+    decisions = plan_recipe(cfg, fingerprint, explicit, probe)
+    race = None
+    if not blocker and fit_rung is not None:
+        race, blocker = plan_race(cfg, first, fingerprint, explicit, probe, len(train_src),
+                                  run_dir)
+    if race is not None and fit_rung is not None:
+        run_race(race, fit_rung, run_dir / "race")
+        plot_race([asdict(r) for r in race.rows], race.winner,
+                  task_class(cfg.task).headline, run_dir / "race.png")
+        probe.spent_seconds = time.time() - (started or time.time())
+        decisions = winner_decisions(cfg, race, fingerprint, explicit, probe, len(train_src))
+    write_plan(run_dir / "plan.yaml", decisions, fingerprint,
+               race.to_dict() if race else {"ran": False, "reason": blocker})
+    return Planned(apply_plan(cfg, decisions), race, fingerprint)
+
+
+def race_blocker(cfg: Config, train_src: Any, one_device: bool) -> str:
+    """Why no race can run for ``cfg`` (empty when one can)."""
+    if cfg.run.race == "off":
+        return "the race is off (run.race=off): the rules decided alone"
+    if not one_device or cfg.run.num_nodes != 1:
+        return "the race trains in one process: with several devices the rules decided alone"
+    if hasattr(train_src, "streaming_set"):
+        return "streamed (LitData) data has no selection split to score a race on"
+    if not selection_split(len(train_src), cfg.run.seed, cfg.run.race == "on"):
+        return (f"{len(train_src)} training images are too few to hold out a selection "
+                f"split (a race needs {RACE_MIN_IMAGES}; --race forces one): the rules decided")
+    return ""
+
+
+def plan_race(cfg: Config, first: Config, fingerprint: dict[str, Any], explicit: set[str],
+              probe: Probe, n_train: int, run_dir: Path) -> tuple[Race | None, str]:
+    """The race to run (a killed one's saved state when there is one), or why there is none."""
+    saved = load_state(run_dir / "race")
+    if saved is not None:
+        return saved, ""
+    kind, candidates = race_candidates(cfg, first, fingerprint, explicit, probe)
+    if len(candidates) < 2:
+        return None, "you set the network and its recipe: nothing left to race"
+    selection = selection_split(n_train, cfg.run.seed, cfg.run.race == "on")
+    sample = probe.sample_seconds or 0.0
+    epoch = sample * (n_train - len(selection) / 1.5)  # training images plus a third for scoring
+    if cfg.run.time_budget:
+        budget = RACE_SHARE * budget_seconds(cfg.run.time_budget)
+    else:
+        budget = RACE_SHARE * first.run.epochs * sample * (n_train + fingerprint["splits"].get(
+            "val", 0) / 3)
+    epochs = first_rung_epochs(len(candidates), epoch, budget)
+    while epochs == 0 and len(candidates) > 2:
+        candidates = candidates[:-1]
+        epochs = first_rung_epochs(len(candidates), epoch, budget)
+    if epochs == 0:
+        return None, (f"an epoch of two candidates takes about {2 * epoch:.0f} s, more than the "
+                      f"race's share ({budget:.0f} s): the rules decided alone")
+    return Race(kind, candidates, round(budget, 1), epochs, selection), ""
+
+
+def race_candidates(cfg: Config, first: Config, fingerprint: dict[str, Any],
+                    explicit: set[str], probe: Probe) -> tuple[str, list[Candidate]]:
+    """The race's contenders in the rules' order: registry networks tagged for the race (the
+    rules' pick first) when the user named none, else learning rates for the user's."""
+    named = ({"name", "encoder", "weights"} & cfg.model.model_fields_set
+             or cfg.model.decoder_channels is not None)
+    if named:
+        if "optim.lr" in explicit:
+            return "recipe", []
+        return "recipe", [
+            Candidate(f"lr-{first.optim.lr * f:.2g}", {"optim.lr": first.optim.lr * f},
+                      "the planned rate" if f == 1 else f"{f:.2g}x the planned rate")
+            for f in RECIPE_RATES]
+    side = min(fingerprint["image_size"]["height"]["median"],
+               fingerprint["image_size"]["width"]["median"])
+    entrants = [e for e in MODELS if cfg.task in e.tags.get("tasks", ()) and "race" in e.tags
+                and int(e.tags.get("min_side", 0)) <= side]
+    entrants.sort(key=lambda e: (e.name != first.model.name, int(e.tags["race"])))
+    candidates = []
+    for entry in entrants[:MAX_CANDIDATES]:
+        overrides = network_overrides(cfg, entry.name, fingerprint, explicit, probe)
+        prior = ("the rules' pick" if entry.name == first.model.name else
+                 f"registry entrant {entry.tags['race']} for {cfg.task}")
+        candidates.append(Candidate(entry.name, overrides, prior))
+    return "network", candidates
+
+
+def network_overrides(cfg: Config, name: str, fingerprint: dict[str, Any], explicit: set[str],
+                      probe: Probe) -> dict[str, Any]:
+    """The config keys a run of network ``name`` gets: the network and its planned recipe."""
+    network = {"model.name": name}
+    if name in MODEL_DEFAULT_ENCODERS:
+        network["model.encoder"] = MODEL_DEFAULT_ENCODERS[name]
+    chosen = build_config(cfg.to_dict(), network, "plan")  # the network counts as chosen
+    planned = {d.key: d.value for d in plan_recipe(chosen, fingerprint, explicit, probe)
+               if not d.user_set}
+    return {**planned, **network}
+
+
+def winner_decisions(cfg: Config, race: Race, fingerprint: dict[str, Any], explicit: set[str],
+                     probe: Probe, n_train: int) -> list[Decision]:
+    """The plan for the race's winner: its recipe, epochs re-planned from its measured speed
+    for the time left (or the planned epochs, counting the raced ones), and the race's reason."""
+    winner = race.candidate(race.winner)
+    raced = race.epochs_of(winner.label)
+    per_sample = race.epoch_seconds(winner.label) / max(n_train - len(race.selection) / 1.5, 1)
+    measured = dataclasses.replace(probe, sample_seconds=per_sample or probe.sample_seconds)
+    chosen = build_config(cfg.to_dict(), {k: v for k, v in winner.overrides.items()
+                                          if k.startswith("model.")}, "plan")
+    decisions = plan_recipe(chosen, fingerprint, explicit, measured)
+    out = [Decision(k, v, race.reason) for k, v in winner.overrides.items()
+           if k.startswith("model.") or (race.kind == "recipe" and k == "optim.lr")]
+    keys = {d.key for d in out}
+    for d in decisions:
+        if d.key in keys:
+            continue
+        if d.key == "optim.lr" and race.kind == "recipe":
+            continue
+        if d.key == "run.epochs" and not d.user_set:
+            more = d.value if cfg.run.time_budget else max(d.value - raced, 1)
+            d = Decision(d.key, raced + more, f"{raced} raced epochs, then {more} more: "
+                         f"{d.reason}")
+        out.append(d)
+    if not cfg.run.time_budget and raced >= cfg.run.epochs:
+        out.append(Decision("run.epochs", raced + 1, f"the winner trained {raced} epochs in "
+                            "the race, as many as planned: one more on all the training data"))
+    return out
+
+
+def takeover_config(cfg: Config, race: Race, label: str, epochs_left: int) -> Config:
+    """The config of runner-up ``label`` taking over a stuck run: its recipe, and its raced
+    epochs plus the epochs the stuck network had left."""
+    candidate = race.candidate(label)
+    return build_config(cfg.to_dict(), {**candidate.overrides, "run.epochs": race.epochs_of(
+        label) + max(epochs_left, 1)}, "plan")
+
+
+def replan(cfg: Config, run_dir: Path) -> Config:
+    """``cfg`` with the run's recorded plan applied to the keys set neither then nor now."""
+    explicit = explicit_keys(cfg)
+    return build_config(cfg.to_dict(), {d.key: d.value for d in read_plan(run_dir / "plan.yaml")
+                                         if not d.user_set and d.key not in explicit}, "plan")
+
+
+def cached_fingerprint(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """The training data's fingerprint, computed once per run directory."""
+    path = run_dir / "fingerprint.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    # object sizes cost a pass per class and image, and no decision reads them yet
+    fp = fingerprint_dataset(cfg.data, FINGERPRINT_IMAGES, progress=False, objects=False)
+    write_atomic(path, json.dumps(fp, indent=2))
+    return fp

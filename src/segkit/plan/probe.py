@@ -1,0 +1,127 @@
+"""The machine probe: a few timed training steps say what a step costs here (time, memory)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segkit.config import Config
+from segkit.data.transforms import Augmented
+from segkit.errors import SegkitError
+from segkit.plan.rules import COMPILE_MIN_SECONDS, Probe
+from segkit.tasks import Task, build_task
+from segkit.tasks.base import build_optimizer
+
+
+def accelerator_for(device: str) -> str:
+    """Lightning accelerator name for a ``run.device`` value."""
+    if device in ("cuda", "gpu"):
+        if not torch.cuda.is_available():
+            raise SegkitError(
+                "--device cuda asked for, but no CUDA GPU is visible; use --device cpu"
+            )
+        return "gpu"
+    return {"auto": "auto", "cpu": "cpu", "mps": "mps"}[device]
+
+
+def training_device(cfg: Config) -> torch.device:
+    """The device a single-process run of ``cfg`` trains on."""
+    gpu = accelerator_for(cfg.run.device) in ("gpu", "auto") and torch.cuda.is_available()
+    return torch.device("cuda" if gpu else "cpu")
+
+
+def free_memory(device: torch.device) -> float:
+    """Bytes free on ``device`` (for the CPU: the memory the OS reports available)."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def probe_machine(cfg: Config, train_src: Any, run_dir: Path, budget: float | None,
+                  explicit: set[str], timed: bool = False) -> Probe:
+    """Measure a training step of ``cfg`` here: memory per sample (tensors autograd saves
+    for backward) and free memory always; seconds per sample with a ``budget`` or when
+    ``timed`` (a race plans from them); with a ``budget``, also NHWC against NCHW, bfloat16
+    and (long budgets) torch.compile."""
+    task = build_task(cfg, train_src, run_dir)
+    device = training_device(cfg)
+    task.to(device).train()
+    source = Augmented(type(task).training_source(cfg, train_src, run_dir),
+                       type(task).transform(cfg, True))
+    n = min(len(source), cfg.data.batch_size)
+    batch = torch.utils.data.default_collate([source[i % len(source)] for i in range(n)])
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    saved = [0]
+
+    def count(t: torch.Tensor) -> torch.Tensor:
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+        task.training_step(batch, 0).backward()
+    params = sum(p.numel() * p.element_size() for p in task.parameters())
+    # weights, gradients and two Adam moments stay whatever the batch
+    probe = Probe(sample_bytes=saved[0] / max(n, 1),
+                  free_bytes=max(free_memory(device) - 4 * params, 0.0))
+    if not budget and not timed:
+        return probe
+    optimizer = build_optimizer(cfg.optim.model_copy(update={"lr": 1e-6}),
+                                list(task.parameters()))
+    eager = timed_steps(task, optimizer, batch, device)
+    probe.sample_seconds = eager / max(n, 1)
+    if not budget:
+        return probe
+    if "run.channels_last" not in explicit and eager < budget / 100:
+        task.to(memory_format=torch.channels_last)
+        nhwc = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v)
+                and v.dim() == 4 else v for k, v in batch.items()}
+        probe.channels_last_speedup = eager / timed_steps(task, optimizer, nhwc, device)
+        task.to(memory_format=torch.contiguous_format)
+    if "run.precision" not in explicit and eager < budget / 100 and bf16_works(device):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            probe.bf16_speedup = eager / timed_steps(task, optimizer, batch, device)
+    if "run.compile" not in explicit and budget >= COMPILE_MIN_SECONDS:
+        compiled = torch.compile(task.model)
+        task.__dict__["_compiled"] = compiled
+        begin = time.perf_counter()
+        timed_steps(task, optimizer, batch, device, steps=1, warmup=0)
+        first = time.perf_counter() - begin
+        fast = timed_steps(task, optimizer, batch, device)
+        probe.compile_speedup = eager / fast
+        probe.compile_seconds = max(first - fast, 0.0)
+        task.__dict__.pop("_compiled", None)
+    return probe
+
+
+def bf16_works(device: torch.device) -> bool:
+    """Whether bfloat16 autocast is worth probing on ``device`` (CUDA: Ampere or newer)."""
+    return device.type == "cpu" or torch.cuda.is_bf16_supported()
+
+
+def timed_steps(task: Task, optimizer: torch.optim.Optimizer, batch: dict[str, Any],
+                device: torch.device, steps: int = 3, warmup: int = 2) -> float:
+    """Median seconds of a training step (forward, backward, optimiser) on ``batch``;
+    the warm-up steps (allocator, cudnn autotuning) are not counted."""
+    times = []
+    for _ in range(steps + warmup):
+        begin = time.perf_counter()
+        optimizer.zero_grad()
+        task.training_step(batch, 0).backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - begin)
+    return float(np.median(times[warmup:]))
+
+

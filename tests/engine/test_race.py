@@ -1,0 +1,266 @@
+"""The race: successive halving over candidate networks on the user's data, the winner carried
+into the main run, the guard against a network that learns nothing, and what plan.yaml and
+report.md say of them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from conftest import tiny_overrides
+from segkit.checkpoint_io import safe_load
+from segkit.config import build_config
+from segkit.engine.callbacks import GUARD_MARGIN, BaselineGuard
+from segkit.engine.train import train
+from segkit.models import MODELS
+from segkit.plan.race import (
+    Candidate,
+    Race,
+    first_rung_epochs,
+    load_state,
+    run_race,
+    selection_split,
+)
+
+
+class ConstantNet(nn.Module):
+    """A network that cannot see its input: one learnable logit per class, everywhere."""
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(out_channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1, x.shape[2], x.shape[3]) + 0 * x.mean()
+
+
+def narrow_entrants(setitem, delitem) -> None:
+    """The race's entrants narrowed to the classic U-Net and a constant network."""
+    if "constant-test" not in MODELS:
+        MODELS.add("constant-test", lambda cfg, out, inp, classes: ConstantNet(out),
+                   "test network that ignores its input", tasks=("segment",))
+    for entry in MODELS:
+        if "race" in entry.tags:
+            delitem(entry.tags, "race")
+    setitem(MODELS.get("unet-classic").tags, "race", 1)
+    setitem(MODELS.get("constant-test").tags, "race", 2)
+
+
+@pytest.fixture
+def two_entrants(monkeypatch):
+    narrow_entrants(monkeypatch.setitem, monkeypatch.delitem)
+
+
+def race_overrides(out: Path, **extra: object) -> dict[str, object]:
+    return tiny_overrides(out, **{"data.num_train": 48, "data.num_val": 8, "run.epochs": 12,
+                                  "run.race": "on", "run.grid_images": 0, **extra})
+
+
+def plan_doc(run: Path) -> dict:
+    return yaml.safe_load((run / "plan.yaml").read_text())
+
+
+def test_first_rung_fits_the_whole_halving_in_the_budget() -> None:
+    # 4 candidates: 4 first rungs, then 2 of them as long again = 6 rung-lengths
+    assert first_rung_epochs(4, 1.0, 60.0) == 10
+    assert first_rung_epochs(3, 1.0, 60.0) == 12  # 3 + 2
+    assert first_rung_epochs(2, 1.0, 60.0) == 30
+    assert first_rung_epochs(2, 1.0, 1.9) == 0  # not one epoch each
+
+
+def test_selection_split_is_a_seeded_held_out_share() -> None:
+    picked = selection_split(200, seed=3)
+    assert len(picked) == 30 and picked == selection_split(200, seed=3)
+    assert picked != selection_split(200, seed=4)
+    assert all(0 <= i < 200 for i in picked) and len(set(picked)) == 30
+    assert selection_split(99, seed=3) == []  # too few for a race unless forced
+    assert len(selection_split(40, seed=3, forced=True)) == 6
+
+
+def fake_race(scores: dict[str, list[float]], budget: float = 100.0) -> Race:
+    return Race("network", [Candidate(name, {"model.name": name}) for name in scores],
+                budget, 1, [0, 1, 2, 3])
+
+
+def test_halving_keeps_the_better_half_and_resumes_without_retraining(tmp_path) -> None:
+    scores = {"a": [0.2, 0.3, 0.4], "b": [0.5, 0.6, 0.9], "c": [0.1, 0.1, 0.1],
+              "d": [0.4, 0.35, 0.3]}
+    calls: list[tuple[str, int]] = []
+
+    def fit(candidate: Candidate, epochs: int, ckpt: Path) -> tuple[float, float]:
+        calls.append((candidate.label, epochs))
+        return scores[candidate.label][min(epochs - 1, 2)], 1.0
+
+    race = run_race(fake_race(scores), fit, tmp_path, log=lambda line: None)
+    # rung 1: all four; rung 2: b and d (0.5, 0.4) to twice the epochs; b wins
+    assert calls == [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("b", 2), ("d", 2)]
+    assert race.winner == "b" and race.ranking[:2] == ["b", "d"]
+    assert "b scored 0.600" in race.reason and "d 0.350" in race.reason
+    saved = load_state(tmp_path)
+    assert saved is not None and saved.ranking == race.ranking
+    # a race killed after its first three rows trains only what is missing
+    partial = fake_race(scores)
+    partial.rows = saved.rows[:3]
+    calls.clear()
+    run_race(partial, fit, tmp_path, log=lambda line: None)
+    assert calls == [("d", 1), ("b", 2), ("d", 2)]
+
+
+def test_race_stops_early_when_its_budget_is_spent(tmp_path) -> None:
+    scores = {"a": [0.2, 0.3], "b": [0.5, 0.6], "c": [0.1, 0.2]}
+
+    def slow(candidate: Candidate, epochs: int, ckpt: Path) -> tuple[float, float]:
+        return scores[candidate.label][epochs - 1], 40.0  # three rungs spend the budget
+
+    race = run_race(fake_race(scores, budget=100.0), slow, tmp_path, log=lambda line: None)
+    assert {r.rung for r in race.rows} == {0} and race.winner == "b"
+
+
+@pytest.mark.parametrize(("above", "stuck"), [(GUARD_MARGIN + 0.01, False),
+                                               (GUARD_MARGIN - 0.01, True)])
+def test_guard_on_both_sides_of_its_margin(above: float, stuck: bool) -> None:
+    class Trainer:
+        sanity_checking, is_global_zero, max_epochs, current_epoch = False, True, 9, 2
+        should_stop = False
+        callback_metrics = {"val/mIoU": torch.tensor(0.30 + above)}
+
+    lines: list[str] = []
+    guard = BaselineGuard("val/mIoU", 0.30, can_switch=True, log=lines.append)
+    guard.on_validation_end(Trainer(), None)  # type: ignore[arg-type]
+    assert (guard.stuck is not None) == stuck and bool(lines) == stuck
+    assert Trainer.should_stop is False or stuck
+    early = BaselineGuard("val/mIoU", 0.30, can_switch=True)
+    trainer = Trainer()
+    trainer.current_epoch = 1  # 2 of 9 epochs: before a third of the run
+    early.on_validation_end(trainer, None)  # type: ignore[arg-type]
+    assert early.stuck is None and not early.checked
+
+
+def test_task_baselines_from_the_fingerprint() -> None:
+    from segkit.tasks import task_class
+
+    seg = {"classes": {"bg": {"share": 0.9, "image_fraction": 1.0},
+                       "a": {"share": 0.1, "image_fraction": 0.5},
+                       "b": {"share": 0.0, "image_fraction": 0.0}},
+           "imbalance": {"largest_share": 0.9}}
+    assert task_class("segment").baseline_score(seg) == pytest.approx(0.45)
+    labels = {"classes": {"a": {"image_fraction": 0.2}, "b": {"image_fraction": 0.4}}}
+    assert task_class("multilabel").baseline_score(labels) == pytest.approx(0.3)
+    assert task_class("classify").baseline_score(labels) == pytest.approx(0.4)
+
+
+@pytest.mark.slow
+def test_race_keeps_the_network_that_learns_and_carries_its_state(tmp_path,
+                                                                  two_entrants) -> None:
+    run = tmp_path / "r"
+    result = train(build_config(overrides=race_overrides(run)))
+    doc = plan_doc(run)
+    race = doc["race"]
+    assert {r["candidate"] for r in race["rows"]} == {"unet-classic", "constant-test"}
+    assert race["ranking"][0] == "unet-classic"
+    decisions = {d["key"]: d for d in doc["decisions"]}
+    assert decisions["model.name"]["value"] == "unet-classic"
+    assert decisions["model.name"]["reason"].startswith("raced 2 candidates")
+    # the selection split is held out of the training images, never the reported split
+    assert len(race["selection"]) == 7 and max(race["selection"]) < 48
+    # the winner's weights, optimiser state and step count carry into the main run
+    raced = safe_load(run / "race" / "unet-classic.ckpt")
+    last = safe_load(run / "checkpoints" / "last.ckpt")
+    raced_epochs = max(r["epochs"] for r in race["rows"] if r["candidate"] == "unet-classic")
+    assert raced["epoch"] == raced_epochs and raced["optimizer_states"]
+    assert result.history[0]["epoch"] == raced_epochs + 1
+    steps_per_epoch = 48 // 4
+    assert last["global_step"] > raced["global_step"] > 0
+    assert last["global_step"] == raced["global_step"] + (
+        last["epoch"] + 1 - raced_epochs) * steps_per_epoch
+    report = (run / "report.md").read_text()
+    assert "## Race" in report and "constant-test" in report and (run / "race.png").is_file()
+    for decision in doc["decisions"]:
+        assert f"`{decision['key']}`" in report
+
+
+@pytest.mark.slow
+def test_guard_hands_a_stuck_run_to_the_runner_up(tmp_path, two_entrants, monkeypatch) -> None:
+    import segkit.plan.configure as configure
+
+    real = configure.run_race
+
+    def constant_wins(race, fit, race_dir, log=print):  # as if the selection split misled
+        race = real(race, fit, race_dir, log)
+        race.ranking = ["constant-test", *[c for c in race.ranking if c != "constant-test"]]
+        return race
+
+    monkeypatch.setattr(configure, "run_race", constant_wins)
+    run = tmp_path / "g"
+    train(build_config(overrides=race_overrides(run)))
+    doc = plan_doc(run)
+    assert any("constant-test stayed at the baseline" in e and "unet-classic took over" in e
+               for e in doc["events"])
+    assert {d["key"]: d["value"] for d in doc["decisions"]}["model.name"] == "unet-classic"
+    best = safe_load(run / "checkpoints" / "best.ckpt")
+    assert best["segkit"]["config"]["model"]["name"] == "unet-classic"
+    assert "took over" in (run / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_time_budget_holds_with_the_race(tmp_path, two_entrants) -> None:
+    over = race_overrides(tmp_path / "t", **{"run.time_budget": "25s"})
+    over.pop("run.epochs")
+    begin = time.time()
+    result = train(build_config(overrides=over))
+    assert time.time() - begin <= 25 * 1.1
+    assert result.best_checkpoint.is_file() and plan_doc(tmp_path / "t")["race"]["rows"]
+
+
+DRIVER = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, sys.argv[3])
+    import torch
+    torch.set_num_threads(1)
+    import test_race
+    from segkit.config import build_config
+    from segkit.engine.train import train
+    import segkit.plan.race as race_module
+
+    test_race.narrow_entrants(lambda d, k, v: d.__setitem__(k, v), lambda d, k: d.pop(k))
+    out, resume = sys.argv[1], sys.argv[2] == "1"
+    if not resume:
+        real = race_module.save_state
+        def die_after_first_row(race, race_dir):
+            real(race, race_dir)
+            if len(race.rows) == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+        race_module.save_state = die_after_first_row
+    os.environ["SEGKIT_SKIP_REPORT"] = "1"
+    train(build_config(overrides=test_race.race_overrides(__import__("pathlib").Path(out))),
+          resume=resume)
+""")
+
+
+@pytest.mark.slow
+def test_sigkill_during_the_race_then_resume_finishes_race_and_run(tmp_path) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    out = tmp_path / "k"
+    here = str(Path(__file__).parent)
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": f"{here}:{Path(here).parent}"}
+    killed = subprocess.run([sys.executable, str(script), str(out), "0", here], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert len(load_state(out / "race").rows) == 1
+    done = subprocess.run([sys.executable, str(script), str(out), "1", here], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = plan_doc(out)["race"]["rows"]
+    assert sorted((r["candidate"], r["rung"]) for r in rows if r["rung"] == 0) == [
+        ("constant-test", 0), ("unet-classic", 0)]
+    assert (out / "checkpoints" / "best.ckpt").is_file()
