@@ -67,6 +67,8 @@ def inference_options(args: argparse.Namespace) -> Any:
         raise SegkitError(str(err)) from None
 
 
+Subparsers = argparse._SubParsersAction  # what add_subparsers returns
+
 TRAIN_FLAGS = {
     "data": "data.name", "data_root": "data.root", "model": "model.name",
     "encoder": "model.encoder", "weights": "model.weights", "norm": "model.norm",
@@ -581,20 +583,8 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
                    "are 100+ training images)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every sub-command."""
-    parser = argparse.ArgumentParser(prog="segkit", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train a model; writes runs/NAME/")
-    add_train_flags(t)
-    t.set_defaults(func=cmd_train)
-    pn = sub.add_parser("plan", help="fingerprint the data and write plan.yaml without training "
-                        "(--race: race the candidate networks too)")
-    add_train_flags(pn)
-    pn.set_defaults(func=cmd_plan)
-
+def add_inference_parsers(sub: Subparsers) -> None:
+    """Register evaluate and predict."""
     e = sub.add_parser("evaluate", help="metrics of a trained run on a split")
     e.add_argument("run", help="run directory or checkpoint file")
     e.add_argument("--split", default="val")
@@ -638,6 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_args(p)
     p.set_defaults(func=cmd_predict)
 
+
+def add_export_parser(sub: Subparsers) -> None:
+    """Register export."""
     x = sub.add_parser("export", help="ONNX / OpenVINO / TorchScript export (FP32, FP16, INT8), "
                        "checked against PyTorch; or a Hugging Face-layout folder (--format hf)")
     x.add_argument("run", help="run directory or checkpoint file")
@@ -662,6 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max allowed difference of logits (relative to the largest above 1)")
     x.set_defaults(func=cmd_export)
 
+
+def add_experiment_parsers(sub: Subparsers) -> None:
+    """Register tune and compare."""
     tu = sub.add_parser("tune", help="Optuna sweep over config keys (TPE, pruning, resumable)")
     tu.add_argument("--config", help="base config YAML (what it leaves out is planned)")
     tu.add_argument("--set", action="append", metavar="KEY=VALUE", help="base config overrides")
@@ -681,6 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--images", type=int, default=4, help="validation images in the grid")
     cp.set_defaults(func=cmd_compare)
 
+
+def add_benchmark_serve_parsers(sub: Subparsers) -> None:
+    """Register benchmark and serve."""
     bm = sub.add_parser("benchmark", help="latency, throughput, memory and accuracy of every "
                         "backend and precision of a run, on this machine")
     bm.add_argument("run", help="run directory")
@@ -724,6 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sv.set_defaults(func=cmd_serve)
 
+
+def add_data_parsers(sub: Subparsers) -> None:
+    """Register data: check, prepare, import, then the selection and chunk commands."""
     d = sub.add_parser("data", help="check, prepare or write sample data")
     dsub = d.add_subparsers(dest="data_command", required=True)
     for name, func, helptext in (
@@ -759,6 +761,12 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--val-fraction", type=float, default=0.2)
     im.add_argument("--line-width", type=int, default=10, help="pixels, for lines / polylines")
     im.set_defaults(func=cmd_data_import)
+    add_data_select_parsers(dsub)
+    add_data_chunk_parsers(dsub)
+
+
+def add_data_select_parsers(dsub: Subparsers) -> None:
+    """Register data select and data fingerprint."""
     se = dsub.add_parser("select", help="which unlabeled images to label next (uncertainty + "
                          "diversity), with a contact sheet and optional pre-annotations")
     se.add_argument("run", help="run directory or checkpoint of a segmentation model")
@@ -793,6 +801,10 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--out", help="folder for fingerprint.json / .png "
                                   "(default runs/fingerprint/NAME)")
     fp.set_defaults(func=cmd_data_fingerprint)
+
+
+def add_data_chunk_parsers(dsub: Subparsers) -> None:
+    """Register data optimize, merge and sample."""
     op = dsub.add_parser("optimize", help="write a data set's splits as LitData chunks, to "
                          "stream for training (--data litdata)")
     op.add_argument("--data", required=True)
@@ -823,6 +835,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="generated shapes, or scenes of real handwritten digits (scikit-learn's)")
     ds.set_defaults(func=cmd_data_sample)
 
+
+def add_listing_parsers(sub: Subparsers) -> None:
+    """Register models, datasets and tasks."""
     mo = sub.add_parser("models", help="list models (with --stats: parameters and GFLOPs)")
     mo.add_argument("--stats", action="store_true", help="build each model and count")
     mo.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
@@ -835,6 +850,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("tasks", help="list tasks with their models and losses").set_defaults(
         func=cmd_tasks
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every sub-command."""
+    parser = argparse.ArgumentParser(prog="segkit", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model; writes runs/NAME/")
+    add_train_flags(t)
+    t.set_defaults(func=cmd_train)
+    pn = sub.add_parser("plan", help="fingerprint the data and write plan.yaml without training "
+                        "(--race: race the candidate networks too)")
+    add_train_flags(pn)
+    pn.set_defaults(func=cmd_plan)
+
+    add_inference_parsers(sub)
+    add_export_parser(sub)
+    add_experiment_parsers(sub)
+    add_benchmark_serve_parsers(sub)
+    add_data_parsers(sub)
+    add_listing_parsers(sub)
     return parser
 
 

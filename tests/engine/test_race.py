@@ -29,6 +29,7 @@ from segkit.plan.race import (
     run_race,
     selection_split,
 )
+from segkit.registry import Entry
 
 
 class ConstantNet(nn.Module):
@@ -43,10 +44,11 @@ class ConstantNet(nn.Module):
 
 
 def narrow_entrants(setitem, delitem) -> None:
-    """The race's entrants narrowed to the classic U-Net and a constant network."""
-    if "constant-test" not in MODELS:
-        MODELS.add("constant-test", lambda cfg, out, inp, classes: ConstantNet(out),
-                   "test network that ignores its input", tasks=("segment",))
+    """The race's entrants narrowed to the classic U-Net and a constant network (registered
+    through ``setitem``, so a test's monkeypatch takes it out again)."""
+    setitem(MODELS._entries, "constant-test", Entry(
+        "constant-test", lambda cfg, out, inp, classes: ConstantNet(out),
+        "test network that ignores its input", {"tasks": ("segment",)}))
     for entry in MODELS:
         if "race" in entry.tags:
             delitem(entry.tags, "race")
@@ -134,11 +136,15 @@ def test_guard_on_both_sides_of_its_margin(above: float, stuck: bool) -> None:
 
     lines: list[str] = []
     guard = BaselineGuard("val/mIoU", 0.30, can_switch=True, log=lines.append)
-    guard.on_validation_end(Trainer(), None)  # type: ignore[arg-type]
-    assert (guard.stuck is not None) == stuck and bool(lines) == stuck
-    assert Trainer.should_stop is False or stuck
-    early = BaselineGuard("val/mIoU", 0.30, can_switch=True)
     trainer = Trainer()
+    guard.on_validation_end(trainer, None)  # type: ignore[arg-type]
+    assert (guard.stuck is not None) == stuck and bool(lines) == stuck
+    assert trainer.should_stop == stuck
+    alone = BaselineGuard("val/mIoU", 0.30, can_switch=False, log=lines.append)
+    trainer = Trainer()
+    alone.on_validation_end(trainer, None)  # type: ignore[arg-type]
+    assert (alone.stuck is not None) == stuck and not trainer.should_stop  # said, not stopped
+    early = BaselineGuard("val/mIoU", 0.30, can_switch=True)
     trainer.current_epoch = 1  # 2 of 9 epochs: before a third of the run
     early.on_validation_end(trainer, None)  # type: ignore[arg-type]
     assert early.stuck is None and not early.checked

@@ -88,7 +88,7 @@ class SegmentationSource(Dataset):
         return counts
 
 
-class SourceSubset(Dataset):
+class SourceSubset(SegmentationSource):
     """The samples of ``source`` at ``indices``, e.g. a selection split held out of the
     training data (torch's ``Subset`` drops the ``info`` every source carries)."""
 
@@ -101,7 +101,3 @@ class SourceSubset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.source[self.indices[index]]
-
-    def class_pixel_counts(self) -> np.ndarray:
-        """Pixels per class over these samples (ignore index excluded)."""
-        return SegmentationSource.class_pixel_counts(self)  # type: ignore[arg-type]

@@ -117,15 +117,14 @@ def train(
     if continuing:
         check_resumable(last, cfg.to_dict()["model"], train_src.info.classes)
     race = planned.race
-    start = str(last) if continuing else race_checkpoint(run_dir, race, race.winner if race
-                                                         else "")
+    start = str(last) if continuing else race_checkpoint(run_dir, race, 0)
     fit = fit_main(cfg, train_src, val_src, run_dir, started, start, planned, callbacks)
-    for label in (race.ranking[1:] if race else []):
+    for place in range(1, len(race.ranking) if race else 1):
         if fit.guard is None or fit.guard.stuck is None:
             break
-        cfg = take_over(cfg, run_dir, race, label, fit)
+        cfg = take_over(cfg, run_dir, race, race.ranking[place], fit)
         fit = fit_main(cfg, train_src, val_src, run_dir, started,
-                       race_checkpoint(run_dir, race, label), planned, callbacks)
+                       race_checkpoint(run_dir, race, place), planned, callbacks)
     return finish(fit, cfg, run_dir, last)
 
 
@@ -187,10 +186,13 @@ def plan_run(cfg: Config, train_src: Any, run_dir: Path, started: float,
     return planned
 
 
-def race_checkpoint(run_dir: Path, race: Race | None, label: str) -> str | None:
-    """The raced training state of ``label`` to continue from (None without a race)."""
-    path = run_dir / "race" / f"{label}.ckpt"
-    return str(path) if race is not None and label and path.is_file() else None
+def race_checkpoint(run_dir: Path, race: Race | None, place: int) -> str | None:
+    """The raced training state of the race's ``place``-th best candidate (0: the winner) to
+    continue from; None without a race."""
+    if race is None or place >= len(race.ranking):
+        return None
+    path = run_dir / "race" / f"{race.ranking[place]}.ckpt"
+    return str(path) if path.is_file() else None
 
 
 def take_over(cfg: Config, run_dir: Path, race: Race, label: str, stuck: Fit) -> Config:

@@ -73,12 +73,13 @@ def self_configure(cfg: Config, train_src: Any, run_dir: Path, started: float | 
     if not blocker and fit_rung is not None:
         race, blocker = plan_race(cfg, first, fingerprint, explicit, probe, len(train_src),
                                   run_dir)
-    if race is not None and fit_rung is not None:
-        run_race(race, fit_rung, run_dir / "race")
-        plot_race([asdict(r) for r in race.rows], race.winner,
-                  task_class(cfg.task).headline, run_dir / "race.png")
-        probe.spent_seconds = time.time() - (started or time.time())
-        decisions = winner_decisions(cfg, race, fingerprint, explicit, probe, len(train_src))
+        if race is not None:
+            run_race(race, fit_rung, run_dir / "race")
+            plot_race([asdict(r) for r in race.rows], race.winner,
+                      task_class(cfg.task).headline, run_dir / "race.png")
+            probe.spent_seconds = time.time() - (started or time.time())
+            decisions = winner_decisions(cfg, race, fingerprint, explicit, probe,
+                                         len(train_src))
     write_plan(run_dir / "plan.yaml", decisions, fingerprint,
                race.to_dict() if race else {"ran": False, "reason": blocker})
     return Planned(apply_plan(cfg, decisions), race, fingerprint)
@@ -166,8 +167,9 @@ def network_overrides(cfg: Config, name: str, fingerprint: dict[str, Any], expli
 
 def winner_decisions(cfg: Config, race: Race, fingerprint: dict[str, Any], explicit: set[str],
                      probe: Probe, n_train: int) -> list[Decision]:
-    """The plan for the race's winner: its recipe, epochs re-planned from its measured speed
-    for the time left (or the planned epochs, counting the raced ones), and the race's reason."""
+    """The plan for the race's winner: its recipe, with ``--time`` the epochs re-planned from
+    its measured speed for the time left (without, the planned epochs count the raced ones),
+    and the race's reason."""
     winner = race.candidate(race.winner)
     raced = race.epochs_of(winner.label)
     per_sample = race.epoch_seconds(winner.label) / max(n_train - len(race.selection) / 1.5, 1)
@@ -177,15 +179,12 @@ def winner_decisions(cfg: Config, race: Race, fingerprint: dict[str, Any], expli
     decisions = plan_recipe(chosen, fingerprint, explicit, measured)
     out = [Decision(k, v, race.reason) for k, v in winner.overrides.items()
            if k.startswith("model.") or (race.kind == "recipe" and k == "optim.lr")]
-    keys = {d.key for d in out}
+    raced_keys = {d.key for d in out}
     for d in decisions:
-        if d.key in keys:
+        if d.key in raced_keys:
             continue
-        if d.key == "optim.lr" and race.kind == "recipe":
-            continue
-        if d.key == "run.epochs" and not d.user_set:
-            more = d.value if cfg.run.time_budget else max(d.value - raced, 1)
-            d = Decision(d.key, raced + more, f"{raced} raced epochs, then {more} more: "
+        if d.key == "run.epochs" and not d.user_set:  # planned from the time the race left
+            d = Decision(d.key, raced + d.value, f"{raced} raced epochs, then {d.value} more: "
                          f"{d.reason}")
         out.append(d)
     if not cfg.run.time_budget and raced >= cfg.run.epochs:

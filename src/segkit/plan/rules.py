@@ -58,6 +58,9 @@ class Probe:
     spent_seconds: float = 0.0
 
 
+Proposal = tuple[str, Any, str]  # (config key, planned value, reason)
+
+
 @dataclass
 class Decision:
     """One planned setting: the config key, its value, why, and whether the user's won."""
@@ -92,20 +95,48 @@ def plan_recipe(cfg: Config, fingerprint: dict[str, Any], explicit: set[str],
     """
     probe = probe or Probe()
     kind = task_class(cfg.task)
-    proposals: list[tuple[str, Any, str]] = list(kind.plan(fingerprint, cfg))
-    proposals += sampling_plan(fingerprint)
+    proposals: list[Proposal] = [*kind.plan(fingerprint, cfg), *sampling_plan(fingerprint)]
     planned = {key: value for key, value, _ in proposals}
-    batch = planned.get("data.batch_size", cfg.data.batch_size)
-    if "data.batch_size" in explicit:
-        batch = cfg.data.batch_size
-    if probe.sample_bytes and probe.free_bytes:
-        fits = max(1, int(probe.free_bytes * MEMORY_SHARE // probe.sample_bytes))
-        if fits < batch:
-            proposals = [p for p in proposals if p[0] != "data.batch_size"]
-            proposals.append(("data.batch_size", fits, f"{probe.sample_bytes / 2**20:.0f} MiB "
-                              f"a sample, {probe.free_bytes / 2**30:.1f} GiB free: {fits} fit"))
-            batch = fits
-    speedup = 1.0  # of the planned steps over the probed float32 NCHW eager ones
+    batch = cfg.data.batch_size if "data.batch_size" in explicit else planned.get(
+        "data.batch_size", cfg.data.batch_size)
+    memory = memory_plan(probe, batch)
+    if memory:
+        proposals = [p for p in proposals if p[0] != "data.batch_size"] + memory
+        batch = memory[0][1]
+    speed, speedup = speed_plan(probe)
+    proposals += speed
+    epochs = cfg.run.epochs
+    budget = budget_seconds(cfg.run.time_budget) if cfg.run.time_budget else None
+    if budget and probe.sample_seconds:
+        timing = budget_plan(probe, probe.sample_seconds, budget, speedup,
+                             fingerprint["splits"])
+        proposals += timing
+        fit = next(value for key, value, _ in timing if key == "run.epochs")
+        # given epochs that overrun the budget: --time ends the run after about ``fit`` of
+        # them, so what scales with the run's length (EMA, augmentation) plans for those
+        epochs = min(epochs, fit) if "run.epochs" in explicit else fit
+    total = max(1, int(fingerprint["splits"]["train"]) // max(batch, 1)
+                // cfg.run.accumulate) * epochs
+    proposals += [*kind.plan_augmentation(fingerprint, cfg, epochs), ema_plan(total)]
+    return user_wins(proposals, cfg, explicit)
+
+
+def memory_plan(probe: Probe, batch: int) -> list[Proposal]:
+    """A smaller batch when ``batch`` samples do not fit the probed free memory."""
+    if not (probe.sample_bytes and probe.free_bytes):
+        return []
+    fits = max(1, int(probe.free_bytes * MEMORY_SHARE // probe.sample_bytes))
+    if fits >= batch:
+        return []
+    return [("data.batch_size", fits, f"{probe.sample_bytes / 2**20:.0f} MiB a sample, "
+             f"{probe.free_bytes / 2**30:.1f} GiB free: {fits} fit")]
+
+
+def speed_plan(probe: Probe) -> tuple[list[Proposal], float]:
+    """Channels-last and bfloat16 when the probe measured them faster, and the speed-up of
+    the planned steps over the probed float32 NCHW eager ones."""
+    proposals: list[Proposal] = []
+    speedup = 1.0
     if probe.channels_last_speedup is not None:
         faster = probe.channels_last_speedup >= FASTER
         proposals.append(("run.channels_last", faster, f"NHWC steps measured "
@@ -117,41 +148,48 @@ def plan_recipe(cfg: Config, fingerprint: dict[str, Any], explicit: set[str],
                           f"autocast steps measured {probe.bf16_speedup:.2f}x the speed of "
                           "float32 here"))
         speedup *= probe.bf16_speedup if faster else 1.0
-    n_train = int(fingerprint["splits"]["train"])
-    n_val = int(fingerprint["splits"].get("val", 0))
-    budget = budget_seconds(cfg.run.time_budget) if cfg.run.time_budget else None
-    epochs = cfg.run.epochs
-    if budget and probe.sample_seconds:
-        compiled = False
-        if probe.compile_speedup and probe.compile_seconds is not None:
-            use = (budget >= COMPILE_MIN_SECONDS and probe.compile_speedup >= FASTER
-                   and budget * (1 - 1 / probe.compile_speedup) > 2 * probe.compile_seconds)
-            proposals.append(("run.compile", use, f"compiled steps {probe.compile_speedup:.2f}x "
-                              f"as fast after {probe.compile_seconds:.0f} s of compiling" +
-                              ("" if use else ": not repaid in this budget")))
-            speedup *= probe.compile_speedup if use else 1.0
-            compiled = use
-        # validation runs forward only, about a third of a training step's work per sample;
-        # the final evaluation of the best checkpoint is one more validation pass
-        per_epoch = probe.sample_seconds / speedup * (n_train + n_val / 3)
-        final = probe.sample_seconds / speedup * n_val / 3 + REPORT_SECONDS
-        left = (budget - probe.spent_seconds - final) * BUDGET_SHARE
-        if compiled:
-            left -= probe.compile_seconds or 0.0
-        fit = max(1, math.floor(left / per_epoch))
-        proposals.append(("run.epochs", fit, f"{budget:g} s budget, "
-                          f"{probe.sample_seconds / speedup * 1000:.1f} ms per training sample "
-                          f"measured here: about {per_epoch:.1f} s an epoch with validation"))
-        # given epochs that overrun the budget: --time ends the run after about ``fit`` of
-        # them, so what scales with the run's length (EMA, augmentation) plans for those
-        epochs = min(epochs, fit) if "run.epochs" in explicit else fit
-    total = max(1, n_train // max(batch, 1) // cfg.run.accumulate) * epochs
-    proposals += kind.plan_augmentation(fingerprint, cfg, epochs)
-    proposals.append(("run.ema", total >= EMA_MIN_STEPS,
-                      f"{total} steps: an average of recent weights is steadier (decay "
-                      f"{ema_decay(total):.4f}, over the last {round(0.05 * total)} steps)" if
-                      total >= EMA_MIN_STEPS else
-                      f"{total} steps are too few for a weight average to catch up"))
+    return proposals, speedup
+
+
+def budget_plan(probe: Probe, sample_seconds: float, budget: float, speedup: float,
+                splits: dict[str, Any]) -> list[Proposal]:
+    """torch.compile when it repays its compile time, and the epochs that fit ``budget``
+    at the probe's measured ``sample_seconds``."""
+    proposals: list[Proposal] = []
+    compiled = False
+    if probe.compile_speedup and probe.compile_seconds is not None:
+        use = (budget >= COMPILE_MIN_SECONDS and probe.compile_speedup >= FASTER
+               and budget * (1 - 1 / probe.compile_speedup) > 2 * probe.compile_seconds)
+        proposals.append(("run.compile", use, f"compiled steps {probe.compile_speedup:.2f}x "
+                          f"as fast after {probe.compile_seconds:.0f} s of compiling" +
+                          ("" if use else ": not repaid in this budget")))
+        speedup *= probe.compile_speedup if use else 1.0
+        compiled = use
+    n_train, n_val = int(splits["train"]), int(splits.get("val", 0))
+    # validation runs forward only, about a third of a training step's work per sample;
+    # the final evaluation of the best checkpoint is one more validation pass
+    per_epoch = sample_seconds / speedup * (n_train + n_val / 3)
+    final = sample_seconds / speedup * n_val / 3 + REPORT_SECONDS
+    left = (budget - probe.spent_seconds - final) * BUDGET_SHARE
+    if compiled:
+        left -= probe.compile_seconds or 0.0
+    fit = max(1, math.floor(left / per_epoch))
+    proposals.append(("run.epochs", fit, f"{budget:g} s budget, "
+                      f"{sample_seconds / speedup * 1000:.1f} ms per training sample "
+                      f"measured here: about {per_epoch:.1f} s an epoch with validation"))
+    return proposals
+
+
+def ema_plan(total: int) -> Proposal:
+    """An EMA of the weights for runs of ``EMA_MIN_STEPS`` steps or more."""
+    if total >= EMA_MIN_STEPS:
+        return ("run.ema", True, f"{total} steps: an average of recent weights is steadier "
+                f"(decay {ema_decay(total):.4f}, over the last {round(0.05 * total)} steps)")
+    return ("run.ema", False, f"{total} steps are too few for a weight average to catch up")
+
+
+def user_wins(proposals: list[Proposal], cfg: Config, explicit: set[str]) -> list[Decision]:
+    """The proposals as decisions, the user's value kept (and said) for keys they set."""
     given = cfg.to_dict()
     decisions = []
     for key, value, reason in proposals:
@@ -164,7 +202,7 @@ def plan_recipe(cfg: Config, fingerprint: dict[str, Any], explicit: set[str],
     return decisions
 
 
-def sampling_plan(fingerprint: dict[str, Any]) -> list[tuple[str, Any, str]]:
+def sampling_plan(fingerprint: dict[str, Any]) -> list[Proposal]:
     """Balanced sampling when some classes live in few images and others in many."""
     fractions = {name: row["image_fraction"] for name, row in fingerprint["classes"].items()
                  if 0 < row["image_fraction"] < 0.99}  # classes in every image need no help
