@@ -22,6 +22,7 @@ from segkit.engine.callbacks import GUARD_MARGIN, BaselineGuard
 from segkit.engine.train import train
 from segkit.models import MODELS
 from segkit.plan.race import (
+    RUNG_MIN_STEPS,
     Candidate,
     Race,
     first_rung_epochs,
@@ -87,9 +88,48 @@ def test_selection_split_is_a_seeded_held_out_share() -> None:
     assert len(selection_split(40, seed=3, forced=True)) == 6
 
 
+def test_race_trains_on_fewer_images_when_whole_epochs_do_not_fit() -> None:
+    from segkit.plan.configure import plan_race
+    from segkit.plan.rules import Probe
+
+    cfg = build_config(overrides={"run.race": "on", "run.time_budget": "40s"})
+    fp = {"splits": {"train": 1000, "val": 100},
+          "image_size": {"height": {"median": 64}, "width": {"median": 64}},
+          "classes": {"bg": {"share": 0.9, "image_fraction": 1.0},
+                      "a": {"share": 0.05, "image_fraction": 0.5},
+                      "b": {"share": 0.05, "image_fraction": 0.5}},
+          "imbalance": {"largest_share": 0.9, "largest_class": "bg"}, "channels": {"3": 1}}
+    # 10 ms a sample: a whole epoch of 850 images is 8.5 s; the race has 10 s
+    race, why = plan_race(cfg, cfg, fp, set(), Probe(sample_seconds=0.01), 1000,
+                          Path("/nonexistent"))
+    assert race is not None, why
+    assert not set(race.training) & set(race.selection)
+    per_epoch = 0.01 * (len(race.training) + len(race.selection) / 3)
+    assert 64 <= len(race.training) < 850 and race.first_epochs >= 1
+    from segkit.plan.race import halving_units
+
+    assert halving_units(len(race.candidates)) * race.first_epochs * per_epoch <= 10.0
+    # with the whole data fitting, the race trains on every image outside the selection
+    roomy, _ = plan_race(build_config(overrides={"run.race": "on", "run.time_budget": "60m"}),
+                         cfg, fp, set(), Probe(sample_seconds=0.01), 1000, Path("/nonexistent"))
+    assert roomy is not None and len(roomy.training) == 1000 - len(roomy.selection)
+    assert len(roomy.candidates) == 4
+    # unasked, a race whose rungs give each candidate too few steps to learn is not run
+    auto = build_config(overrides={"run.time_budget": "40s"})
+    none, why = plan_race(auto, auto, fp, set(), Probe(sample_seconds=0.01), 1000,
+                          Path("/nonexistent"))
+    steps = race.first_epochs * (len(race.training) // cfg.data.batch_size)
+    assert none is None and steps < RUNG_MIN_STEPS and "too few to rank" in why
+    ample = build_config(overrides={"run.time_budget": "5m"})  # 75 s: enough steps each
+    raced, _ = plan_race(ample, ample, fp, set(), Probe(sample_seconds=0.01), 1000,
+                         Path("/nonexistent"))
+    assert raced is not None
+    assert raced.first_epochs * (len(raced.training) // ample.data.batch_size) >= RUNG_MIN_STEPS
+
+
 def fake_race(scores: dict[str, list[float]], budget: float = 100.0) -> Race:
     return Race("network", [Candidate(name, {"model.name": name}) for name in scores],
-                budget, 1, [0, 1, 2, 3])
+                budget, 1, [0, 1, 2, 3], list(range(4, 20)))
 
 
 def test_halving_keeps_the_better_half_and_resumes_without_retraining(tmp_path) -> None:
@@ -97,7 +137,7 @@ def test_halving_keeps_the_better_half_and_resumes_without_retraining(tmp_path) 
               "d": [0.4, 0.35, 0.3]}
     calls: list[tuple[str, int]] = []
 
-    def fit(candidate: Candidate, epochs: int, ckpt: Path) -> tuple[float, float]:
+    def fit(race: Race, candidate: Candidate, epochs: int, ckpt: Path) -> tuple[float, float]:
         calls.append((candidate.label, epochs))
         return scores[candidate.label][min(epochs - 1, 2)], 1.0
 
@@ -119,7 +159,8 @@ def test_halving_keeps_the_better_half_and_resumes_without_retraining(tmp_path) 
 def test_race_stops_early_when_its_budget_is_spent(tmp_path) -> None:
     scores = {"a": [0.2, 0.3], "b": [0.5, 0.6], "c": [0.1, 0.2]}
 
-    def slow(candidate: Candidate, epochs: int, ckpt: Path) -> tuple[float, float]:
+    def slow(race: Race, candidate: Candidate, epochs: int,
+             ckpt: Path) -> tuple[float, float]:
         return scores[candidate.label][epochs - 1], 40.0  # three rungs spend the budget
 
     race = run_race(fake_race(scores, budget=100.0), slow, tmp_path, log=lambda line: None)
@@ -177,6 +218,7 @@ def test_race_keeps_the_network_that_learns_and_carries_its_state(tmp_path,
     assert decisions["model.name"]["reason"].startswith("raced 2 candidates")
     # the selection split is held out of the training images, never the reported split
     assert len(race["selection"]) == 7 and max(race["selection"]) < 48
+    assert not set(race["selection"]) & set(race["training"])
     # the winner's weights, optimiser state and step count carry into the main run
     raced = safe_load(run / "race" / "unet-classic.ckpt")
     last = safe_load(run / "checkpoints" / "last.ckpt")

@@ -20,7 +20,7 @@ from segkit.data.transforms import Augmented
 from segkit.engine.loaders import RunData
 from segkit.errors import SegkitError
 from segkit.plan.probe import accelerator_for
-from segkit.plan.race import Candidate, FitRung
+from segkit.plan.race import Candidate, FitRung, Race
 from segkit.tasks import build_task
 
 
@@ -63,21 +63,21 @@ def quiet_fit() -> Iterator[None]:
         yield
 
 
-def rung_fitter(cfg: Config, train_src: Any, run_dir: Path, selection: list[int]) -> FitRung:
-    """Trains one rung of one race candidate: on the training data less ``selection``, scored
-    on ``selection`` by the task's validation metric, continuing from and saving its whole
-    training state (weights, optimiser, schedule, step) in the checkpoint."""
-    held = set(selection)
-    fit_src = SourceSubset(train_src, [i for i in range(len(train_src)) if i not in held])
-    sel_src = SourceSubset(train_src, selection)
+def rung_fitter(cfg: Config, train_src: Any, run_dir: Path) -> FitRung:
+    """Trains one rung of one race candidate: on the race's training images, scored on its
+    selection split (held out of them) by the task's validation metric, continuing from and
+    saving its whole training state (weights, optimiser, schedule, step) in the checkpoint."""
 
-    def fit_rung(candidate: Candidate, epochs: int, ckpt: Path) -> tuple[float, float]:
+    def fit_rung(race: Race, candidate: Candidate, epochs: int,
+                 ckpt: Path) -> tuple[float, float]:
         began = time.perf_counter()
         rung_cfg = build_config(cfg.to_dict(), candidate.overrides, "race")
         task = build_task(rung_cfg, train_src, run_dir)  # statistics from all training images
-        data = RunData(Augmented(type(task).training_source(rung_cfg, fit_src, run_dir),
-                                 type(task).transform(rung_cfg, True)),
-                       Augmented(sel_src, type(task).transform(rung_cfg, False)), rung_cfg)
+        kind = type(task)
+        fit_src = kind.training_source(rung_cfg, SourceSubset(train_src, race.training), run_dir)
+        data = RunData(Augmented(fit_src, kind.transform(rung_cfg, True)),
+                       Augmented(SourceSubset(train_src, race.selection),
+                                 kind.transform(rung_cfg, False)), rung_cfg)
         trainer = build_trainer(rung_cfg, run_dir / "race", [], None, max_epochs=epochs)
         with quiet_fit():
             trainer.fit(task, datamodule=data, ckpt_path=str(ckpt) if ckpt.is_file() else None,

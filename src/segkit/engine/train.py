@@ -43,7 +43,7 @@ from segkit.plan.configure import (
     takeover_config,
 )
 from segkit.plan.planfile import read_plan, record_event, update_decision
-from segkit.plan.race import Race, load_state, selection_split
+from segkit.plan.race import Race, load_state
 from segkit.plan.rules import ema_decay
 from segkit.tasks import InferenceOptions, Task, build_task
 
@@ -139,9 +139,8 @@ def plan_only(cfg: Config, race: bool = False) -> Planned:
         return self_configure(cfg, train_src, run_dir, started)
     forced = cfg.model_copy(deep=True)
     forced.run.race = "on"
-    selection = selection_split(len(train_src), cfg.run.seed, forced=True)
     return self_configure(forced, train_src, run_dir, started,
-                          rung_fitter(forced, train_src, run_dir, selection))
+                          rung_fitter(forced, train_src, run_dir))
 
 
 def start_run(cfg: Config, run_dir: Path, fresh: bool) -> None:
@@ -176,9 +175,8 @@ def plan_run(cfg: Config, train_src: Any, run_dir: Path, started: float,
     if continuing:
         return Planned(replan(cfg, run_dir), load_state(run_dir / "race"),
                        cached_fingerprint(cfg, run_dir))
-    selection = selection_split(len(train_src), cfg.run.seed, cfg.run.race == "on")
     planned = self_configure(cfg, train_src, run_dir, started,
-                             rung_fitter(cfg, train_src, run_dir, selection))
+                             rung_fitter(cfg, train_src, run_dir))
     if rank_zero_only.rank == 0:
         planned.cfg.save(run_dir / "config.yaml")
     # the probe and the race drew random numbers: the run starts from the seed's state

@@ -23,11 +23,15 @@ from segkit.plan.race import (
     MAX_CANDIDATES,
     RACE_MIN_IMAGES,
     RACE_SHARE,
+    RUNG_MIN_IMAGES,
+    RUNG_MIN_STEPS,
     Candidate,
     FitRung,
     Race,
     first_rung_epochs,
+    halving_units,
     load_state,
+    race_training,
     run_race,
     selection_split,
 )
@@ -78,8 +82,7 @@ def self_configure(cfg: Config, train_src: Any, run_dir: Path, started: float | 
             plot_race([asdict(r) for r in race.rows], race.winner,
                       task_class(cfg.task).headline, run_dir / "race.png")
             probe.spent_seconds = time.time() - (started or time.time())
-            decisions = winner_decisions(cfg, race, fingerprint, explicit, probe,
-                                         len(train_src))
+            decisions = winner_decisions(cfg, race, fingerprint, explicit, probe)
     write_plan(run_dir / "plan.yaml", decisions, fingerprint,
                race.to_dict() if race else {"ran": False, "reason": blocker})
     return Planned(apply_plan(cfg, decisions), race, fingerprint)
@@ -110,20 +113,27 @@ def plan_race(cfg: Config, first: Config, fingerprint: dict[str, Any], explicit:
         return None, "you set the network and its recipe: nothing left to race"
     selection = selection_split(n_train, cfg.run.seed, cfg.run.race == "on")
     sample = probe.sample_seconds or 0.0
-    epoch = sample * (n_train - len(selection) / 1.5)  # training images plus a third for scoring
     if cfg.run.time_budget:
         budget = RACE_SHARE * budget_seconds(cfg.run.time_budget)
     else:
         budget = RACE_SHARE * first.run.epochs * sample * (n_train + fingerprint["splits"].get(
             "val", 0) / 3)
-    epochs = first_rung_epochs(len(candidates), epoch, budget)
-    while epochs == 0 and len(candidates) > 2:
-        candidates = candidates[:-1]
-        epochs = first_rung_epochs(len(candidates), epoch, budget)
-    if epochs == 0:
-        return None, (f"an epoch of two candidates takes about {2 * epoch:.0f} s, more than the "
-                      f"race's share ({budget:.0f} s): the rules decided alone")
-    return Race(kind, candidates, round(budget, 1), epochs, selection), ""
+    # a rung epoch: its training images, plus scoring the selection at a third of the cost
+    per_image, scoring = sample, sample * len(selection) / 3
+    for count in range(len(candidates), 1, -1):  # the rules' last candidates go first
+        room = budget / halving_units(count) - scoring  # one epoch each must fit
+        images = min(n_train - len(selection), int(room / max(per_image, 1e-9)))
+        if images < min(RUNG_MIN_IMAGES, n_train - len(selection)):
+            continue
+        training = race_training(n_train, selection, cfg.run.seed, images)
+        epochs = first_rung_epochs(count, per_image * len(training) + scoring, budget)
+        steps = epochs * max(len(training) // first.data.batch_size, 1)
+        if steps >= RUNG_MIN_STEPS or cfg.run.race == "on":
+            return Race(kind, candidates[:count], round(budget, 1), epochs, selection,
+                        training), ""
+    return None, (f"the race's share of the time ({budget:.0f} s) gives two candidates fewer "
+                  f"than {RUNG_MIN_STEPS} training steps each, too few to rank them: the rules "
+                  "decided alone (--race runs it all the same)")
 
 
 def race_candidates(cfg: Config, first: Config, fingerprint: dict[str, Any],
@@ -166,13 +176,14 @@ def network_overrides(cfg: Config, name: str, fingerprint: dict[str, Any], expli
 
 
 def winner_decisions(cfg: Config, race: Race, fingerprint: dict[str, Any], explicit: set[str],
-                     probe: Probe, n_train: int) -> list[Decision]:
+                     probe: Probe) -> list[Decision]:
     """The plan for the race's winner: its recipe, with ``--time`` the epochs re-planned from
     its measured speed for the time left (without, the planned epochs count the raced ones),
     and the race's reason."""
     winner = race.candidate(race.winner)
     raced = race.epochs_of(winner.label)
-    per_sample = race.epoch_seconds(winner.label) / max(n_train - len(race.selection) / 1.5, 1)
+    per_sample = race.epoch_seconds(winner.label) / max(len(race.training) + len(
+        race.selection) / 3, 1)
     measured = dataclasses.replace(probe, sample_seconds=per_sample or probe.sample_seconds)
     chosen = build_config(cfg.to_dict(), {k: v for k, v in winner.overrides.items()
                                           if k.startswith("model.")}, "plan")

@@ -28,6 +28,11 @@ SELECTION_SHARE = 0.15  # of the training images held out to score the candidate
 SELECTION_MAX = 300  # selection images at most (scoring more costs time, not ranking power)
 SELECTION_MIN = 4  # a selection split smaller than this cannot rank anything
 RACE_MIN_IMAGES = 100  # fewer training images: the rules decide alone (unless asked)
+RUNG_MIN_IMAGES = 64  # a rung trains on at least this many images (else the rules decide)
+# an unasked race whose first rung gives each candidate fewer optimiser steps than this ranks
+# networks that have not started to learn (measured: 9 steps each left every candidate of a
+# 21-class set at the baseline score); --race runs it all the same
+RUNG_MIN_STEPS = 50
 MAX_CANDIDATES = 4
 
 
@@ -68,6 +73,7 @@ class Race:
     budget_seconds: float
     first_epochs: int
     selection: list[int]
+    training: list[int]  # the training images the race trains on (never the selection's)
     rows: list[RaceRow] = field(default_factory=list)
     ranking: list[str] = field(default_factory=list)  # best first, once finished
     reason: str = ""
@@ -95,7 +101,7 @@ class Race:
         return max((r.epochs for r in self.rows if r.candidate == label), default=0)
 
     def epoch_seconds(self, label: str) -> float:
-        """Measured seconds an epoch of ``label`` took in the race (training + selection)."""
+        """Measured seconds a race epoch of ``label`` took (its training images + scoring)."""
         rows = [r for r in self.rows if r.candidate == label]
         epochs = self.epochs_of(label)
         return sum(r.seconds for r in rows) / epochs if epochs else 0.0
@@ -113,8 +119,9 @@ class Race:
         return cls(**doc)
 
 
-# (candidate, epochs to reach, checkpoint to continue from and save to) -> (score, seconds)
-FitRung = Callable[[Candidate, int, Path], tuple[float, float]]
+# (race, candidate, epochs to reach, checkpoint to continue from and save to)
+#   -> (score on the race's selection split, seconds)
+FitRung = Callable[[Race, Candidate, int, Path], tuple[float, float]]
 
 
 def selection_split(n_train: int, seed: int, forced: bool = False) -> list[int]:
@@ -127,16 +134,31 @@ def selection_split(n_train: int, seed: int, forced: bool = False) -> list[int]:
     return sorted(int(i) for i in rng.choice(n_train, size=size, replace=False))
 
 
-def first_rung_epochs(count: int, epoch_seconds: float, budget: float) -> int:
-    """Epochs of the first rung so that the whole halving fits ``budget``: with ``count``
-    candidates, rung k trains ceil(count / 2**k) of them for e * 2**(k-1) more epochs, until
-    one is left; 0 when even one epoch each does not fit."""
+def race_training(n_train: int, selection: list[int], seed: int, cap: int) -> list[int]:
+    """The training images the race trains on: those outside ``selection``, a seeded random
+    ``cap`` of them when whole epochs over all would not fit the race's time."""
+    held = set(selection)
+    rest = [i for i in range(n_train) if i not in held]
+    if cap >= len(rest):
+        return rest
+    rng = np.random.default_rng(seed + 1)
+    return sorted(int(i) for i in rng.choice(rest, size=cap, replace=False))
+
+
+def halving_units(count: int) -> int:
+    """First-rung lengths a whole halving over ``count`` candidates trains: rung k trains
+    ceil(count / 2**k) of them for 2**(k-1) first-rung lengths more, until one is left."""
     units, alive, rung = 0, count, 0
     while alive > 1:
         units += alive * (1 if rung == 0 else 2 ** (rung - 1))
         alive, rung = math.ceil(alive / 2), rung + 1
-    units = max(units, 1)
-    return max(0, math.floor(budget / max(units * epoch_seconds, 1e-9)))
+    return max(units, 1)
+
+
+def first_rung_epochs(count: int, epoch_seconds: float, budget: float) -> int:
+    """Epochs of the first rung so that the whole halving fits ``budget``; 0 when even one
+    epoch each does not."""
+    return max(0, math.floor(budget / max(halving_units(count) * epoch_seconds, 1e-9)))
 
 
 def run_race(race: Race, fit_rung: FitRung, race_dir: Path,
@@ -156,7 +178,7 @@ def run_race(race: Race, fit_rung: FitRung, race_dir: Path,
     while True:
         for label in alive:
             if race.row(label, rung) is None:
-                score, seconds = fit_rung(race.candidate(label), target,
+                score, seconds = fit_rung(race, race.candidate(label), target,
                                           race_dir / f"{label}.ckpt")
                 race.rows.append(RaceRow(label, rung, target, round(seconds, 2),
                                          round(score, 5)))
