@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, save  # noqa: E402
 from segkit.config import build_config  # noqa: E402
 from segkit.data.samples import write_sample  # noqa: E402
+from segkit.engine.active_selection import select_images  # noqa: E402
 from segkit.engine.backends import load_predictor  # noqa: E402
-from segkit.engine.select import select_images  # noqa: E402
 from segkit.engine.train import train  # noqa: E402
 
 POOL, VAL, FIRST, PICK = 400, 100, 60, 50

@@ -40,11 +40,11 @@ def median_time(fn, repeats: int = 5, warmup: int = 2) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def save(section: str, payload: Any) -> None:
-    """Merge ``payload`` under ``section`` into benchmarks/results.json."""
-    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+def save(section: str, payload: Any, results: Path = RESULTS) -> None:
+    """Merge ``payload`` under ``section`` into ``results`` (benchmarks/results.json)."""
+    data = json.loads(results.read_text()) if results.is_file() else {}
     data[section] = payload
     data["machine"] = machine()
-    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp = results.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(RESULTS)
+    tmp.replace(results)

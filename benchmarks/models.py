@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import quality  # noqa: E402
 from common import median_time, save  # noqa: E402
-from segkit.config import ModelConfig  # noqa: E402
+from segkit.config import build_config  # noqa: E402
 from segkit.models import MODELS, build_model  # noqa: E402
 from segkit.models.stats import count_parameters, gflops  # noqa: E402
 
@@ -40,14 +40,11 @@ def segmentation_models() -> list[str]:
             and (e.name not in HF_ARCHS or hf_available(e.name))]
 
 
-def default_encoder(name: str) -> str:
-    return MODELS.get(name).tags.get("default_encoder", ModelConfig().encoder)
-
-
 def bench_model(name: str, budget: float, workdir: Path) -> dict[str, Any]:
     """Size, speed at 512x512 and quality at ``budget`` seconds of one architecture."""
-    encoder = default_encoder(name)
-    model = build_model(ModelConfig(name=name, encoder=encoder), 21, 3, "segment").eval()
+    model_cfg = build_config(overrides={"model.name": name}).model  # with its own encoder
+    encoder = MODELS.get(name).tags["default_encoder"] or "-"  # "-": it has none
+    model = build_model(model_cfg, 21, 3, "segment").eval()
     x = torch.rand(1, 3, *SIZE)
     with torch.inference_mode():
         seconds = median_time(lambda: model(x), repeats=3, warmup=1)

@@ -1,14 +1,23 @@
 """`make bench-quality`: model quality of `segkit train` (auto recipe) against the write-ups'
-plain PyTorch loops at the same wall-clock budget on this machine, three seeds per case.
+plain PyTorch loops and Ultralytics' YOLO26n-sem at the same wall-clock budget on this
+machine, three seeds per case.
 
 The data is real and installs offline: scikit-learn's handwritten digits, composed into scenes
 on crops of scikit-image's sample photographs and written by ``segkit.data.samples`` in the
 VOC, Cityscapes, Carvana, COCO and IDX layouts, plus the built-in shapes of ``make demo``.
 The plain loops are written here as the write-ups train (Adam 1e-3 or SGD, a fixed rate, the
 network's own loss, flips, no planning); they read the same files through segkit's loaders
-and are scored by the same metric functions, so the recipe is the only difference.
+and are scored by the same metric functions, so the recipe is the only difference. On the
+segmentation cases the peer is YOLO26n-sem from scratch (``yolo_peer.py``). ``--alone`` also
+trains every network the race could pick, named, for the whole budget: the planned run should
+come within 5% of the best of them.
+
+The straddling cases put image sizes and class balance on both sides of every threshold the
+rules use (a multi-class shorter side under 64 for DeepLabV3+, up to 128 for the classic U-Net,
+under 64 for the multi-label smallcnn), with non-square images and a dominant class.
 
 Usage: python benchmarks/quality.py [--cases voc,carvana] [--seeds 1,2,3] [--scale 0.5]
+       [--alone] [--no-peer]
 """
 
 from __future__ import annotations
@@ -39,7 +48,8 @@ from segkit.data.samples import write_sample  # noqa: E402
 from segkit.data.transforms import Augmented  # noqa: E402
 from segkit.engine.train import train  # noqa: E402
 from segkit.metrics import confusion_matrix, multilabel_scores, scores_from_confusion  # noqa: E402
-from segkit.models import build_model  # noqa: E402
+from segkit.models import MODELS, build_model  # noqa: E402
+from yolo_peer import yolo_segment  # noqa: E402
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -86,6 +96,22 @@ CASES = [
          plain_batch=256),
     Case("shapes-demo", "", "shapes", "segment", "unet", (64, 64), 500, 100, 55, "mIoU",
          "the demo's data: mIoU >= 0.92", content="shapes", names_model=False),
+    # straddling the rules' thresholds: 60 | 64 (multi-class context), 128 | 136 (U-Net
+    # resolution), 56 | 72 (multi-label smallcnn); non-square; one class on > 90% of pixels.
+    # Digit scenes of 60 pixels and more stay near "background only" for every side in 90 s
+    # of a 2-core CPU, so the 136-pixel case draws the shapes, which networks learn that fast
+    Case("voc-60x80", "voc", "voc", "segment", "unet", (60, 80), 400, 100, 90, "mIoU",
+         "within 5% of the best network alone", names_model=False),
+    Case("cityscapes-64x128", "cityscapes", "cityscapes", "segment", "unet", (64, 128), 300,
+         80, 90, "mIoU", "within 5% of the best network alone", names_model=False),
+    Case("voc-shapes-136x136", "voc", "voc", "segment", "unet", (136, 136), 200, 60, 90,
+         "mIoU", "within 5% of the best network alone", content="shapes", names_model=False),
+    Case("coco-56x56", "coco", "coco-multilabel", "multilabel", "resnet18", (56, 56), 800,
+         200, 60, "mAP", "within 5% of the best network alone", plain_batch=32,
+         names_model=False),
+    Case("coco-72x96", "coco", "coco-multilabel", "multilabel", "resnet18", (72, 96), 800,
+         200, 60, "mAP", "within 5% of the best network alone", plain_batch=32,
+         names_model=False),
 ]
 
 
@@ -237,8 +263,10 @@ def segment_figures(scores: dict[str, Any], binary: bool) -> dict[str, float]:
 
 
 # ---- segkit ----------------------------------------------------------------------------------
-def segkit_run(case: Case, seed: int, budget: float, recipe: str, out: Path) -> dict[str, Any]:
-    """`segkit train --data ... --time BUDGET` (and nothing else) with the given recipe."""
+def segkit_run(case: Case, seed: int, budget: float, recipe: str, out: Path,
+               network: str | None = None) -> dict[str, Any]:
+    """`segkit train --data ... --time BUDGET` (and nothing else) with the given recipe, or
+    with ``-m network`` when one is given."""
     cfg = data_config(case)
     overrides: dict[str, Any] = {
         "task": case.task, "data.name": case.data, "data.root": cfg.root,
@@ -251,6 +279,8 @@ def segkit_run(case: Case, seed: int, budget: float, recipe: str, out: Path) -> 
         overrides["model.name"] = case.model
     if recipe == "seed":  # today's defaults plan no epochs: train until --time stops them
         overrides["run.epochs"] = 10_000
+    if network:
+        overrides["model.name"] = network
     start = time.perf_counter()
     result = train(build_config(overrides=overrides))
     seconds = time.perf_counter() - start
@@ -275,10 +305,42 @@ def case_binary(metrics: dict[str, Any]) -> bool:
 
 
 # ---- driver ----------------------------------------------------------------------------------
-def run_case(case: Case, seeds: list[int], scale: float) -> dict[str, Any]:
-    rows: dict[str, list[dict[str, Any]]] = {"plain": [], "auto": []}
-    if case.also_seed_recipe:
-        rows["seed"] = []
+def race_entrants(task: str) -> list[str]:
+    """The networks the race may pick for ``task`` (the registry's race tags)."""
+    entries = [e for e in MODELS if task in e.tags.get("tasks", ()) and "race" in e.tags]
+    return [e.name for e in sorted(entries, key=lambda e: int(e.tags["race"]))]
+
+
+def sides_of(case: Case, alone: bool, peer: bool) -> list[str]:
+    """Which runs a case gets besides the plain loop: segkit auto, the seed recipe, the peer
+    and, with ``alone``, each race entrant named for the whole budget (``alone:NAME``)."""
+    sides = ["auto"] + (["seed"] if case.also_seed_recipe else [])
+    if peer and case.task == "segment":
+        sides.append("yolo")
+    if alone and case.task != "classify":
+        sides += [f"alone:{name}" for name in race_entrants(case.task)]
+    return sides
+
+
+def peer_run(case: Case, seed: int, budget: float, out: Path) -> dict[str, Any]:
+    """YOLO26n-sem from scratch on the case's images, scored like the other sides."""
+    train_src, val_src = seeded_sources(case, seed)
+    got = yolo_segment(train_src, val_src, seed, budget, case.plain_batch, out)
+    return {**segment_figures(got.pop("scores"), got.pop("binary")), **got}
+
+
+def side_run(case: Case, side: str, seed: int, budget: float, out: Path) -> dict[str, Any]:
+    if side == "yolo":
+        return peer_run(case, seed, budget, out)
+    if side.startswith("alone:"):
+        return segkit_run(case, seed, budget, "auto", out, network=side.split(":", 1)[1])
+    return segkit_run(case, seed, budget, side, out)
+
+
+def run_case(case: Case, seeds: list[int], scale: float, alone: bool = False,
+             peer: bool = True) -> dict[str, Any]:
+    sides = sides_of(case, alone, peer)
+    rows: dict[str, list[dict[str, Any]]] = {"plain": [], **{side: [] for side in sides}}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             if case.task == "classify":
@@ -288,18 +350,20 @@ def run_case(case: Case, seeds: list[int], scale: float) -> dict[str, Any]:
                 budget = case.budget * scale
                 plain = (plain_multilabel if case.task == "multilabel" else plain_segment)(
                     case, seed, budget)
+            plain["threads"] = torch.get_num_threads()
             rows["plain"].append(plain)
             print(f"{case.name} seed {seed} plain: {fmt(plain)}", flush=True)
-            for recipe in [r for r in rows if r != "plain"]:
-                got = segkit_run(case, seed, budget, recipe, Path(tmp) / f"{recipe}{seed}")
-                rows[recipe].append(got)
-                print(f"{case.name} seed {seed} segkit {recipe}: {fmt(got)}", flush=True)
+            for side in sides:
+                got = side_run(case, side, seed, budget,
+                               Path(tmp) / f"{side.replace(':', '-')}{seed}")
+                rows[side].append(got)
+                print(f"{case.name} seed {seed} {side}: {fmt(got)}", flush=True)
     means = {side: float(np.mean([r[case.metric] for r in runs])) for side, runs in rows.items()}
     return {"metric": case.metric, "target": case.target, "size": list(case.size),
             "train": case.n_train, "val": case.n_val, "model": case.model, "data": case.data,
             "budget_s": (float(np.mean([r["seconds_30_epochs"] for r in rows["plain"]]))
                          if case.task == "classify" else case.budget * scale),
-            "seeds": seeds, "runs": rows, "mean": means}
+            "seeds": seeds, "runs": rows, "mean": means, "measured": time.strftime("%Y-%m-%d")}
 
 
 def fmt(row: dict[str, Any]) -> str:
@@ -307,53 +371,77 @@ def fmt(row: dict[str, Any]) -> str:
                      for k, v in row.items())
 
 
+SIDES = {"plain": ("write-up's plain loop", "#9e9e9e"),
+         "seed": ("segkit --recipe seed", "#f2a541"),
+         "yolo": ("Ultralytics YOLO26n-sem", "#7b52ab"),
+         "auto": ("segkit (auto)", "#2b7bba")}
+
+
 def chart(results: dict[str, Any], path: Path) -> None:
-    """Grouped bars: each case's metric for the plain loop, today's defaults and segkit auto."""
+    """Grouped bars: each case's metric for the plain loop, today's defaults, the peer and
+    segkit auto."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(results)
-    sides = ["plain", "seed", "auto"]
-    colours = {"plain": "#9e9e9e", "seed": "#f2a541", "auto": "#2b7bba"}
-    fig, ax = plt.subplots(figsize=(1.8 * len(names) + 2, 4))
-    width = 0.27
-    for k, side in enumerate(sides):
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 4))
+    width = 0.8 / len(SIDES)
+    for k, (side, (label, colour)) in enumerate(SIDES.items()):
         xs, ys, errs = [], [], []
         for i, name in enumerate(names):
             runs = results[name]["runs"].get(side)
             if runs:
                 values = [r[results[name]["metric"]] for r in runs]
-                xs.append(i + (k - 1) * width)
+                xs.append(i + (k - (len(SIDES) - 1) / 2) * width)
                 ys.append(np.mean(values))
                 errs.append(np.std(values))
-        label = {"plain": "write-up's plain loop", "seed": "segkit --recipe seed",
-                 "auto": "segkit (auto)"}[side]
-        ax.bar(xs, ys, width, yerr=errs, color=colours[side], label=label, capsize=3)
+        ax.bar(xs, ys, width, yerr=errs, color=colour, label=label, capsize=2)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([f"{n}\n({results[n]['metric']})" for n in names], fontsize=8)
+    ax.set_xticklabels([f"{n}\n({results[n]['metric']})" for n in names], fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_title("Same wall-clock budget, mean of seeds (error bars: std)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", ncol=4)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def best_alone(r: dict[str, Any]) -> tuple[str, float] | None:
+    """The race entrant with the best mean score when trained alone, if measured."""
+    alone = {side.split(":", 1)[1]: mean for side, mean in r["mean"].items()
+             if side.startswith("alone:")}
+    if not alone:
+        return None
+    name = max(alone, key=lambda k: alone[k])
+    return name, alone[name]
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or not b > 0:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The README table."""
-    lines = ["| case | metric | budget | plain loop | segkit auto (planned network) | ratio | "
-             "target |", "|---|---|---|---|---|---|---|"]
+    lines = ["| case | measured | metric | budget | plain loop | YOLO26n-sem | segkit auto "
+             "(network) | vs plain | vs YOLO | best network alone | target |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         m = r["mean"]
-        ratio = m["auto"] / m["plain"] if m["plain"] > 0 else math.inf
         seed = (f" (seed recipe {m['seed']:.3f}: {m['auto'] / m['seed']:.2f}x)"
                 if m.get("seed") else "")
         planned = sorted({run.get("model", r["model"]) for run in r["runs"]["auto"]})
-        lines.append(f"| {name} | {r['metric']} | {r['budget_s']:.0f} s | {m['plain']:.3f} "
-                     f"({r['model']}) | {m['auto']:.3f} ({', '.join(planned)}){seed} | "
-                     f"{ratio:.2f}x | {r['target']} |")
+        yolo = f"{m['yolo']:.3f}" if "yolo" in m else "-"
+        best = best_alone(r)
+        alone = f"{best[1]:.3f} ({best[0]}; auto {ratio(m['auto'], best[1])})" if best else "-"
+        lines.append(f"| {name} | {r.get('measured', 'before the race')} | {r['metric']} | "
+                     f"{r['budget_s']:.0f} s | {m['plain']:.3f} "
+                     f"({r['model']}) | {yolo} | {m['auto']:.3f} ({', '.join(planned)}){seed} | "
+                     f"{ratio(m['auto'], m['plain'])} | {ratio(m['auto'], m.get('yolo'))} | "
+                     f"{alone} | {r['target']} |")
     return "\n".join(lines)
 
 
@@ -362,6 +450,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--cases", default=",".join(c.name for c in CASES))
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every budget")
+    parser.add_argument("--alone", action="store_true",
+                        help="also train each race entrant, named, for the whole budget")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="JSON to merge the figures into (a partial run: not the README's)")
+    parser.add_argument("--chart", type=Path, default=CHART)
+    parser.add_argument("--no-peer", dest="peer", action="store_false",
+                        help="skip Ultralytics YOLO26n-sem")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     chosen = [c for c in CASES if c.name in args.cases.split(",")]
@@ -369,14 +464,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         parser.error(f"unknown case(s) {sorted(unknown)}; known: {[c.name for c in CASES]}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    previous = json.loads(RESULTS.read_text()).get("quality", {}) if RESULTS.is_file() else {}
+    previous = (json.loads(args.results.read_text()).get("quality", {})
+                if args.results.is_file() else {})
     results = dict(previous.get("cases", {}))
     for case in chosen:
-        results[case.name] = run_case(case, seeds, args.scale)
-        save("quality", {"cases": results, "machine": machine()})
-    chart(results, CHART)
+        results[case.name] = run_case(case, seeds, args.scale, args.alone, args.peer)
+        save("quality", {"cases": results, "machine": machine()}, args.results)
+    chart(results, args.chart)
     print(markdown(results))
-    print(f"results: {RESULTS} (section 'quality'), chart: {CHART}")
+    print(f"results: {args.results} (section 'quality'), chart: {args.chart}")
     return results
 
 

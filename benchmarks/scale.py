@@ -106,7 +106,7 @@ def _predict_child(run: str, raster: str, out: str, queue: Any) -> None:
     import torch
 
     from segkit.engine.backends import load_predictor
-    from segkit.engine.rasters import predict_raster
+    from segkit.engine.raster_predict import predict_raster
     from segkit.tasks import InferenceOptions
 
     torch.set_num_threads(2)

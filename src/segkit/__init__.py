@@ -36,7 +36,7 @@ _PUBLIC = {
     "export_model": "segkit.export",
     "export_hf": "segkit.share",
     "import_annotations": "segkit.data.annotations",
-    "select_images": "segkit.engine.select",
+    "select_images": "segkit.engine.active_selection",
 }
 
 

@@ -311,7 +311,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         from segkit.models.smp_models import SMP_ARCHS, encoder_fit, smp_encoder_names
 
         for name in SMP_ARCHS:
-            default = MODELS.get(name).tags.get("default_encoder", ModelConfig().encoder)
+            default = MODELS.get(name).tags["default_encoder"]
             print(f"{name:<14} default {default:<24} takes {encoder_fit(name)}")
         for name, spec in HF_ARCHS.items():
             missing = "" if hf_available(name) else "  (needs: pip install 'segkit[hf]')"
@@ -329,14 +329,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         if not args.stats:
             print(f"{entry.name:<16} {tasks:<20} {entry.description}")
             continue
-        encoder = args.encoder
-        if "default_encoder" in entry.tags and not encoder.startswith("resnet5"):
-            encoder = entry.tags["default_encoder"]
-        model = build_model(
-            ModelConfig(name=entry.name, encoder=encoder), args.classes, 3, entry.tags["tasks"][0]
-        )
+        own = entry.tags["default_encoder"]  # NO_ENCODER: the network has none
+        encoder = (args.encoder or own) if own else ""
+        model_cfg = ModelConfig(name=entry.name, **({"encoder": encoder} if encoder else {}))
+        model = build_model(model_cfg, args.classes, 3, entry.tags["tasks"][0])
         print(
-            f"{entry.name:<14} {encoder:<20} {count_parameters(model) / 1e6:7.2f}M "
+            f"{entry.name:<14} {encoder or '-':<20} {count_parameters(model) / 1e6:7.2f}M "
             f"{gflops(model, (h, w)):8.2f}  {entry.description}"
         )
     if not args.stats:
@@ -493,8 +491,8 @@ def cmd_data_import(args: argparse.Namespace) -> int:
 
 def cmd_data_select(args: argparse.Namespace) -> int:
     """segkit data select."""
+    from segkit.engine.active_selection import select_images, write_selection
     from segkit.engine.backends import load_predictor
-    from segkit.engine.select import select_images, write_selection
 
     predictor = load_predictor(args.run, args.device, backend=args.backend)
     selection = select_images(predictor, args.pool, args.n, args.score, args.tta,
@@ -615,8 +613,6 @@ def add_inference_parsers(sub: Subparsers) -> None:
     p.add_argument("--workers", type=int,
                    help="loader processes decoding images per device (default: 2 on a GPU, "
                    "else 0)")
-    p.add_argument("--resume", action="store_true",
-                   help="skip inputs whose outputs are complete (what re-running does anyway)")
     p.add_argument("--overwrite", action="store_true",
                    help="predict every input again, even those already done")
     p.add_argument("--on-bad-image", choices=["skip", "fail"], default="skip",
@@ -842,7 +838,8 @@ def add_listing_parsers(sub: Subparsers) -> None:
     mo.add_argument("--stats", action="store_true", help="build each model and count")
     mo.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
     mo.add_argument("--classes", type=int, default=21)
-    mo.add_argument("--encoder", default="resnet18")
+    mo.add_argument("--encoder", help="with --stats: this encoder for every model that has "
+                    "one (default: each model's own)")
     mo.add_argument("--encoders", action="store_true",
                     help="which encoders fit each segmentation architecture")
     mo.set_defaults(func=cmd_models)

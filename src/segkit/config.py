@@ -19,10 +19,22 @@ TASK_DEFAULTS: dict[str, dict[str, str]] = {
     "multilabel": {"model": "resnet101", "data": "shapes-multilabel"},
 }
 
-# Models whose natural encoder is not resnet18 get theirs when none is named.
+DEFAULT_ENCODER = "resnet18"  # what a model with an encoder and no entry below gets
+# Each model's encoder when none is named, where it is not DEFAULT_ENCODER; the model
+# registry tags its entries from here and ``segkit models`` lists it. NO_ENCODER: the network
+# is one piece (the classic U-Net, the classifiers named by their architecture).
+NO_ENCODER = ""
 MODEL_DEFAULT_ENCODERS: dict[str, str] = {
     "segformer": "mit_b0", "dpt": "tu-vit_tiny_patch16_224", "hf-segformer": "b0",
-    "hf-upernet": "convnext-tiny", "hf-mask2former": "swin-tiny", "hf-eomt": "vit-small"}
+    "hf-upernet": "convnext-tiny", "hf-mask2former": "swin-tiny", "hf-eomt": "vit-small",
+    "deeplabv3": "resnet50",
+    **dict.fromkeys(("unet-classic", "lenet", "smallcnn", "vgg11", "resnet18", "resnet34",
+                     "resnet50", "resnet101", "googlenet", "densenet121"), NO_ENCODER)}
+
+
+def default_encoder(model: str) -> str:
+    """The encoder ``model`` trains when none is named (NO_ENCODER: it has none)."""
+    return MODEL_DEFAULT_ENCODERS.get(model, DEFAULT_ENCODER)
 
 
 class _Section(BaseModel):
@@ -73,7 +85,7 @@ class ModelConfig(_Section):
     """Architecture by name, its encoder and weights."""
 
     name: str = "unet"
-    encoder: str = "resnet18"
+    encoder: str = DEFAULT_ENCODER
     weights: str | None = Field(None, description="None, 'imagenet', a local file, a Hugging "
                                 "Face-layout folder or hf:ORG/NAME (from the HF cache)")
     norm: Literal["bn", "in", "gn", "evonorm", "evonorm-s0", "evonorm-b0"] = "bn"
@@ -231,8 +243,8 @@ class Config(_Section):
         if "name" not in self.data.model_fields_set:
             self.data.name = defaults["data"]
             self.data.model_fields_set.discard("name")
-        if ("encoder" not in self.model.model_fields_set
-                and self.model.name in MODEL_DEFAULT_ENCODERS):
+        if "encoder" not in self.model.model_fields_set and MODEL_DEFAULT_ENCODERS.get(
+                self.model.name):  # a network without an encoder keeps the field as it is
             self.model.encoder = MODEL_DEFAULT_ENCODERS[self.model.name]
             self.model.model_fields_set.discard("encoder")
         return self

@@ -35,9 +35,10 @@ from segkit.engine.backends import (
     checkpoint_stamp,
     sidecar_of,
 )
-from segkit.engine.checkpoint import load_task
 from segkit.engine.inference import Predictor, TorchPredictor
+from segkit.engine.restore import load_task
 from segkit.errors import SegkitError
+from segkit.models import model_label
 from segkit.models.wrappers import PadToMultiple, pad_for, pad_to_size
 
 EXPORTERS = ("onnx", "openvino", "torchscript")
@@ -91,7 +92,7 @@ def export_metadata(task: Any, multiple: int) -> dict[str, str]:
         "std": json.dumps([float(v) for v in task.std.flatten() / 255]),
         "pad_multiple": str(multiple),
         "image_size": json.dumps(list(cfg.data.image_size)),
-        "model": f"{cfg.model.name}/{cfg.model.encoder}",
+        "model": model_label(cfg.model),
         "config": json.dumps(cfg.to_dict()),
     }
     checkpoint = getattr(task, "checkpoint_path", None)

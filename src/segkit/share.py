@@ -26,9 +26,9 @@ from typing import Any
 import yaml
 
 from segkit.checkpoint_io import SHARED_META, resolve_checkpoint, run_dir_of, safe_load, to_builtin
-from segkit.engine.checkpoint import load_task
+from segkit.engine.restore import load_task
 from segkit.errors import SegkitError
-from segkit.models import count_parameters, model_entry
+from segkit.models import count_parameters, model_entry, model_label
 from segkit.models.hf_models import unwrap_hf
 from segkit.models.wrappers import shared_network
 
@@ -129,7 +129,7 @@ def model_card(task: Any, library: str, metrics: dict[str, Any], run_dir: Path) 
     desc = model_entry(cfg.model.name).description.split("; --encoder")[0]
     lines = ["---", f"library_name: {library}", f"pipeline_tag: {pipeline}",
              "tags:", "- segkit", f"- {kind.name}", "---", "",
-             f"# {cfg.model.name} ({cfg.model.encoder}) for {kind.description}", "",
+             f"# {model_label(cfg.model)} for {kind.description}", "",
              f"{desc}; {params:.2f} M parameters, {task.in_channels}-channel input. Trained "
              f"with segkit on `{cfg.data.name}`"
              + (f" at {cfg.data.image_size[0]}x{cfg.data.image_size[1]}." if kind.spatial

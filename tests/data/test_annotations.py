@@ -292,7 +292,7 @@ def test_predict_format_from_the_cli_round_trips(trained_run, tmp_path, capsys) 
     assert main(["predict", str(trained_run), str(tmp_path / "pool"), "--out",
                  str(tmp_path / "pre"), "--format", "labelme"]) == 0
     assert "wrote labelme pre-annotations for 3 images" in capsys.readouterr().out
-    from segkit.engine.checkpoint import load_task
+    from segkit.engine.restore import load_task
 
     classes = load_task(trained_run).info.classes
     assert main(["data", "import", "labelme", str(tmp_path / "pre"), "--out",

@@ -14,7 +14,7 @@ from rasterio.transform import from_origin
 
 from segkit.data.rasters import RasterPairs, RasterReader, needs_windows
 from segkit.engine.backends import load_predictor
-from segkit.engine.rasters import predict_raster
+from segkit.engine.raster_predict import predict_raster
 from segkit.errors import SegkitError
 from segkit.tasks import InferenceOptions
 

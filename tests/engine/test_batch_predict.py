@@ -16,7 +16,7 @@ from PIL import Image
 from segkit.engine.backends import load_predictor
 from segkit.engine.predict import iter_inputs, predict_with
 from segkit.errors import SegkitError
-from segkit.shards import ShardedLines
+from segkit.jsonl_shards import ShardedLines
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

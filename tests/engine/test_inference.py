@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from segkit.engine.checkpoint import load_task
 from segkit.engine.inference import InferenceOptions, TorchPredictor, window_starts
 from segkit.engine.predict import expand_inputs, predict
+from segkit.engine.restore import load_task
 from segkit.errors import SegkitError
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import yaml
 from conftest import tiny_overrides
 from segkit.checkpoint_io import safe_load
 from segkit.config import build_config
+from segkit.data.fingerprint import Fingerprint
 from segkit.engine.loaders import RepeatFactorSampler, repeat_factors
 from segkit.engine.train import train
 from segkit.plan.rules import Probe, apply_plan, explicit_keys, plan_recipe
@@ -20,7 +22,7 @@ from segkit.plan.rules import Probe, apply_plan, explicit_keys, plan_recipe
 
 def fingerprint(classes: dict[str, float], size=(64, 64), train=400, channels="3",
                 labels_per_image: float | None = None,
-                images: dict[str, float] | None = None) -> dict:
+                images: dict[str, float] | None = None) -> Fingerprint:
     """A fingerprint with the given class shares and image fractions (default: every class
     in every image), as fingerprint_dataset writes it."""
     shares = sorted(classes.items(), key=lambda kv: -kv[1])
@@ -32,7 +34,7 @@ def fingerprint(classes: dict[str, float], size=(64, 64), train=400, channels="3
           "imbalance": {"largest_class": shares[0][0], "largest_share": shares[0][1]}}
     if labels_per_image is not None:
         fp["labels_per_image"] = {"mean": labels_per_image}
-    return fp
+    return Fingerprint.from_dict(fp)
 
 
 def decided(cfg, fp, explicit=frozenset(), probe=None) -> dict:
@@ -83,11 +85,11 @@ def test_small_multilabel_images_get_the_small_network_its_recipe_and_box_crops(
     assert plan["loss.name"].value == "bce" and plan["optim.lr"].value == pytest.approx(1e-3)
     assert plan["aug.hflip"].value == 0.0 and "mirror" in plan["aug.hflip"].reason
     assert "aug.box_crops" not in plan and plan["aug.crop_scales"].value == [1.0]  # no boxes
-    boxed = decided(cfg, {**digits, "measured_images": 400, "images_with_boxes": 400})
+    boxed = decided(cfg, replace(digits, measured_images=400, images_with_boxes=400))
     assert boxed["aug.box_crops"].value is True and "400 of 400" in boxed["aug.box_crops"].reason
     assert min(boxed["aug.crop_scales"].value) == 0.5
-    assert "aug.box_crops" not in decided(cfg, {**digits, "measured_images": 400,
-                                                "images_with_boxes": 100})
+    assert "aug.box_crops" not in decided(cfg, replace(digits, measured_images=400,
+                                                       images_with_boxes=100))
     photos = decided(cfg, fingerprint({str(i): 0.1 for i in range(10)}, (224, 224),
                                       labels_per_image=2.3))
     assert photos["model.name"].value == "resnet101"  # the task's default, said as such
@@ -355,6 +357,16 @@ def test_a_wrong_probe_is_corrected_after_the_first_epoch(tmp_path, monkeypatch)
         return probe
 
     monkeypatch.setattr(configure_module, "probe_machine", pessimistic)
+    import segkit.engine.train as train_module
+
+    replans = []
+    real_update = train_module.update_decision
+
+    def recorded(path, key, value, reason):
+        replans.append(reason)
+        real_update(path, key, value, reason)
+
+    monkeypatch.setattr(train_module, "update_decision", recorded)
     over = tiny_overrides(tmp_path / "t", **{"run.time_budget": "20s", "data.num_train": 64,
                                              "data.image_size": [64, 64], "run.grid_images": 0})
     over.pop("run.epochs")
@@ -363,10 +375,46 @@ def test_a_wrong_probe_is_corrected_after_the_first_epoch(tmp_path, monkeypatch)
     assert time.time() - begin <= 22.0
     epochs = {d["key"]: d for d in yaml.safe_load(
         (tmp_path / "t" / "plan.yaml").read_text())["decisions"]}["run.epochs"]
-    assert "re-planned after the first epoch" in epochs["reason"]
-    planned = int(epochs["reason"].split("gave ")[1].split()[0])
+    # corrected after the first epoch (later epochs may correct it again)
+    assert replans and "re-planned after the first epoch" in replans[0]
+    assert epochs["reason"] == replans[-1]
+    planned = int(replans[0].split("gave ")[1].split()[0])
     assert epochs["value"] > 1.25 * planned
     # the run went past the pessimistic plan (max_time may still end it an epoch early)
     assert 1.25 * planned < len(result.history) <= epochs["value"]
     saved = yaml.safe_load((tmp_path / "t" / "config.yaml").read_text())
     assert saved["run"]["epochs"] == epochs["value"]
+
+
+def test_the_probe_times_a_step_slow_for_the_budget_once(tmp_path, monkeypatch) -> None:
+    import segkit.plan.probe as probe_module
+    from segkit.data import build_dataset
+
+    calls = []
+    real = probe_module.timed_steps
+
+    def record(*args, **kwargs):
+        calls.append((kwargs.get("steps", 3), kwargs.get("warmup", 2)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(probe_module, "timed_steps", record)
+    cfg = build_config(overrides=tiny_overrides(tmp_path / "p"))
+    train_src = build_dataset(cfg.data, "train")
+    measured_alone = {"run.channels_last", "run.precision", "run.compile"}
+    # any step is over a hundredth of a 10 ms budget; none is of a 10^6 s one
+    slow = probe_module.probe_machine(cfg, train_src, tmp_path, 0.01, measured_alone)
+    roomy = probe_module.probe_machine(cfg, train_src, tmp_path, 1e6, measured_alone)
+    assert calls == [(1, 1), (3, 2)]
+    assert slow.sample_seconds and roomy.sample_seconds
+
+
+def test_the_hard_stop_keeps_time_for_slow_validation() -> None:
+    from segkit.engine.train import FINAL_SHARE, final_reserve
+    from segkit.plan.rules import REPORT_SECONDS
+
+    # fast validation: the fixed share; none measured: the same
+    assert final_reserve(60.0, 0.001, 100) == pytest.approx(FINAL_SHARE * 60.0)
+    assert final_reserve(60.0, None, 100) == pytest.approx(FINAL_SHARE * 60.0)
+    # 200 images at 90 ms a training sample: two forward passes of 6 s and the report
+    assert final_reserve(60.0, 0.09, 200) == pytest.approx(2 * 0.09 * 200 / 3 + REPORT_SECONDS)
+    assert final_reserve(60.0, 10.0, 200) == pytest.approx(20.0)  # never over a third

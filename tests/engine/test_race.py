@@ -18,6 +18,7 @@ from torch import nn
 from conftest import tiny_overrides
 from segkit.checkpoint_io import safe_load
 from segkit.config import build_config
+from segkit.data.fingerprint import Fingerprint
 from segkit.engine.callbacks import GUARD_MARGIN, BaselineGuard
 from segkit.engine.train import train
 from segkit.models import MODELS
@@ -99,6 +100,7 @@ def test_race_trains_on_fewer_images_when_whole_epochs_do_not_fit() -> None:
                       "a": {"share": 0.05, "image_fraction": 0.5},
                       "b": {"share": 0.05, "image_fraction": 0.5}},
           "imbalance": {"largest_share": 0.9, "largest_class": "bg"}, "channels": {"3": 1}}
+    fp = Fingerprint.from_dict(fp)
     # 10 ms a sample: a whole epoch of 850 images is 8.5 s; the race has 10 s
     race, why = plan_race(cfg, cfg, fp, set(), Probe(sample_seconds=0.01), 1000,
                           Path("/nonexistent"))
@@ -198,8 +200,9 @@ def test_task_baselines_from_the_fingerprint() -> None:
                        "a": {"share": 0.1, "image_fraction": 0.5},
                        "b": {"share": 0.0, "image_fraction": 0.0}},
            "imbalance": {"largest_share": 0.9}}
-    assert task_class("segment").baseline_score(seg) == pytest.approx(0.45)
-    labels = {"classes": {"a": {"image_fraction": 0.2}, "b": {"image_fraction": 0.4}}}
+    assert task_class("segment").baseline_score(Fingerprint.from_dict(seg)) == pytest.approx(0.45)
+    labels = Fingerprint.from_dict(
+        {"classes": {"a": {"image_fraction": 0.2}, "b": {"image_fraction": 0.4}}})
     assert task_class("multilabel").baseline_score(labels) == pytest.approx(0.3)
     assert task_class("classify").baseline_score(labels) == pytest.approx(0.4)
 
@@ -256,6 +259,48 @@ def test_guard_hands_a_stuck_run_to_the_runner_up(tmp_path, two_entrants, monkey
     best = safe_load(run / "checkpoints" / "best.ckpt")
     assert best["segkit"]["config"]["model"]["name"] == "unet-classic"
     assert "took over" in (run / "report.md").read_text()
+
+
+class Killed(Exception):
+    """Stands for a kill: nothing after the point it is raised at is written."""
+
+
+@pytest.mark.slow
+def test_a_run_killed_right_after_a_take_over_resumes_with_the_runner_up(
+        tmp_path, two_entrants, monkeypatch) -> None:
+    import segkit.engine.train as train_module
+    import segkit.plan.configure as configure
+
+    real_race, real_fit = configure.run_race, train_module.fit_main
+    calls = []
+
+    def constant_wins(race, fit, race_dir, log=print):
+        race = real_race(race, fit, race_dir, log)
+        race.ranking = ["constant-test", *[c for c in race.ranking if c != "constant-test"]]
+        return race
+
+    def killed_on_the_second_fit(*args, **kwargs):
+        calls.append(args[5])
+        if len(calls) == 2:
+            raise Killed
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(configure, "run_race", constant_wins)
+    monkeypatch.setattr(train_module, "fit_main", killed_on_the_second_fit)
+    run = tmp_path / "k"
+    with pytest.raises(Killed):
+        train(build_config(overrides=race_overrides(run)))
+    assert calls[1].endswith("unet-classic.ckpt")  # the runner-up's raced state
+    assert not (run / "checkpoints" / "last.ckpt").exists()  # the stuck network's is gone
+    assert load_state(run / "race").ranking[0] == "unet-classic"
+    monkeypatch.setattr(train_module, "fit_main", real_fit)
+    monkeypatch.setattr(configure, "run_race", real_race)  # the resumed run reads the state
+    train(build_config(overrides=race_overrides(run)), resume=True)
+    doc = plan_doc(run)
+    assert {d["key"]: d["value"] for d in doc["decisions"]}["model.name"] == "unet-classic"
+    assert any("took over" in e for e in doc["events"])  # the re-plan kept what happened
+    last = safe_load(run / "checkpoints" / "last.ckpt")
+    assert last["segkit"]["config"]["model"]["name"] == "unet-classic"
 
 
 @pytest.mark.slow

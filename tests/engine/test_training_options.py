@@ -84,7 +84,7 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path) -> None:
 @pytest.mark.slow
 def test_compile_and_channels_last_keep_plain_checkpoints(tmp_path) -> None:
     from segkit.checkpoint_io import safe_load
-    from segkit.engine.checkpoint import load_task
+    from segkit.engine.restore import load_task
 
     cfg = build_config(
         overrides=tiny_overrides(

@@ -129,3 +129,22 @@ def test_new_architectures_pick_their_encoders_and_refuse_misfits(capsys) -> Non
     assert main(["models", "--encoders"]) == 0
     out = capsys.readouterr().out
     assert "segformer      default mit_b0" in out and "smp encoders: " in out
+
+
+def test_one_default_encoder_per_model_read_everywhere(tmp_path) -> None:
+    """The registry's default encoder is what a run builds, and a network without an encoder
+    is shown by its name alone (no 'unet-classic/resnet18')."""
+    from segkit.models import MODELS, build_model, model_label
+
+    deeplab = build_config(overrides={"model.name": "deeplabv3"}).model
+    assert deeplab.encoder == MODELS.get("deeplabv3").tags["default_encoder"] == "resnet50"
+    trunk = build_model(deeplab, 3, 3, "segment").net.backbone
+    assert len(trunk.layer3) == 6  # ResNet-50's third stage (ResNet-18 has 2)
+    assert MODELS.get("unet-classic").tags["default_encoder"] == ""
+    assert model_label(build_config(overrides={"model.name": "unet-classic"}).model) == (
+        "unet-classic")
+    assert model_label(build_config().model) == "unet/resnet18"
+    assert model_label(build_config(overrides={"model.name": "segformer"}).model) == (
+        "segformer/mit_b0")
+    for entry in MODELS:
+        assert "default_encoder" in entry.tags, entry.name

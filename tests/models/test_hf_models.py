@@ -126,7 +126,7 @@ def test_mask2former_trains_and_its_shared_folder_loads_everywhere(tmp_path, cap
 
     from conftest import tiny_overrides
     from segkit.cli import main
-    from segkit.engine.checkpoint import load_task
+    from segkit.engine.restore import load_task
     from segkit.engine.train import train
 
     over = tiny_overrides(tmp_path / "m2f", **{"model.name": "hf-mask2former",
@@ -166,7 +166,7 @@ def test_smp_and_plain_networks_share_in_their_own_layouts(tmp_path, capsys) -> 
     import segmentation_models_pytorch as smp
 
     from conftest import tiny_overrides
-    from segkit.engine.checkpoint import load_task
+    from segkit.engine.restore import load_task
     from segkit.engine.train import train
     from segkit.share import export_hf
 

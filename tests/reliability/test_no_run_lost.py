@@ -196,7 +196,7 @@ def test_too_little_disk_is_refused_before_training(tmp_path, monkeypatch, capsy
 
 def test_checkpoint_size_estimate_matches_the_files(trained_run) -> None:
     from segkit.checkpoint_io import checkpoint_sizes
-    from segkit.engine.checkpoint import load_task
+    from segkit.engine.restore import load_task
 
     task = load_task(trained_run / "checkpoints" / "best.ckpt")
     best, last = checkpoint_sizes(task, "adam")

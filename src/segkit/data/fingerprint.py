@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,82 @@ class _Targets:
                 "histogram": {str(k): v for k, v in sorted(self.per_image.items())},
             }
         return out
+
+
+@dataclass(frozen=True)
+class ClassStats:
+    """One class of the training targets."""
+
+    share: float  # of the pixels (masks) or of the labels given (labels)
+    image_fraction: float  # of the measured images that hold the class
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the planner reads of a dataset, typed; ``raw`` is the fingerprint.json it came from
+    (``fingerprint_dataset``), kept for the plan file, the terminal table and the plot.
+
+    Args:
+        n_train: training images; n_val: validation images.
+        height, width: median image height and width in pixels.
+        channels: images measured per channel count (1 gray, 3 colour, ...).
+        classes: each class's share and image fraction, in class order.
+        largest_class, largest_share: the class with most pixels (or labels) and its share.
+        labels_per_image: mean labels an image carries (multi-label data; else None).
+        measured_images: images read; images_with_boxes: those carrying object boxes.
+    """
+
+    n_train: int
+    n_val: int
+    height: int
+    width: int
+    channels: dict[int, int]
+    classes: dict[str, ClassStats]
+    largest_class: str
+    largest_share: float
+    labels_per_image: float | None = None
+    measured_images: int = 1
+    images_with_boxes: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def short_side(self) -> int:
+        """The shorter of the median height and width."""
+        return min(self.height, self.width)
+
+    @property
+    def gray(self) -> bool:
+        """Every measured image has one channel."""
+        return set(self.channels) == {1}
+
+    @property
+    def present_classes(self) -> int:
+        """Classes with a non-zero share."""
+        return sum(row.share > 0 for row in self.classes.values())
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Fingerprint:
+        """Parse fingerprint.json (older files and partial ones: what is missing is neutral)."""
+        classes = {str(name): ClassStats(float(row.get("share", 0.0)),
+                                         float(row.get("image_fraction", 0.0)))
+                   for name, row in raw.get("classes", {}).items()}
+        largest = max(classes, key=lambda c: classes[c].share, default="")
+        imbalance = raw.get("imbalance", {})
+        size = raw.get("image_size", {})
+        splits = raw.get("splits", {})
+        labels = raw.get("labels_per_image", {}).get("mean")
+        return cls(
+            n_train=int(splits.get("train", 0)), n_val=int(splits.get("val", 0)),
+            height=int(size.get("height", {}).get("median", 0)),
+            width=int(size.get("width", {}).get("median", 0)),
+            channels={int(k): int(v) for k, v in raw.get("channels", {}).items()},
+            classes=classes,
+            largest_class=str(imbalance.get("largest_class", largest)),
+            largest_share=float(imbalance.get(
+                "largest_share", classes[largest].share if largest else 0.0)),
+            labels_per_image=None if labels is None else float(labels),
+            measured_images=max(int(raw.get("measured_images", 1)), 1),
+            images_with_boxes=int(raw.get("images_with_boxes", 0)), raw=raw)
 
 
 def fingerprint_dataset(cfg: DataConfig, max_images: int = 2000, progress: bool = True,

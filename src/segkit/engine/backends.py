@@ -301,8 +301,7 @@ class OnnxPredictor(ExportedPredictor):
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, options: InferenceOptions | None = None,
-                 threshold: float | None = None, device: str = "cpu",
-                 threads: int | None = None) -> None:
+                 device: str = "cpu", threads: int | None = None) -> None:
         import onnxruntime as ort
 
         path = Path(path)
@@ -321,8 +320,6 @@ class OnnxPredictor(ExportedPredictor):
         shape = self.session.get_inputs()[0].shape
         super().__init__(path, meta, options, int(shape[1]))
         self.batch = shape[0] if isinstance(shape[0], int) else None  # a --static export's
-        if threshold is not None:
-            self.options.threshold = threshold
 
     def run(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.detach().cpu().numpy().astype(np.float32, copy=False)

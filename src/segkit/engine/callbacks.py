@@ -104,10 +104,11 @@ class EpochSummary(Callback):
 
 
 class BudgetCheck(Callback):
-    """Re-plans a ``--time`` run's epochs after the first one, from its measured time, when the
-    probe's estimate was off by more than a quarter (a probe timed beside another busy process,
-    a data loader slower than the probe's in-memory batch). The schedule is stretched or
-    shortened from there on; ``on_replan(epochs, reason)`` records the new plan.
+    """Re-plans a ``--time`` run's epochs after each epoch from that epoch's measured time,
+    when the plan is off by more than a quarter (a probe timed beside another busy process, a
+    data loader slower than the probe's in-memory batch, a first epoch slowed by warm-up). The
+    schedule is stretched or shortened from there on; ``on_replan(epochs, reason)`` records
+    the new plan.
     """
 
     def __init__(self, budget: float, started: float,
@@ -116,33 +117,34 @@ class BudgetCheck(Callback):
         self.epoch_began = self.val_began = self.val_seconds = 0.0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch == 0:
-            self.epoch_began = time.time()
+        self.epoch_began = time.time()
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.val_began = time.time()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch == 0:
+        if not trainer.sanity_checking:
             self.val_seconds = time.time() - self.val_began
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch != 0 or not self.epoch_began:
+        done, planned = trainer.current_epoch + 1, trainer.max_epochs
+        if not self.epoch_began or planned is None or done >= planned:
             return
         now = time.time()
-        took = now - self.epoch_began
+        took = now - self.epoch_began  # its training and its validation
         # the final evaluation is one more validation pass, then the report
         left = (self.budget - (now - self.started) - self.val_seconds - REPORT_SECONDS)
-        # later epochs can be slower than the first (a busy machine): keep a tenth in hand,
-        # and the Trainer's max_time still stops the run inside the budget
-        epochs = 1 + max(0, math.floor(left * 0.9 / max(took, 1e-6)))
-        planned = trainer.max_epochs
+        # later epochs can be slower (a busy machine): keep a tenth in hand, and the
+        # Trainer's max_time still stops the run inside the budget
+        epochs = done + max(0, math.floor(left * 0.9 / max(took, 1e-6)))
         if planned * 0.8 <= epochs <= planned * 1.25:
             return
         trainer.fit_loop.max_epochs = epochs
         pl_module.set_epochs(epochs)  # type: ignore[operator]
-        self.on_replan(epochs, f"re-planned after the first epoch, which took {took:.1f} s "
-                               f"here (the probe's estimate gave {planned} epochs)")
+        after, source = (("the first epoch", "the probe's estimate") if done == 1 else
+                         (f"epoch {done}", "the plan"))
+        self.on_replan(epochs, f"re-planned after {after}, which took {took:.1f} s here "
+                               f"({source} gave {planned} epochs)")
 
 
 class LoaderPlaceOnResume(pl.Callback):

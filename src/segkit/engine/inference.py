@@ -130,7 +130,7 @@ class TorchPredictor(Predictor):
                         compile: bool = False) -> TorchPredictor:
         """Load a run directory or checkpoint file."""
         from segkit.checkpoint_io import resolve_checkpoint
-        from segkit.engine.checkpoint import load_task
+        from segkit.engine.restore import load_task
 
         options = options or InferenceOptions()
         if options.class_thresholds is None:

@@ -32,7 +32,7 @@ from segkit.data.io import IMAGE_SUFFIXES, read_image
 from segkit.engine.backends import checkpoint_stamp, load_predictor
 from segkit.engine.inference import InferenceOptions, Predictor
 from segkit.errors import SegkitError
-from segkit.shards import ShardedLines
+from segkit.jsonl_shards import ShardedLines
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")  # a text file of image paths, one per line
 MANIFEST = ".segkit-predict.json"  # what made the outputs (another model or setting redoes them)
@@ -268,7 +268,7 @@ class PredictionFiles(BasePredictionWriter):
                                  "reason": prediction["error"]})
             self.job.stats["skipped"] += 1
         elif "raster" in prediction:
-            from segkit.engine.rasters import predict_raster
+            from segkit.engine.raster_predict import predict_raster
 
             target = getattr(self.writer, "files", lambda p: {})(path).get("raster")
             if target is None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from segkit.config import Config
 from segkit.data.robust import count_skipped
+from segkit.models import model_label
 from segkit.tasks import task_class
 
 
@@ -59,8 +60,8 @@ def write_report(run_dir: Path, cfg: Config, metrics: dict[str, Any], history: l
     lines = [
         f"# segkit run `{run_dir}`",
         "",
-        f"- task: {cfg.task}; data: {cfg.data.name} ({h}x{w}); model: {cfg.model.name} / "
-        f"{cfg.model.encoder}; loss: {cfg.loss.name}",
+        f"- task: {cfg.task}; data: {cfg.data.name} ({h}x{w}); model: {model_label(cfg.model)}; "
+        f"loss: {cfg.loss.name}",
         f"- epochs: {len(history)}; best epoch: {int(best.get('epoch', 0))}",
         f"- bad files skipped (data.on_bad_image=skip): "
         f"{count_skipped(run_dir / 'skipped_files.txt')}",

@@ -18,6 +18,7 @@ from typing import Any
 
 from segkit.config import Config
 from segkit.errors import SegkitError
+from segkit.models import model_label
 
 ARTIFACTS = ("report.md", "plan.yaml", "config.yaml", "curves.png", "confusion_matrix.png",
              "val_grid.png", "worst_images.png", "per_class_ap.png", "results.txt",
@@ -80,7 +81,7 @@ def build_loggers(cfg: Config, run_dir: Path) -> list[Any]:
 
     name = run_dir.name
     tags = {"task": cfg.task, "data": cfg.data.name,
-            "model": f"{cfg.model.name}/{cfg.model.encoder}", "segkit.run_dir": str(run_dir)}
+            "model": model_label(cfg.model), "segkit.run_dir": str(run_dir)}
     loggers: list[Any] = []
     for kind in dict.fromkeys(cfg.run.loggers):  # each once, in order
         if kind == "tensorboard":

@@ -30,9 +30,9 @@ from segkit.engine.callbacks import (
     LoaderPlaceOnResume,
     read_history,
 )
-from segkit.engine.checkpoint import check_resumable
 from segkit.engine.fitting import build_trainer, quiet_fit, rung_fitter
 from segkit.engine.loaders import RunData, repeat_factors
+from segkit.engine.restore import check_resumable
 from segkit.engine.tracking import build_loggers, check_trackers, log_finish, log_start
 from segkit.errors import SegkitError
 from segkit.plan.configure import (
@@ -43,8 +43,8 @@ from segkit.plan.configure import (
     takeover_config,
 )
 from segkit.plan.planfile import read_plan, record_event, update_decision
-from segkit.plan.race import Race, load_state
-from segkit.plan.rules import ema_decay
+from segkit.plan.race import Race, load_state, save_state
+from segkit.plan.rules import REPORT_SECONDS, ema_decay
 from segkit.tasks import InferenceOptions, Task, build_task
 
 FINAL_SHARE = 0.05  # of --time kept for the final evaluation and the report
@@ -119,12 +119,10 @@ def train(
     race = planned.race
     start = str(last) if continuing else race_checkpoint(run_dir, race, 0)
     fit = fit_main(cfg, train_src, val_src, run_dir, started, start, planned, callbacks)
-    for place in range(1, len(race.ranking) if race else 1):
-        if fit.guard is None or fit.guard.stuck is None:
-            break
-        cfg = take_over(cfg, run_dir, race, race.ranking[place], fit)
+    while race and len(race.ranking) > 1 and fit.guard and fit.guard.stuck is not None:
+        cfg = take_over(cfg, run_dir, race, fit)
         fit = fit_main(cfg, train_src, val_src, run_dir, started,
-                       race_checkpoint(run_dir, race, place), planned, callbacks)
+                       race_checkpoint(run_dir, race, 0), planned, callbacks)
     return finish(fit, cfg, run_dir, last)
 
 
@@ -144,11 +142,13 @@ def plan_only(cfg: Config, race: bool = False) -> Planned:
 
 
 def start_run(cfg: Config, run_dir: Path, fresh: bool) -> None:
-    """Seed, remove what a killed save left (and a fresh run's stale race), write config.yaml."""
+    """Seed, remove what a killed save left (and a fresh run's stale plan: its race, events
+    and fingerprint, which may be of other data), write config.yaml."""
     if rank_zero_only.rank == 0:
         remove_stale_temporaries(run_dir / "checkpoints")
-        if fresh and (run_dir / "race" / "state.json").is_file():
-            (run_dir / "race" / "state.json").unlink()
+        if fresh:
+            for stale in ("race/state.json", "plan.yaml", "fingerprint.json"):
+                (run_dir / stale).unlink(missing_ok=True)
         cfg.save(run_dir / "config.yaml")
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
 
@@ -171,7 +171,7 @@ def plan_run(cfg: Config, train_src: Any, run_dir: Path, started: float,
     """The plan: none for the seed recipe, the recorded one for a resumed run (a resumed run
     continues the plan it started with, never a new one), else planned and raced now."""
     if cfg.run.recipe != "auto":
-        return Planned(cfg, None, {})
+        return Planned(cfg, None, None)
     if continuing:
         return Planned(replan(cfg, run_dir), load_state(run_dir / "race"),
                        cached_fingerprint(cfg, run_dir))
@@ -193,17 +193,24 @@ def race_checkpoint(run_dir: Path, race: Race | None, place: int) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def take_over(cfg: Config, run_dir: Path, race: Race, label: str, stuck: Fit) -> Config:
-    """The config of runner-up ``label`` continuing a run stuck at the baseline; plan.yaml
-    and config.yaml say so."""
+def take_over(cfg: Config, run_dir: Path, race: Race, stuck: Fit) -> Config:
+    """The config of the race's runner-up continuing a run stuck at the baseline. The stuck
+    network leaves the race's ranking and its last.ckpt goes, so a run killed from here on
+    resumes with the runner-up; plan.yaml and config.yaml say so."""
+    race.ranking = race.ranking[1:]
+    label = race.ranking[0]
     done = stuck.trainer.current_epoch
     new = takeover_config(cfg, race, label, cfg.run.epochs - done)
     score = stuck.guard.stuck if stuck.guard and stuck.guard.stuck is not None else 0.0
     line = (f"{cfg.model.name} stayed at the baseline ({score:.4f}) after {done} epochs: "
             f"{label} took over from its raced weights")
     if rank_zero_only.rank == 0:
+        save_state(race, run_dir / "race")
+        (run_dir / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
         record_event(run_dir / "plan.yaml", line)
-        update_decision(run_dir / "plan.yaml", "model.name", label, line)
+        # its network, encoder and recipe: a resumed run re-plans from these decisions
+        for key, value in race.candidate(label).overrides.items():
+            update_decision(run_dir / "plan.yaml", key, value, line)
         update_decision(run_dir / "plan.yaml", "run.epochs", new.run.epochs, line)
         new.save(run_dir / "config.yaml")
     return new
@@ -224,7 +231,7 @@ def fit_main(cfg: Config, train_src: Any, val_src: Any, run_dir: Path, started: 
         save_weights_only=True, enable_version_counter=False, auto_insert_metric_name=False)
     guard = (BaselineGuard(task.monitor, kind.baseline_score(planned.fingerprint),
                            bool(planned.race and len(planned.race.ranking) > 1))
-             if planned.fingerprint else None)
+             if planned.fingerprint is not None else None)
     callbacks = [best, *main_callbacks(cfg, task, run_dir, started, steps_per_epoch,
                                        fresh=start is None), *([guard] if guard else []),
                  *(extra or [])]
@@ -233,8 +240,9 @@ def fit_main(cfg: Config, train_src: Any, val_src: Any, run_dir: Path, started: 
     loggers = build_loggers(cfg, run_dir)
     max_seconds = None
     if cfg.run.time_budget:  # a hard stop; the plan sized the epochs to end before it
-        max_seconds = (budget_seconds(cfg.run.time_budget) * (1 - FINAL_SHARE)
-                       - (time.time() - started))
+        budget = budget_seconds(cfg.run.time_budget)
+        max_seconds = budget - final_reserve(budget, planned.sample_seconds, len(val_src)) - (
+            time.time() - started)
     trainer = build_trainer(cfg, run_dir, callbacks, loggers, max_seconds=max_seconds,
                             steps_per_epoch=steps_per_epoch, progress=cfg.run.progress)
     if trainer.is_global_zero:
@@ -242,6 +250,14 @@ def fit_main(cfg: Config, train_src: Any, val_src: Any, run_dir: Path, started: 
     with quiet_fit():
         trainer.fit(task, datamodule=data, ckpt_path=start, weights_only=True)
     return Fit(trainer, best, guard, loggers)
+
+
+def final_reserve(budget: float, sample_seconds: float | None, n_val: int) -> float:
+    """Seconds of ``--time`` kept after the Trainer's hard stop: the stopped epoch's
+    validation and the final evaluation (each a forward pass over the validation images, a
+    third of a training step's work per sample) and the report; at least FINAL_SHARE."""
+    passes = 2 * (sample_seconds or 0.0) * n_val / 3 + REPORT_SECONDS
+    return max(FINAL_SHARE * budget, min(passes, budget / 3))
 
 
 def run_data(cfg: Config, task: Task, train_src: Any, val_src: Any,

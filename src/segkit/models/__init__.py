@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from segkit.config import ModelConfig
+from segkit.config import NO_ENCODER, ModelConfig, default_encoder
 from segkit.errors import SegkitError
 from segkit.models.classifiers import (
     adapt_first_conv,
@@ -22,7 +22,7 @@ from segkit.models.classifiers import (
 from segkit.models.deeplab import build_deeplabv3
 from segkit.models.fcn import build_fcn
 from segkit.models.hf_models import HF_ARCHS, hf_builder
-from segkit.models.smp_models import DEFAULT_ENCODERS, MIN_SIDE, SMP_ARCHS, smp_builder
+from segkit.models.smp_models import MIN_SIDE, SMP_ARCHS, smp_builder
 from segkit.models.stats import conv_out, count_parameters, gflops
 from segkit.models.unet_classic import WIDTHS, build_unet_classic
 from segkit.models.wrappers import PadToMultiple
@@ -37,22 +37,19 @@ RECOGNITION = ("classify", "multilabel")
 
 for _name, (_cls, _desc, _aliases) in SMP_ARCHS.items():
     MODELS.add(_name, smp_builder(_cls), _desc, _aliases, multiple=32, family="smp", tasks=SEGMENT,
-               **({"default_encoder": DEFAULT_ENCODERS[_name]} if _name in DEFAULT_ENCODERS
-                  else {}), **({"min_side": MIN_SIDE[_name]} if _name in MIN_SIDE else {}))
+               **({"min_side": MIN_SIDE[_name]} if _name in MIN_SIDE else {}))
 MODELS.add("fcn", build_fcn, "FCN-32s: torchvision ResNet trunk + bilinear-initialised deconv",
            multiple=32, family="segkit", tasks=SEGMENT)
 MODELS.add("unet-classic", build_unet_classic, "the original U-Net (full resolution first, no "
            "ImageNet encoder) with batch norm: for small images", multiple=2 ** (len(WIDTHS) - 1),
            family="segkit", tasks=SEGMENT)
 MODELS.add("deeplabv3", build_deeplabv3, "torchvision DeepLabV3 (resnet50/resnet101 encoder)",
-           aliases=("deeplab",), family="torchvision", tasks=SEGMENT,
-           default_encoder="mobilenet_v3_large")
+           aliases=("deeplab",), family="torchvision", tasks=SEGMENT)
 
 for _name, _spec in HF_ARCHS.items():
     MODELS.add(_name, hf_builder(_name), _spec["desc"], multiple=_spec["multiple"],
-               family="transformers", tasks=SEGMENT, default_encoder=DEFAULT_ENCODERS[_name],
-               lr=_spec["lr"], **{k: True for k in ("own_loss", "onnx_fixed_size")
-                                  if _spec.get(k)})
+               family="transformers", tasks=SEGMENT, lr=_spec["lr"],
+               **{k: True for k in ("own_loss", "onnx_fixed_size") if _spec.get(k)})
 
 _CLASSIFIERS = {
     "lenet": "LeNet-5 (sigmoid, average pooling, Xavier init) for 28x28 data",
@@ -73,10 +70,13 @@ RACE_ENTRANTS = {"deeplabv3plus": 1, "unet-classic": 2, "unet": 3, "segformer": 
                  "smallcnn": 1, "resnet18": 2, "resnet50": 3}
 for _name, _rank in RACE_ENTRANTS.items():
     MODELS.get(_name).tags["race"] = _rank
+for _entry in MODELS:  # one source: the config's table (NO_ENCODER: the network has none)
+    _entry.tags["default_encoder"] = default_encoder(_entry.name)
 
 TIMM_CLASSIFIER: Entry[ModelBuilder] = Entry("timm", build_classifier,
                                              "any timm architecture as a classifier",
-                                             {"family": "timm", "tasks": RECOGNITION})
+                                             {"family": "timm", "tasks": RECOGNITION,
+                                              "default_encoder": NO_ENCODER})
 
 
 def model_entry(name: str) -> Entry[ModelBuilder]:
@@ -90,6 +90,16 @@ def model_entry(name: str) -> Entry[ModelBuilder]:
     except SegkitError as err:
         raise SegkitError(f"{err}; not a segkit, torchvision or timm model either "
                           "(list them with `segkit models`)") from None
+
+
+def model_label(cfg: ModelConfig) -> str:
+    """``name/encoder`` as pages, reports and exports show a model; the name alone for a
+    network without an encoder (the classic U-Net, the classifiers, any timm one)."""
+    try:
+        has_encoder = model_entry(cfg.name).tags.get("default_encoder") != NO_ENCODER
+    except SegkitError:
+        has_encoder = True
+    return f"{cfg.name}/{cfg.encoder}" if has_encoder else cfg.name
 
 
 def build_model(cfg: ModelConfig, out_channels: int, in_channels: int = 3,

@@ -44,8 +44,8 @@ class SmallCNN(nn.Module):
     its class's score (Oquab et al., "Is object localization for free?", CVPR 2015).
 
     Written here: torchvision and timm ship only ImageNet stems, which shrink a 48-pixel image
-    to 12x12 before the first block; on 48x48 scenes of 10-18 pixel digits this network
-    reached 0.78 multi-label mAP in 60 s where ResNet-18 reached 0.27 (benchmarks/quality.py).
+    to 12x12 before the first block; this network keeps full resolution for its first
+    convolutions (compared with ResNet-18 by ``benchmarks/quality.py``'s multi-label cases).
     """
 
     def __init__(self, num_classes: int, in_channels: int = 3,

@@ -32,7 +32,7 @@ def build_deeplabv3(cfg: ModelConfig, out_channels: int, in_channels: int = 3,
     """Registry builder for ``deeplabv3`` (encoder resnet50 / resnet101 / mobilenet_v3_large)."""
     encoder = cfg.encoder if cfg.encoder in _BUILDERS else None
     if encoder is None:
-        if cfg.encoder == "resnet18":  # the global default: use the write-up's ResNet-50
+        if cfg.encoder == "resnet18":  # configs written before deeplabv3 had its own default
             encoder = "resnet50"
         else:
             raise SegkitError(

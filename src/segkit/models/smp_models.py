@@ -5,7 +5,7 @@ from __future__ import annotations
 import segmentation_models_pytorch as smp
 from torch import nn
 
-from segkit.config import MODEL_DEFAULT_ENCODERS, ModelConfig
+from segkit.config import ModelConfig
 from segkit.errors import SegkitError
 from segkit.models.weights import is_weights_source
 
@@ -26,7 +26,6 @@ SMP_ARCHS = {
 }
 # The encoder a model gets when none is named (resnet18 elsewhere), what fits it, and the
 # smallest input side it takes (segkit pads smaller inputs up to it).
-DEFAULT_ENCODERS = MODEL_DEFAULT_ENCODERS
 ENCODER_FIT = {
     "dpt": ("timm ViT encoders: tu-vit_tiny_patch16_224, tu-vit_small_patch16_224, "
             "tu-deit_small_patch16_224, tu-vit_base_patch16_224"),

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from segkit.checkpoint_io import write_atomic
-from segkit.config import MODEL_DEFAULT_ENCODERS, Config, budget_seconds, build_config
-from segkit.data.fingerprint import fingerprint_dataset
+from segkit.config import Config, budget_seconds, build_config, default_encoder
+from segkit.data.fingerprint import Fingerprint, fingerprint_dataset
 from segkit.errors import SegkitError
 from segkit.models import MODELS
 from segkit.plan.planfile import read_plan, write_plan
@@ -49,7 +49,8 @@ class Planned:
 
     cfg: Config
     race: Race | None
-    fingerprint: dict[str, Any]
+    fingerprint: Fingerprint | None  # None: the seed recipe plans nothing
+    sample_seconds: float | None = None  # a training sample's time, as the probe measured
 
 
 def self_configure(cfg: Config, train_src: Any, run_dir: Path, started: float | None = None,
@@ -85,7 +86,7 @@ def self_configure(cfg: Config, train_src: Any, run_dir: Path, started: float | 
             decisions = winner_decisions(cfg, race, fingerprint, explicit, probe)
     write_plan(run_dir / "plan.yaml", decisions, fingerprint,
                race.to_dict() if race else {"ran": False, "reason": blocker})
-    return Planned(apply_plan(cfg, decisions), race, fingerprint)
+    return Planned(apply_plan(cfg, decisions), race, fingerprint, probe.sample_seconds)
 
 
 def race_blocker(cfg: Config, train_src: Any, one_device: bool) -> str:
@@ -102,7 +103,7 @@ def race_blocker(cfg: Config, train_src: Any, one_device: bool) -> str:
     return ""
 
 
-def plan_race(cfg: Config, first: Config, fingerprint: dict[str, Any], explicit: set[str],
+def plan_race(cfg: Config, first: Config, fingerprint: Fingerprint, explicit: set[str],
               probe: Probe, n_train: int, run_dir: Path) -> tuple[Race | None, str]:
     """The race to run (a killed one's saved state when there is one), or why there is none."""
     saved = load_state(run_dir / "race")
@@ -116,8 +117,7 @@ def plan_race(cfg: Config, first: Config, fingerprint: dict[str, Any], explicit:
     if cfg.run.time_budget:
         budget = RACE_SHARE * budget_seconds(cfg.run.time_budget)
     else:
-        budget = RACE_SHARE * first.run.epochs * sample * (n_train + fingerprint["splits"].get(
-            "val", 0) / 3)
+        budget = RACE_SHARE * first.run.epochs * sample * (n_train + fingerprint.n_val / 3)
     # a rung epoch: its training images, plus scoring the selection at a third of the cost
     per_image, scoring = sample, sample * len(selection) / 3
     for count in range(len(candidates), 1, -1):  # the rules' last candidates go first
@@ -136,7 +136,7 @@ def plan_race(cfg: Config, first: Config, fingerprint: dict[str, Any], explicit:
                   "decided alone (--race runs it all the same)")
 
 
-def race_candidates(cfg: Config, first: Config, fingerprint: dict[str, Any],
+def race_candidates(cfg: Config, first: Config, fingerprint: Fingerprint,
                     explicit: set[str], probe: Probe) -> tuple[str, list[Candidate]]:
     """The race's contenders in the rules' order: registry networks tagged for the race (the
     rules' pick first) when the user named none, else learning rates for the user's."""
@@ -149,8 +149,7 @@ def race_candidates(cfg: Config, first: Config, fingerprint: dict[str, Any],
             Candidate(f"lr-{first.optim.lr * f:.2g}", {"optim.lr": first.optim.lr * f},
                       "the planned rate" if f == 1 else f"{f:.2g}x the planned rate")
             for f in RECIPE_RATES]
-    side = min(fingerprint["image_size"]["height"]["median"],
-               fingerprint["image_size"]["width"]["median"])
+    side = fingerprint.short_side
     entrants = [e for e in MODELS if cfg.task in e.tags.get("tasks", ()) and "race" in e.tags
                 and int(e.tags.get("min_side", 0)) <= side]
     entrants.sort(key=lambda e: (e.name != first.model.name, int(e.tags["race"])))
@@ -163,19 +162,19 @@ def race_candidates(cfg: Config, first: Config, fingerprint: dict[str, Any],
     return "network", candidates
 
 
-def network_overrides(cfg: Config, name: str, fingerprint: dict[str, Any], explicit: set[str],
+def network_overrides(cfg: Config, name: str, fingerprint: Fingerprint, explicit: set[str],
                       probe: Probe) -> dict[str, Any]:
     """The config keys a run of network ``name`` gets: the network and its planned recipe."""
     network = {"model.name": name}
-    if name in MODEL_DEFAULT_ENCODERS:
-        network["model.encoder"] = MODEL_DEFAULT_ENCODERS[name]
+    if default_encoder(name):  # its own, never the one of the network it replaces
+        network["model.encoder"] = default_encoder(name)
     chosen = build_config(cfg.to_dict(), network, "plan")  # the network counts as chosen
     planned = {d.key: d.value for d in plan_recipe(chosen, fingerprint, explicit, probe)
                if not d.user_set}
     return {**planned, **network}
 
 
-def winner_decisions(cfg: Config, race: Race, fingerprint: dict[str, Any], explicit: set[str],
+def winner_decisions(cfg: Config, race: Race, fingerprint: Fingerprint, explicit: set[str],
                      probe: Probe) -> list[Decision]:
     """The plan for the race's winner: its recipe, with ``--time`` the epochs re-planned from
     its measured speed for the time left (without, the planned epochs count the raced ones),
@@ -219,12 +218,12 @@ def replan(cfg: Config, run_dir: Path) -> Config:
                                          if not d.user_set and d.key not in explicit}, "plan")
 
 
-def cached_fingerprint(cfg: Config, run_dir: Path) -> dict[str, Any]:
+def cached_fingerprint(cfg: Config, run_dir: Path) -> Fingerprint:
     """The training data's fingerprint, computed once per run directory."""
     path = run_dir / "fingerprint.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        return Fingerprint.from_dict(json.loads(path.read_text()))
     # object sizes cost a pass per class and image, and no decision reads them yet
     fp = fingerprint_dataset(cfg.data, FINGERPRINT_IMAGES, progress=False, objects=False)
     write_atomic(path, json.dumps(fp, indent=2))
-    return fp
+    return Fingerprint.from_dict(fp)

@@ -9,23 +9,27 @@ from typing import Any
 import yaml
 
 from segkit.checkpoint_io import write_atomic
+from segkit.data.fingerprint import Fingerprint
 from segkit.plan.rules import Decision
 
 
-def write_plan(path: Path, decisions: list[Decision], fingerprint: dict[str, Any],
+def write_plan(path: Path, decisions: list[Decision], fingerprint: Fingerprint,
                race: dict[str, Any] | None = None) -> Path:
     """plan.yaml: each decision with its reason, the figures it was planned from, and (when
     candidates were raced) the race: its candidates, each rung's scores and the winner."""
-    imbalance = fingerprint.get("imbalance", {})
     doc: dict[str, Any] = {
-        "data": {"dataset": fingerprint.get("dataset"), "splits": fingerprint.get("splits"),
-                 "image_size": fingerprint.get("image_size"),
-                 "largest_class": imbalance.get("largest_class"),
-                 "largest_share": imbalance.get("largest_share")},
+        "data": {"dataset": fingerprint.raw.get("dataset"),
+                 "splits": {"train": fingerprint.n_train, "val": fingerprint.n_val},
+                 "image_size": fingerprint.raw.get("image_size"),
+                 "largest_class": fingerprint.largest_class,
+                 "largest_share": fingerprint.largest_share},
         "decisions": [asdict(d) for d in decisions],
     }
     if race is not None:
         doc["race"] = race
+    events = read_plan_file(path).get("events")  # a resumed run re-plans: what happened stays
+    if events:
+        doc["events"] = events
     write_atomic(path, yaml.safe_dump(doc, sort_keys=False, width=100))
     return path
 

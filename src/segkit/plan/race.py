@@ -171,8 +171,11 @@ def run_race(race: Race, fit_rung: FitRung, race_dir: Path,
     this again on a killed race trains only what is missing.
 
     Returns:
-        The race with its rows, its ranking (winner first) and the reason.
+        The race with its rows, its ranking (winner first) and the reason; a finished race
+        (ranked) comes back as it is, since a take-over may have reordered its ranking.
     """
+    if race.ranking:
+        return race
     order = [c.label for c in race.candidates]
     alive, rung, target = list(order), 0, race.first_epochs
     while True:

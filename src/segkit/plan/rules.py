@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from segkit.config import Config, budget_seconds, build_config
+from segkit.data.fingerprint import Fingerprint
 from segkit.tasks import task_class
 
 EMA_MIN_STEPS = 1000  # shorter runs end before an average of recent weights pays off
@@ -79,13 +80,14 @@ def explicit_keys(cfg: Config) -> set[str]:
     return keys
 
 
-def plan_recipe(cfg: Config, fingerprint: dict[str, Any], explicit: set[str],
+def plan_recipe(cfg: Config, fingerprint: Fingerprint, explicit: set[str],
                 probe: Probe | None = None) -> list[Decision]:
     """The recipe for ``cfg`` on data described by ``fingerprint``.
 
     Args:
         cfg: the config as the user gave it (defaults where they gave nothing).
-        fingerprint: ``segkit.data.fingerprint.fingerprint_dataset`` of the training data.
+        fingerprint: the training data's fingerprint (``Fingerprint.from_dict`` of
+            ``fingerprint_dataset``).
         explicit: keys the user set (``explicit_keys``); their values are kept.
         probe: what timed steps measured here (speed, memory); without it no decision
             depends on the machine.
@@ -109,13 +111,13 @@ def plan_recipe(cfg: Config, fingerprint: dict[str, Any], explicit: set[str],
     budget = budget_seconds(cfg.run.time_budget) if cfg.run.time_budget else None
     if budget and probe.sample_seconds:
         timing = budget_plan(probe, probe.sample_seconds, budget, speedup,
-                             fingerprint["splits"])
+                             fingerprint.n_train, fingerprint.n_val)
         proposals += timing
         fit = next(value for key, value, _ in timing if key == "run.epochs")
         # given epochs that overrun the budget: --time ends the run after about ``fit`` of
         # them, so what scales with the run's length (EMA, augmentation) plans for those
         epochs = min(epochs, fit) if "run.epochs" in explicit else fit
-    total = max(1, int(fingerprint["splits"]["train"]) // max(batch, 1)
+    total = max(1, fingerprint.n_train // max(batch, 1)
                 // cfg.run.accumulate) * epochs
     proposals += [*kind.plan_augmentation(fingerprint, cfg, epochs), ema_plan(total)]
     return user_wins(proposals, cfg, explicit)
@@ -152,7 +154,7 @@ def speed_plan(probe: Probe) -> tuple[list[Proposal], float]:
 
 
 def budget_plan(probe: Probe, sample_seconds: float, budget: float, speedup: float,
-                splits: dict[str, Any]) -> list[Proposal]:
+                n_train: int, n_val: int) -> list[Proposal]:
     """torch.compile when it repays its compile time, and the epochs that fit ``budget``
     at the probe's measured ``sample_seconds``."""
     proposals: list[Proposal] = []
@@ -165,7 +167,6 @@ def budget_plan(probe: Probe, sample_seconds: float, budget: float, speedup: flo
                           ("" if use else ": not repaid in this budget")))
         speedup *= probe.compile_speedup if use else 1.0
         compiled = use
-    n_train, n_val = int(splits["train"]), int(splits.get("val", 0))
     # validation runs forward only, about a third of a training step's work per sample;
     # the final evaluation of the best checkpoint is one more validation pass
     per_epoch = sample_seconds / speedup * (n_train + n_val / 3)
@@ -202,10 +203,10 @@ def user_wins(proposals: list[Proposal], cfg: Config, explicit: set[str]) -> lis
     return decisions
 
 
-def sampling_plan(fingerprint: dict[str, Any]) -> list[Proposal]:
+def sampling_plan(fingerprint: Fingerprint) -> list[Proposal]:
     """Balanced sampling when some classes live in few images and others in many."""
-    fractions = {name: row["image_fraction"] for name, row in fingerprint["classes"].items()
-                 if 0 < row["image_fraction"] < 0.99}  # classes in every image need no help
+    fractions = {name: row.image_fraction for name, row in fingerprint.classes.items()
+                 if 0 < row.image_fraction < 0.99}  # classes in every image need no help
     if len(fractions) < 2:
         return []
     rarest = min(fractions, key=fractions.__getitem__)

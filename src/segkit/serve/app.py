@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, Response
 from PIL import Image, UnidentifiedImageError
 
 from segkit.errors import SegkitError
+from segkit.models import model_label
 from segkit.serve.batcher import Batcher, QueueFull
 
 PAGE = (Path(__file__).with_name("page.html")).read_text()
@@ -105,7 +106,7 @@ class Service:
         """GET /model."""
         p = self.predictor
         cfg = p.config
-        model = f"{cfg.model.name}/{cfg.model.encoder}" if cfg else p.metadata.get("model", "?")
+        model = model_label(cfg.model) if cfg else p.metadata.get("model", "?")
         return {"task": self.kind, "classes": p.info.classes, "input_size": list(p.image_size),
                 "model": model, "binary": p.info.binary,
                 "palette": [list(c) for c in p.info.palette],

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from segkit.checkpoint_io import to_builtin
-from segkit.config import TASK_DEFAULTS, Config
+from segkit.config import Config
 from segkit.data.base import DatasetInfo
+from segkit.data.fingerprint import Fingerprint
 from segkit.errors import SegkitError
 from segkit.tasks.tta import InferenceOptions, Logits
 
@@ -102,11 +103,6 @@ class Task(pl.LightningModule):
         raise NotImplementedError
 
     @classmethod
-    def default_model(cls) -> str:
-        """The model a run of this task gets when none is named."""
-        return TASK_DEFAULTS[cls.name]["model"]
-
-    @classmethod
     def models(cls) -> list[str]:
         """Registered model names that fit this task."""
         from segkit.models import MODELS
@@ -126,7 +122,7 @@ class Task(pl.LightningModule):
         return {cls.loss_mode}
 
     @classmethod
-    def baseline_score(cls, fingerprint: dict[str, Any]) -> float:
+    def baseline_score(cls, fingerprint: Fingerprint) -> float:
         """The validation score (``monitor``) of a network that learnt nothing about the
         images, from the data's fingerprint (the guard compares runs with it)."""
         return 0.0
@@ -161,13 +157,13 @@ class Task(pl.LightningModule):
         return presence
 
     @classmethod
-    def plan(cls, fingerprint: dict[str, Any], cfg: Config) -> list[tuple[str, Any, str]]:
+    def plan(cls, fingerprint: Fingerprint, cfg: Config) -> list[tuple[str, Any, str]]:
         """The task's part of a self-configured recipe: (config key, value, reason) triples
         from the data's fingerprint (see ``segkit.engine.plan``)."""
         return []
 
     @classmethod
-    def plan_augmentation(cls, fingerprint: dict[str, Any], cfg: Config,
+    def plan_augmentation(cls, fingerprint: Fingerprint, cfg: Config,
                           epochs: int) -> list[tuple[str, Any, str]]:
         """Augmentation decisions once the plan knows how often each image will be seen."""
         return []

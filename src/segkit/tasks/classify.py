@@ -15,6 +15,7 @@ import torch
 from segkit.config import Config
 from segkit.data.base import DatasetInfo
 from segkit.data.check import LabelStats
+from segkit.data.fingerprint import Fingerprint
 from segkit.data.transforms import build_classification_augmentation
 from segkit.errors import SegkitError
 from segkit.losses import build_loss
@@ -121,23 +122,20 @@ class ClassificationTask(Task):
 
     # ---- data --------------------------------------------------------------------------
     @classmethod
-    def plan(cls, fingerprint: dict[str, Any], cfg: Config) -> list[tuple[str, Any, str]]:
+    def plan(cls, fingerprint: Fingerprint, cfg: Config) -> list[tuple[str, Any, str]]:
         # The optimiser stays the write-ups' (Adam 1e-3): LeNet's sigmoids did worse with the
         # AdamW + cosine plan in three seeds; flips are the one decision made here.
         steps: list[tuple[str, Any, str]] = []
-        side = min(fingerprint["image_size"]["height"]["median"],
-                   fingerprint["image_size"]["width"]["median"])
-        gray = set(fingerprint["channels"]) == {"1"}
+        side, gray = fingerprint.short_side, fingerprint.gray
         if gray or side <= 32:
             steps.append(("aug.hflip", 0.0, f"{'gray ' if gray else ''}{side}-pixel images "
                           "(digits, characters): a mirror image can be another class"))
         return steps
 
     @classmethod
-    def baseline_score(cls, fingerprint: dict[str, Any]) -> float:
+    def baseline_score(cls, fingerprint: Fingerprint) -> float:
         """Accuracy of always answering the most frequent class."""
-        return float(max((row["image_fraction"] for row in fingerprint["classes"].values()),
-                         default=0.0))
+        return max((row.image_fraction for row in fingerprint.classes.values()), default=0.0)
 
     @classmethod
     def sample_classes(cls, sample: dict[str, Any], num_classes: int) -> np.ndarray:
@@ -296,7 +294,7 @@ class LabelWriter:
 
     def __init__(self, out: Path, info: DatasetInfo, options: InferenceOptions, decode: Any,
                  rank: int = 0) -> None:
-        from segkit.shards import ShardedLines
+        from segkit.jsonl_shards import ShardedLines
 
         self.out, self.info, self.options, self.decode = out, info, options, decode
         self.lines = ShardedLines(out, "predictions", rank)

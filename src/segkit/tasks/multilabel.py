@@ -12,6 +12,7 @@ import torch
 from segkit.config import Config
 from segkit.data.base import DatasetInfo
 from segkit.data.check import MultiLabelStats
+from segkit.data.fingerprint import Fingerprint
 from segkit.errors import SegkitError
 from segkit.metrics import MultiLabelMetrics, best_f1_thresholds, multilabel_scores
 from segkit.tasks.classify import ClassificationTask, CollectingEvaluator
@@ -77,35 +78,33 @@ class MultiLabelTask(ClassificationTask):
         return {}
 
     @classmethod
-    def plan(cls, fingerprint: dict[str, Any], cfg: Config) -> list[tuple[str, Any, str]]:
+    def plan(cls, fingerprint: Fingerprint, cfg: Config) -> list[tuple[str, Any, str]]:
         steps = [*super().plan(fingerprint, cfg), *cls.network_plan(fingerprint, cfg)]
         network = next((value for key, value, _ in steps if key == "model.name"),
                        cfg.model.name)
         small = network == SMALL_NETWORK  # planned, or named by the user
-        side = min(fingerprint["image_size"]["height"]["median"],
-                   fingerprint["image_size"]["width"]["median"])
+        side = fingerprint.short_side
         if side < SMALL_IMAGES and not any(key == "aug.hflip" for key, _, _ in steps):
-            # 48x48 digit scenes, planned recipe, one seed: mAP 0.93 unflipped, 0.68 flipped
+            # unflipped digit scenes learnt faster (benchmarks/quality.py, coco cases)
             steps.append(("aug.hflip", 0.0, f"{side}-pixel images are often digits, characters "
                           "or icons, whose mirror image is another thing (--set aug.hflip=0.5 "
                           "for natural photographs)"))
         if small:
-            # measured on 48x48 digit scenes (one seed each, 60 s): BCE at 1e-3 reached mAP
-            # 0.75, the asymmetric loss 0.65 and a rate of 3e-3 0.38
-            steps += cls.optimiser_plan(1e-3, f"{SMALL_NETWORK} at 1e-3 (measured mAP 0.65 "
-                                        "where 3e-3 reached 0.38 in the same time)")
+            # BCE at 1e-3 learnt more than the asymmetric loss or 3e-3 on the digit scenes of
+            # benchmarks/quality.py's coco cases
+            steps += cls.optimiser_plan(1e-3, f"{SMALL_NETWORK} at 1e-3: higher rates learnt "
+                                        "less in the same time")
             steps.append(("loss.name", "bce", f"binary cross-entropy: with {SMALL_NETWORK} it "
                           "learnt more than the asymmetric loss in the same time"))
         else:
             steps += cls.optimiser_plan(3e-3)
-            labels = fingerprint.get("labels_per_image", {}).get("mean", 1.0)
-            classes = max(len(fingerprint["classes"]), 1)
+            labels = fingerprint.labels_per_image or 1.0
+            classes = max(len(fingerprint.classes), 1)
             if labels / classes < 0.3:
                 steps.append(("loss.name", "asl", f"{labels:.1f} labels per image of {classes}: "
                               "the asymmetric loss keeps easy negatives from drowning the "
                               "positives"))
-        boxed = int(fingerprint.get("images_with_boxes", 0))
-        n_images = max(int(fingerprint.get("measured_images", 1)), 1)
+        boxed, n_images = fingerprint.images_with_boxes, fingerprint.measured_images
         if boxed >= BOXED_SHARE * n_images:
             steps.append(("aug.box_crops", True, f"{boxed} of {n_images} images have object "
                           "boxes: random crops are labelled by the objects they show, and a crop "
@@ -119,25 +118,23 @@ class MultiLabelTask(ClassificationTask):
         return steps
 
     @classmethod
-    def baseline_score(cls, fingerprint: dict[str, Any]) -> float:
+    def baseline_score(cls, fingerprint: Fingerprint) -> float:
         """mAP of a constant score: each class's average precision is its prevalence."""
-        rates = [row["image_fraction"] for row in fingerprint["classes"].values()
-                 if row["image_fraction"] > 0]
+        rates = [row.image_fraction for row in fingerprint.classes.values()
+                 if row.image_fraction > 0]
         return float(sum(rates) / len(rates)) if rates else 0.0
 
     @classmethod
-    def network_plan(cls, fingerprint: dict[str, Any], cfg: Config) -> list[tuple[str, Any, str]]:
+    def network_plan(cls, fingerprint: Fingerprint, cfg: Config) -> list[tuple[str, Any, str]]:
         """The network, when the user named none: ``smallcnn`` for images under 64 pixels.
 
-        Measured (benchmarks/quality.py, 48x48 scenes of 10-18 pixel digits, 60 s from
-        scratch): an ImageNet-stemmed ResNet-18 shrinks them to 12x12 before its first block
-        and stayed near mAP 0.27 whatever the recipe; ``smallcnn`` with its planned recipe
-        reached 0.860 (three seeds).
+        A prior the race checks on the user's data when it can run: an ImageNet-stemmed
+        ResNet shrinks a 48-pixel image to 12x12 before its first block, where ``smallcnn``
+        keeps full resolution (``benchmarks/quality.py`` measures both sides of 64 pixels).
         """
         if {"name", "weights"} & cfg.model.model_fields_set:
             return []  # the user's network, or pretrained weights for the default one
-        side = min(fingerprint["image_size"]["height"]["median"],
-                   fingerprint["image_size"]["width"]["median"])
+        side = fingerprint.short_side
         if side < SMALL_IMAGES:
             return [("model.name", SMALL_NETWORK, f"{side}-pixel images: ImageNet networks "
                      "shrink them 4x in their first layers; this one keeps full resolution "

@@ -17,6 +17,7 @@ from segkit.checkpoint_io import write_atomic
 from segkit.config import Config
 from segkit.data.base import DatasetInfo
 from segkit.data.check import PixelStats
+from segkit.data.fingerprint import Fingerprint
 from segkit.data.transforms import build_augmentation
 from segkit.errors import SegkitError
 from segkit.losses import build_loss, inverse_frequency_weights, loss_needs_class_weights
@@ -206,9 +207,8 @@ class SegmentationTask(Task):
         return {"class_weights": inverse_frequency_weights(counts).tolist()}
 
     @classmethod
-    def plan(cls, fingerprint: dict[str, Any], cfg: Config) -> list[tuple[str, Any, str]]:
-        imbalance = fingerprint["imbalance"]
-        share, largest = imbalance["largest_share"], imbalance["largest_class"]
+    def plan(cls, fingerprint: Fingerprint, cfg: Config) -> list[tuple[str, Any, str]]:
+        share, largest = fingerprint.largest_share, fingerprint.largest_class
         why = (f"'{largest}' holds {share:.0%} of the pixels: Dice weighs every class alike, so "
                "rare classes are learnt too" if share > 0.5 else
                "cross-entropy for every pixel plus Dice for each class's overlap")
@@ -226,8 +226,7 @@ class SegmentationTask(Task):
                    "mask BCE + Dice); ce scores only validation in sliding windows")
         steps += [("loss.name", "ce" if own_loss else "ce+dice", why),
                   *cls.optimiser_plan(lr, lr_reason)]
-        h, w = fingerprint["image_size"]["height"]["median"], fingerprint["image_size"]["width"][
-            "median"]
+        h, w = fingerprint.height, fingerprint.width
         if min(h, w) > CROP_ABOVE:
             side = CROP_ABOVE
             steps.append(("aug.crop_size", [side, side], f"images of {h}x{w}: train on random "
@@ -240,43 +239,38 @@ class SegmentationTask(Task):
         return steps
 
     @classmethod
-    def baseline_score(cls, fingerprint: dict[str, Any]) -> float:
+    def baseline_score(cls, fingerprint: Fingerprint) -> float:
         """mIoU of the largest class everywhere: its pixel share over the classes present."""
-        present = [row for row in fingerprint["classes"].values() if row["share"] > 0]
-        return float(fingerprint["imbalance"]["largest_share"]) / max(len(present), 1)
+        return fingerprint.largest_share / max(fingerprint.present_classes, 1)
 
     @classmethod
-    def network_plan(cls, fingerprint: dict[str, Any], cfg: Config) -> list[tuple[str, Any, str]]:
+    def network_plan(cls, fingerprint: Fingerprint, cfg: Config) -> list[tuple[str, Any, str]]:
         """The network, when the user named none: DeepLabV3+ for small multi-class images, the
         classic U-Net for other images up to 128 pixels, smp's U-Net above.
 
-        Measured (benchmarks/quality.py, 60 s from scratch, planned recipe): on 32x32 digit
-        scenes DeepLabV3+ reached mIoU 0.400 where smp's U-Net reached 0.217 and the classic
-        U-Net 0.265 (one seed), and on 32x64 street-like scenes rare-class IoU 0.239 against
-        0.132 and 0.083. On 64x64 shapes the classic U-Net reached 0.954 against 0.88 (smp's
-        U-Net, ResNet-18) and 0.81 (DeepLabV3+), on 128x128 shapes 0.910 against 0.845, on
-        64x64 Carvana views Dice 0.965 against 0.946: ImageNet encoders shrink the image 4x
-        before their first block, which small images cannot spare. A 1-sample batch cannot
-        train DeepLabV3+'s pooled branch (batch norm), so small sets keep a U-Net.
+        A prior, not a verdict: when a race can run, the race measures these networks on the
+        user's own data and this pick only goes first (``segkit.plan.race``). The reasoning:
+        ImageNet encoders shrink the image 4x before their first block, which small images
+        cannot spare; where the class of a region depends on the whole scene, DeepLabV3+'s
+        image pooling sees it; a 1-sample batch cannot train DeepLabV3+'s pooled branch
+        (batch norm), so small sets keep a U-Net. ``benchmarks/quality.py`` measures both
+        sides of each threshold (its figures are in ``benchmarks/results.json``).
         """
         if ({"name", "encoder", "weights"} & cfg.model.model_fields_set
                 or cfg.model.decoder_channels is not None):
             return []  # the user's network, or an encoder, weights or U-Net settings they gave
-        classes = len(fingerprint["classes"])
-        side = min(fingerprint["image_size"]["height"]["median"],
-                   fingerprint["image_size"]["width"]["median"])
-        n_train = int(fingerprint["splits"]["train"])
+        classes, side, n_train = (len(fingerprint.classes), fingerprint.short_side,
+                                  fingerprint.n_train)
         if classes > 2 and side < CONTEXT_BELOW and n_train >= 64:
             return [("model.name", "deeplabv3plus", f"{classes} classes on {side}-pixel "
                      "images: which class a region is depends on the whole image, which "
-                     "DeepLabV3+'s image pooling sees (measured 1.8x U-Net's mIoU in the "
-                     "same time on 32-pixel scenes)")]
+                     "DeepLabV3+'s image pooling sees")]
         if side <= FULL_RESOLUTION_UP_TO:
             why = ("binary masks" if classes <= 2 else f"{n_train} training images (too few "
                    "for DeepLabV3+)" if side < CONTEXT_BELOW else f"{side}-pixel images")
             return [("model.name", "unet-classic", f"{why}: the classic U-Net convolves at full "
                      "resolution from its first layer, where ImageNet encoders shrink small "
-                     "images 4x at once (measured mIoU 0.95 against 0.88 on 64-pixel shapes)")]
+                     "images 4x at once")]
         return [("model.name", cfg.model.name, f"{side}-pixel images: U-Net on an ImageNet "
                  "encoder (pretrained weights can be loaded), full-resolution skips for the "
                  "boundaries")]
@@ -287,9 +281,9 @@ class SegmentationTask(Task):
         return np.bincount(mask[mask < num_classes], minlength=num_classes)[:num_classes] > 0
 
     @classmethod
-    def plan_augmentation(cls, fingerprint: dict[str, Any], cfg: Config,
+    def plan_augmentation(cls, fingerprint: Fingerprint, cfg: Config,
                           epochs: int) -> list[tuple[str, Any, str]]:
-        n_train = int(fingerprint["splits"]["train"])
+        n_train = fingerprint.n_train
         if epochs < FEW_PASSES:
             return [("aug.hflip", 0.0, f"each image is seen {epochs} times: too few passes to "
                      "overfit, so mirroring would only slow learning (and it is not label-safe "
@@ -479,7 +473,7 @@ class MaskWriter:
 
     def files(self, path: Path) -> dict[str, Path]:
         """The files one input image gets: a raster predicted window by window from disk
-        gets one GeoTIFF mask (``segkit.engine.rasters``)."""
+        gets one GeoTIFF mask (``segkit.engine.raster_predict``)."""
         from segkit.data.rasters import needs_windows
 
         if needs_windows(path, self.options.max_pixels):
@@ -544,7 +538,7 @@ class RleWriter:
 
     def __init__(self, out: Path, info: DatasetInfo, options: InferenceOptions,
                  rank: int = 0) -> None:
-        from segkit.shards import ShardedLines
+        from segkit.jsonl_shards import ShardedLines
 
         self.out, self.info, self.options = out, info, options
         self.lines = ShardedLines(out, "masks", rank)

@@ -30,13 +30,6 @@ def check_resumable(ckpt: Path, model: dict[str, Any], classes: list[str]) -> No
             f"the data now has {len(classes)}; resume with the same data, or start a new --out")
 
 
-def checkpoint_task(run_or_ckpt: str | Path) -> str:
-    """The task name (see ``segkit.tasks.TASKS``) of a run directory or checkpoint."""
-    path = resolve_checkpoint(run_or_ckpt)
-    meta = shared_meta(path) or (safe_load(path).get("segkit") or {})
-    return Config.model_validate({"task": meta.get("config", {}).get("task", Config().task)}).task
-
-
 def load_task(run_or_ckpt: str | Path, device: str | torch.device = "cpu") -> Task:
     """Rebuild the trained task (model and class info) from a run directory or checkpoint.
 

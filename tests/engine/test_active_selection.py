@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segkit.engine.select import k_center, pixel_uncertainty
+from segkit.engine.active_selection import k_center, pixel_uncertainty
 
 
 def test_uncertainty_of_sure_and_unsure_pixels() -> None:
