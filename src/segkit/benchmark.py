@@ -153,18 +153,7 @@ def benchmark_run(run: str | Path, batch: int = 8, size: tuple[int, int] | None 
     threads = threads or max(1, torch.get_num_threads())
     base = {"batch": batch, "size": list(size) if size else None, "runs": runs,
             "seconds": seconds, "threads": threads}
-    specs = [{"backend": "torch", "model": str(run_dir), "file": "", "precision": "fp32",
-              "variant": "eager"},
-             {"backend": "torch", "model": str(run_dir), "file": "channels-last",
-              "precision": "fp32", "variant": "channels-last", "channels_last": True}]
-    accuracy: dict[str, dict[str, Any]] = {}
-    for record in run_exports(run_dir):
-        rel = str(record.path.relative_to(run_dir))
-        accuracy[rel] = record.sidecar.get("accuracy", {})
-        for name in record.backends:
-            if backend_installed(name) and name != "torch":
-                specs.append({"backend": name, "model": str(record.path), "file": rel,
-                              "precision": record.precision, "variant": record.format})
+    specs, accuracy = benchmark_specs(run_dir)
     rows = []
     for spec in specs:
         got = measure_isolated({**base, **spec})
@@ -190,6 +179,25 @@ def benchmark_run(run: str | Path, batch: int = 8, size: tuple[int, int] | None 
     out.write_text(json.dumps(result, indent=2))
     (out.with_suffix(".md")).write_text(markdown_table(result) + "\n")
     return result
+
+
+def benchmark_specs(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """What to time: PyTorch eager and channels-last, then every installed runtime of every
+    export in the run; and the accuracy each export's ``model.json`` recorded, by file."""
+    specs: list[dict[str, Any]] = [
+        {"backend": "torch", "model": str(run_dir), "file": "", "precision": "fp32",
+         "variant": "eager"},
+        {"backend": "torch", "model": str(run_dir), "file": "channels-last",
+         "precision": "fp32", "variant": "channels-last", "channels_last": True}]
+    accuracy: dict[str, Any] = {}
+    for record in run_exports(run_dir):
+        rel = str(record.path.relative_to(run_dir))
+        accuracy[rel] = record.sidecar.get("accuracy", {})
+        for name in record.backends:
+            if backend_installed(name) and name != "torch":
+                specs.append({"backend": name, "model": str(record.path), "file": rel,
+                              "precision": record.precision, "variant": record.format})
+    return specs, accuracy
 
 
 def format_row(row: dict[str, Any]) -> str:

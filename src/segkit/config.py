@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from segkit.errors import SegkitError
 
@@ -44,14 +45,14 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Which dataset, where it lives and how it is batched."""
 
-    name: str = "shapes"
-    root: str | None = None
+    name: str = Field("shapes", description="dataset name (segkit datasets)")
+    root: str | None = Field(None, description="where the dataset's files are")
     image_size: tuple[int, int] = (64, 64)
     num_train: int = Field(400, ge=1, description="generated datasets: training samples")
     num_val: int = Field(100, ge=1, description="generated datasets: validation samples")
     seed: int = 0
     batch_size: int = Field(16, ge=1)
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, description="data loader worker processes")
     val_fraction: float = Field(0.2, gt=0, lt=1)
     train_split: str = "train"
     val_split: str = "val"
@@ -84,9 +85,9 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """Architecture by name, its encoder and weights."""
 
-    name: str = "unet"
-    encoder: str = DEFAULT_ENCODER
-    weights: str | None = Field(None, description="None, 'imagenet', a local file, a Hugging "
+    name: str = Field("unet", description="model name (segkit models)")
+    encoder: str = Field(DEFAULT_ENCODER, description="encoder/backbone, e.g. resnet18")
+    weights: str | None = Field(None, description="'imagenet', a local file, a Hugging "
                                 "Face-layout folder or hf:ORG/NAME (from the HF cache)")
     norm: Literal["bn", "in", "gn", "evonorm", "evonorm-s0", "evonorm-b0"] = "bn"
     word_embeddings: str | None = Field(None, description="ssgrl: GloVe-format text file")
@@ -100,7 +101,8 @@ class ModelConfig(_Section):
 class LossConfig(_Section):
     """Loss by name; '+' combines terms (e.g. 'ce+dice')."""
 
-    name: str = "auto"
+    name: str = Field("auto", description="ce, weighted-ce, focal, dice, bce, lovasz or sums "
+                      "like ce+dice")
     class_weights: list[float] | None = None
     focal_gamma: float = Field(2.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="ce / bce: smooth the targets")
@@ -162,18 +164,19 @@ def budget_seconds(text: str) -> float:
 class RunConfig(_Section):
     """Epochs, device, checkpoints and where results go."""
 
-    out: str = "runs/default"
+    out: str = Field("runs/default", description="run directory (default runs/default)")
     recipe: Literal["auto", "seed"] = Field(
-        "auto", description="auto: plan the recipe from the data (plan.yaml); seed: the "
-        "write-ups' fixed defaults")
-    time_budget: str | None = Field(None, description="train within this time, e.g. 10m, 1h")
+        "auto", description="auto (default): plan the recipe from the data, see plan.yaml; "
+        "seed: the write-ups' fixed defaults")
+    time_budget: str | None = Field(None, description="train within this time, e.g. 10m, 1h30m "
+                                    "(epochs planned from timed steps)")
     race: Literal["auto", "on", "off"] = Field(
-        "auto", description="race candidate networks (or, for a named network, learning rates) "
-        "on a selection split of the training data and keep the best; auto: when there are at "
-        "least 100 training images; on: from 8")
+        "auto", description="race candidate networks (or learning rates for a named one) on a "
+        "held-out part of the training data and keep the best (default: when there are 100+ "
+        "training images)")
     ema: bool | None = Field(None, description="EMA of the weights (None: the plan decides)")
     epochs: int = Field(10, ge=1)
-    accumulate: int = Field(1, ge=1)
+    accumulate: int = Field(1, ge=1, description="gradient accumulation steps")
     device: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
     precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
     seed: int = 42
@@ -188,23 +191,21 @@ class RunConfig(_Section):
     progress: bool = True
     grid_images: int = Field(6, ge=0)
     val_window: tuple[int, int] | None = Field(
-        None,
-        description="validate with sliding windows of this size (bounded memory on big images)",
-    )
+        None, description="validate big images in sliding windows of this size (less memory)")
     devices: int | list[int] | Literal["auto"] = Field(
-        1, description="devices (processes) per node, or which ones, e.g. [1]")
-    num_nodes: int = Field(1, ge=1)
+        1, description="devices (processes) per node, or 'auto'")
+    num_nodes: int = Field(1, ge=1, description="machines taking part (torchrun / SLURM set "
+                           "ranks)")
     strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = "auto"
-    sync_bn: bool = Field(False, description="synchronise BatchNorm statistics across processes")
-    compile: bool = Field(False, description="torch.compile the model for training")
-    channels_last: bool = Field(
-        False, description="NHWC memory format (faster convs on some hardware)"
-    )
+    sync_bn: bool = Field(False, description="synchronised BatchNorm across processes")
+    compile: bool = Field(False, description="torch.compile the model")
+    channels_last: bool = Field(False, description="NHWC memory format")
+    # mlflow reads MLFLOW_TRACKING_URI (else runs/mlflow.db); wandb is offline unless logged in
     loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = Field(
-        ["tensorboard", "csv"], description="where metrics go (metrics.csv is always written): "
-        "tensorboard, csv, mlflow (MLFLOW_TRACKING_URI, else runs/mlflow.db), wandb (offline "
-        "unless logged in)")
-    log_checkpoint: bool = Field(False, description="mlflow / wandb: upload the best checkpoint")
+        ["tensorboard", "csv"], description="repeatable; default tensorboard + csv (metrics.csv "
+        "is always written)")
+    log_checkpoint: bool = Field(False, description="mlflow / wandb: upload the best checkpoint "
+                                 "too")
 
     @field_validator("time_budget")
     @classmethod
@@ -224,7 +225,8 @@ class RunConfig(_Section):
 class Config(_Section):
     """The whole resolved configuration of one run."""
 
-    task: TaskName = "segment"
+    task: TaskName = Field("segment", description="segment (default), classify or multilabel "
+                           "(segkit tasks)")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
@@ -296,6 +298,15 @@ def _allowed_keys(section: str) -> list[str]:
             return sorted(model.model_fields)
         model = field.annotation  # type: ignore[assignment]
     return sorted(model.model_fields)
+
+
+def config_field(key: str) -> FieldInfo:
+    """The field a dotted key names (``run.epochs``): its type, default and description."""
+    model: type[BaseModel] = Config
+    *sections, name = key.split(".")
+    for part in sections:
+        model = model.model_fields[part].annotation  # type: ignore[assignment]
+    return model.model_fields[name]
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -122,6 +122,115 @@ def default_output(run: str | Path, fmt: str, precision: str) -> Path:
     return run_dir / EXPORT_DIR / fmt / f"{stem}{SUFFIXES[fmt]}"
 
 
+@dataclass
+class ExportJob:
+    """One export: the graph to write, its example input and where it goes.
+
+    Attributes:
+        task: the restored run's task.
+        checkpoint: the checkpoint it was restored from.
+        fmt: ``onnx``, ``openvino`` or ``torchscript``.
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        out: the file to write.
+        wrapper: normalisation + the bare network (padding stays outside the graph).
+        example: a [1,C,H,W] input at the training size, padded to the network's multiple.
+        step: the spatial multiple the graph needs.
+        meta: the metadata written into the file and ``model.json``.
+    """
+
+    task: Any
+    checkpoint: Path
+    fmt: str
+    precision: str
+    out: Path
+    wrapper: ExportWrapper
+    example: torch.Tensor
+    step: int
+    meta: dict[str, str]
+
+    @property
+    def spatial(self) -> bool:
+        return bool(type(self.task).spatial)
+
+
+def export_precision(fmt: str, int8: bool, fp16: bool) -> str:
+    """``fp32``, ``fp16`` or ``int8``, once the format and its runtime allow it."""
+    if fmt not in EXPORTERS:
+        raise SegkitError(f"unknown export format '{fmt}'; use {', '.join(EXPORTERS)}")
+    if int8 and fp16:
+        raise SegkitError("choose one of --int8 and --fp16")
+    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+    if fmt == "torchscript" and precision != "fp32":
+        raise SegkitError(f"--{precision} needs --format onnx or openvino (TorchScript stays "
+                          "FP32 here)")
+    if fmt == "openvino" and not backend_installed("openvino"):
+        raise SegkitError("--format openvino needs OpenVINO: pip install 'segkit[openvino]'")
+    return precision
+
+
+def export_job(run: str | Path, out: str | Path | None, fmt: str, precision: str) -> ExportJob:
+    """Restore ``run`` and lay out its export: wrapper, example input, file and metadata."""
+    task = load_task(run)
+    model = task.model
+    multiple = model.multiple if isinstance(model, PadToMultiple) else 1
+    min_side = model.min_side if isinstance(model, PadToMultiple) else 0
+    net = model.net if isinstance(model, PadToMultiple) else model
+    step = max(multiple, 1)
+    h, w = (max(int(np.ceil(s / step) * step), min_side) for s in task.config.data.image_size)
+    path = Path(out) if out else default_output(run, fmt, precision)
+    if path.suffix.lower() != SUFFIXES[fmt]:
+        raise SegkitError(f"{path}: a {fmt} export is a {SUFFIXES[fmt]} file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = export_metadata(task, multiple)
+    if min_side:
+        meta["min_side"] = str(min_side)
+    return ExportJob(task, resolve_checkpoint(run), fmt, precision, path,
+                     ExportWrapper(net, task.mean, task.std).eval(),
+                     torch.rand(1, task.in_channels, h, w) * 255, step, meta)
+
+
+def write_fp32(job: ExportJob, dynamic: bool, opset: int,
+               written: list[Path]) -> tuple[Predictor, Path]:
+    """The FP32 graph (the file itself, or a temporary ONNX the other precisions and
+    OpenVINO start from) and a predictor that runs it."""
+    h, w = job.example.shape[-2:]
+    if job.fmt == "torchscript":
+        if job.spatial and not dynamic:
+            job.meta["fixed_size"] = json.dumps([h, w])
+        traced = torch.jit.trace(job.wrapper, job.example)
+        torch.jit.save(traced, str(job.out), _extra_files={"segkit.json": json.dumps(job.meta)})
+        written.append(job.out)
+        return TorchScriptPredictor(job.out), job.out
+    path = job.out if (job.fmt == "onnx" and job.precision == "fp32") else (
+        job.out.with_name(f".{job.out.stem}.fp32.tmp.onnx"))
+    written.append(path)
+    free_size = write_onnx(job.wrapper, job.example, path, dynamic, job.spatial, opset,
+                           fixed_onnx_size(job.task.config.model.name))
+    if job.spatial and not free_size:
+        job.meta["fixed_size"] = json.dumps([h, w])
+    add_onnx_metadata(path, job.meta)
+    return OnnxPredictor(path), path
+
+
+def write_converted(job: ExportJob, fp32_path: Path, calibration: int,
+                    written: list[Path]) -> None:
+    """From the FP32 ONNX graph: the INT8 or FP16 ONNX graph, then OpenVINO's IR."""
+    out = job.out
+    onnx_path = out if job.fmt == "onnx" else out.with_name(f".{out.stem}.tmp.onnx")
+    if job.precision == "int8":
+        written.append(onnx_path)
+        quantize_int8(fp32_path, onnx_path, calibration_images(
+            job.task, calibration, job.meta), job.meta)
+    elif job.precision == "fp16" and job.fmt == "onnx":
+        written.append(onnx_path)
+        convert_fp16(fp32_path, onnx_path, job.meta)
+    else:
+        onnx_path = fp32_path
+    if job.fmt == "openvino":
+        written += [out, out.with_suffix(".bin")]
+        write_openvino(onnx_path, out, compress_fp16=job.precision == "fp16")
+
+
 def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onnx",
                  dynamic: bool = True, opset: int = 17, tolerance: float = 1e-3,
                  int8: bool = False, fp16: bool = False, calibration: int = 64,
@@ -135,9 +244,8 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
         fmt: ``onnx``, ``openvino`` or ``torchscript``.
         dynamic: dynamic batch (and, for segmentation, height and width).
         opset: ONNX opset.
-        tolerance: FP32 only: largest allowed |exported - PyTorch| logit over the check
-            inputs, in units of the largest PyTorch logit when that exceeds 1 (float32
-            rounding grows with the logits).
+        tolerance: FP32 only: largest allowed |exported - PyTorch| logit, in units of the
+            largest PyTorch logit when that exceeds 1 (float32 rounding grows with them).
         int8: post-training static INT8 quantisation (ONNX and OpenVINO).
         fp16: half-precision weights (ONNX: FP16 graph with FP32 inputs and outputs; OpenVINO:
             FP16-compressed weights).
@@ -154,78 +262,24 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
         SegkitError: unknown format, a missing runtime, or an export that differs from
             PyTorch beyond ``tolerance`` / ``max_drop`` (the file is then removed).
     """
-    if fmt not in EXPORTERS:
-        raise SegkitError(f"unknown export format '{fmt}'; use {', '.join(EXPORTERS)}")
-    if int8 and fp16:
-        raise SegkitError("choose one of --int8 and --fp16")
-    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
-    if fmt == "torchscript" and precision != "fp32":
-        raise SegkitError(f"--{precision} needs --format onnx or openvino (TorchScript stays "
-                          "FP32 here)")
-    if fmt == "openvino" and not backend_installed("openvino"):
-        raise SegkitError("--format openvino needs OpenVINO: pip install 'segkit[openvino]'")
-    task = load_task(run)
-    checkpoint = resolve_checkpoint(run)
-    model = task.model
-    multiple = model.multiple if isinstance(model, PadToMultiple) else 1
-    min_side = model.min_side if isinstance(model, PadToMultiple) else 0
-    net = model.net if isinstance(model, PadToMultiple) else model
-    wrapper = ExportWrapper(net, task.mean, task.std).eval()
-    step = max(multiple, 1)
-    h, w = (max(int(np.ceil(s / step) * step), min_side) for s in task.config.data.image_size)
-    example = torch.rand(1, task.in_channels, h, w) * 255
-    out = Path(out) if out else default_output(run, fmt, precision)
-    if out.suffix.lower() != SUFFIXES[fmt]:
-        raise SegkitError(f"{out}: a {fmt} export is a {SUFFIXES[fmt]} file")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = export_metadata(task, multiple)
-    if min_side:
-        meta["min_side"] = str(min_side)
-    spatial = type(task).spatial
-    reference = TorchPredictor(task)
+    job = export_job(run, out, fmt, export_precision(fmt, int8, fp16))
+    reference = TorchPredictor(job.task)
     written: list[Path] = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if fmt == "torchscript":
-                if spatial and not dynamic:
-                    meta["fixed_size"] = json.dumps([h, w])
-                traced = torch.jit.trace(wrapper, example)
-                torch.jit.save(traced, str(out), _extra_files={"segkit.json": json.dumps(meta)})
-                written.append(out)
-                fp32: Predictor = TorchScriptPredictor(out)
-            else:
-                fp32_path = out if (fmt == "onnx" and precision == "fp32") else (
-                    out.with_name(f".{out.stem}.fp32.tmp.onnx"))
-                written.append(fp32_path)
-                free_size = write_onnx(wrapper, example, fp32_path, dynamic, spatial, opset,
-                                       fixed_onnx_size(task.config.model.name))
-                if spatial and not free_size:
-                    meta["fixed_size"] = json.dumps([h, w])
-                add_onnx_metadata(fp32_path, meta)
-                fp32 = OnnxPredictor(fp32_path)
-            diff = check_export(reference, fp32, example, spatial, step)
+            fp32, fp32_path = write_fp32(job, dynamic, opset, written)
+            diff = check_export(reference, fp32, job.example, job.spatial, job.step)
             if diff > tolerance:
-                raise SegkitError(f"{out}: exported model differs from PyTorch by {diff:.2e} "
-                                  f"(> {tolerance:g}); the export is not trustworthy")
+                raise SegkitError(f"{job.out}: exported model differs from PyTorch by "
+                                  f"{diff:.2e} (> {tolerance:g}); the export is not trustworthy")
             if fmt != "torchscript":
-                onnx_path = out if fmt == "onnx" else out.with_name(f".{out.stem}.tmp.onnx")
-                if precision == "int8":
-                    written.append(onnx_path)
-                    quantize_int8(fp32_path, onnx_path, calibration_images(
-                        task, calibration, meta), meta)
-                elif precision == "fp16" and fmt == "onnx":
-                    written.append(onnx_path)
-                    convert_fp16(fp32_path, onnx_path, meta)
-                else:
-                    onnx_path = fp32_path
-                if fmt == "openvino":
-                    written += [out, out.with_suffix(".bin")]
-                    write_openvino(onnx_path, out, compress_fp16=precision == "fp16")
-        result = ExportResult(out, diff if precision == "fp32" else None, meta, precision)
-        written.append(write_sidecar(result, fmt, checkpoint, diff))  # the runtimes read it
-        exported = (OpenVinoPredictor(out) if fmt == "openvino" else
-                    OnnxPredictor(out) if fmt == "onnx" else fp32)
+                write_converted(job, fp32_path, calibration, written)
+        result = ExportResult(job.out, diff if job.precision == "fp32" else None, job.meta,
+                              job.precision)
+        written.append(write_sidecar(result, fmt, job.checkpoint, diff))  # the runtimes read it
+        exported = (OpenVinoPredictor(job.out) if fmt == "openvino" else
+                    OnnxPredictor(job.out) if fmt == "onnx" else fp32)
         result.accuracy = accuracy_check(reference, exported, max_drop, check_images, progress)
     except BaseException:
         for path in written:
@@ -235,7 +289,7 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
         for path in written:
             if path.name.endswith(".tmp.onnx"):
                 path.unlink(missing_ok=True)
-    result.sidecar = write_sidecar(result, fmt, checkpoint, diff)
+    result.sidecar = write_sidecar(result, fmt, job.checkpoint, diff)
     return result
 
 

@@ -120,24 +120,9 @@ def run_metrics(run_dir: Path) -> dict[str, Any]:
     return {}
 
 
-def model_card(task: Any, library: str, metrics: dict[str, Any], run_dir: Path) -> str:
-    """README.md: what the model is, for what, how good, how trained, how to load it."""
-    cfg, info = task.config, task.info
-    kind = type(task)
-    pipeline = "image-segmentation" if kind.spatial else "image-classification"
-    params = count_parameters(task.model) / 1e6
-    desc = model_entry(cfg.model.name).description.split("; --encoder")[0]
-    lines = ["---", f"library_name: {library}", f"pipeline_tag: {pipeline}",
-             "tags:", "- segkit", f"- {kind.name}", "---", "",
-             f"# {model_label(cfg.model)} for {kind.description}", "",
-             f"{desc}; {params:.2f} M parameters, {task.in_channels}-channel input. Trained "
-             f"with segkit on `{cfg.data.name}`"
-             + (f" at {cfg.data.image_size[0]}x{cfg.data.image_size[1]}." if kind.spatial
-                else "."), "",
-             "## Classes", "", "| index | name | colour |", "|---|---|---|"]
-    lines += [f"| {i} | {name} | rgb{tuple(info.palette[i])} |"
-              for i, name in enumerate(info.classes)]
-    lines += ["", "## Metrics (validation)", ""]
+def metric_tables(metrics: dict[str, Any]) -> list[str]:
+    """The model card's metric table, and the per-class table when the run has one."""
+    lines: list[str] = []
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))
                and not isinstance(v, bool)}
     if scalars:
@@ -156,6 +141,27 @@ def model_card(task: Any, library: str, metrics: dict[str, Any], run_dir: Path) 
             cells = [f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c])
                      for c in columns]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def model_card(task: Any, library: str, metrics: dict[str, Any], run_dir: Path) -> str:
+    """README.md: what the model is, for what, how good, how trained, how to load it."""
+    cfg, info = task.config, task.info
+    kind = type(task)
+    pipeline = "image-segmentation" if kind.spatial else "image-classification"
+    params = count_parameters(task.model) / 1e6
+    desc = model_entry(cfg.model.name).description.split("; --encoder")[0]
+    lines = ["---", f"library_name: {library}", f"pipeline_tag: {pipeline}",
+             "tags:", "- segkit", f"- {kind.name}", "---", "",
+             f"# {model_label(cfg.model)} for {kind.description}", "",
+             f"{desc}; {params:.2f} M parameters, {task.in_channels}-channel input. Trained "
+             f"with segkit on `{cfg.data.name}`"
+             + (f" at {cfg.data.image_size[0]}x{cfg.data.image_size[1]}." if kind.spatial
+                else "."), "",
+             "## Classes", "", "| index | name | colour |", "|---|---|---|"]
+    lines += [f"| {i} | {name} | rgb{tuple(info.palette[i])} |"
+              for i, name in enumerate(info.classes)]
+    lines += ["", "## Metrics (validation)", "", *metric_tables(metrics)]
     lines += ["", "## Use", "", "```bash", "segkit evaluate THIS_FOLDER      # re-score it",
               "segkit predict THIS_FOLDER images/ --out predictions/",
               "segkit serve THIS_FOLDER",

@@ -167,9 +167,7 @@ def check_dataset(cfg: DataConfig, splits: tuple[str, ...] | None = None,
     else:  # the roles the run will use, even when the config points both at one split
         walks = [("train", cfg.train_split), ("val", cfg.val_split)]
     report = CheckReport(cfg.name)
-    stats: PixelStats | None = None
-    seen: dict[str, tuple[str, str]] = {}  # image hash -> (split, name) where first seen
-    lo, hi, channels = [10**9, 10**9], [0, 0], set()
+    walk = Walk(stats_type)
     for split, split_name in walks:
         try:
             source = build_dataset(cfg, split_name)
@@ -182,56 +180,83 @@ def check_dataset(cfg: DataConfig, splits: tuple[str, ...] | None = None,
                 f"[{split}] its classes ({', '.join(source.info.classes)}) differ from "
                 f"{walks[0][0]}'s ({', '.join(report.classes)}); a model needs one class list")
             continue
-        names: Counter[str] = Counter()
-        crossed: list[str] = []
-        within = 0
-        n = 0
-        for i in tqdm(range(len(source)), desc=f"check {split}", disable=not progress, unit="img"):
-            try:
-                sample = source[i]
-            except SegkitError as err:
-                report.problems.append(f"[{split}] {err}")
-                continue
-            if stats is None:
-                kind = stats_type or STATS_BY_KEY[next(k for k in STATS_BY_KEY if k in sample)]
-                report.classes = list(source.info.classes)
-                stats = kind(len(report.classes), source.info.ignore_index)
-                report.unit = stats.unit
-            n += 1
-            names[sample["name"]] += 1
-            stats.add(sample)
-            image = np.asarray(sample["image"])
-            h, w = image.shape[:2]
-            lo, hi = [min(lo[0], h), min(lo[1], w)], [max(hi[0], h), max(hi[1], w)]
-            channels.add(1 if image.ndim == 2 else int(image.shape[2]))
-            digest = _image_hash(image)
-            first = seen.setdefault(digest, (split, sample["name"]))
-            if first[0] != split:
-                crossed.append(f"[{split}] image '{sample['name']}' is also in {first[0]} as "
-                               f"'{first[1]}' (same pixels); keep it in one split only")
-            elif first[1] != sample["name"] or names[sample["name"]] > 1:
-                within += 1
-        if n == 0 and len(source) == 0:
-            report.problems.append(f"[{split}] no samples; check the split's files or lists")
-        report.problems += _capped([f"[{split}] duplicate sample name '{k}' ({v} times)"
-                                    for k, v in names.items() if v > 1], "duplicate names")
-        report.problems += _capped(crossed, "images shared between splits")
-        if within:
-            report.warnings.append(f"[{split}] {within} image(s) repeat another image of the "
-                                   "same split (same pixels)")
-        report.samples[split] = n
-    if stats is not None:
-        report.counts = stats.counts
-        report.extra = stats.summary()
-        report.sizes = {"min": lo, "max": hi}
-        report.channels = sorted(channels)
-        absent = [c for c, k in zip(report.classes, report.counts, strict=True) if k == 0]
-        if absent:
-            report.warnings.append(f"{len(absent)} class(es) with no {stats.unit[:-1]} in "
-                                   f"{' or '.join(report.samples)}: {', '.join(absent)}")
+        check_split(report, walk, split, source, progress)
+    walk.finish(report)
     if out is not None and report.classes:
         _write_outputs(report, Path(out))
     return report
+
+
+class Walk:
+    """What a check collects across splits: per-class statistics, image sizes and channels,
+    and where each image (by its pixels' hash) was first seen."""
+
+    def __init__(self, stats_type: type[PixelStats] | None) -> None:
+        self.stats_type = stats_type
+        self.stats: PixelStats | None = None
+        self.seen: dict[str, tuple[str, str]] = {}  # image hash -> (split, name) first seen
+        self.lo, self.hi, self.channels = [10**9, 10**9], [0, 0], set[int]()
+
+    def add(self, report: CheckReport, source: Any, split: str,
+            sample: dict[str, Any]) -> tuple[str, str]:
+        """Count ``sample``; where its pixels were first seen (split, name)."""
+        if self.stats is None:
+            kind = self.stats_type or STATS_BY_KEY[next(k for k in STATS_BY_KEY if k in sample)]
+            report.classes = list(source.info.classes)
+            self.stats = kind(len(report.classes), source.info.ignore_index)
+            report.unit = self.stats.unit
+        self.stats.add(sample)
+        image = np.asarray(sample["image"])
+        h, w = image.shape[:2]
+        self.lo = [min(self.lo[0], h), min(self.lo[1], w)]
+        self.hi = [max(self.hi[0], h), max(self.hi[1], w)]
+        self.channels.add(1 if image.ndim == 2 else int(image.shape[2]))
+        return self.seen.setdefault(_image_hash(image), (split, sample["name"]))
+
+    def finish(self, report: CheckReport) -> None:
+        """The collected counts, sizes and channels into ``report``; absent classes warned."""
+        if self.stats is None:
+            return
+        report.counts = self.stats.counts
+        report.extra = self.stats.summary()
+        report.sizes = {"min": self.lo, "max": self.hi}
+        report.channels = sorted(self.channels)
+        absent = [c for c, k in zip(report.classes, report.counts, strict=True) if k == 0]
+        if absent:
+            report.warnings.append(f"{len(absent)} class(es) with no {self.stats.unit[:-1]} in "
+                                   f"{' or '.join(report.samples)}: {', '.join(absent)}")
+
+
+def check_split(report: CheckReport, walk: Walk, split: str, source: Any,
+                progress: bool) -> None:
+    """Load every sample of one split: unreadable ones, duplicate names and images shared
+    with another split are problems; images repeated within the split a warning."""
+    names: Counter[str] = Counter()
+    crossed: list[str] = []
+    within = n = 0
+    for i in tqdm(range(len(source)), desc=f"check {split}", disable=not progress, unit="img"):
+        try:
+            sample = source[i]
+        except SegkitError as err:
+            report.problems.append(f"[{split}] {err}")
+            continue
+        n += 1
+        names[sample["name"]] += 1
+        first = walk.add(report, source, split, sample)
+        if first[0] != split:
+            crossed.append(f"[{split}] image '{sample['name']}' is also in {first[0]} as "
+                           f"'{first[1]}' (same pixels); keep it in one split only")
+        elif first[1] != sample["name"] or names[sample["name"]] > 1:
+            within += 1
+    if n == 0 and len(source) == 0:
+        report.problems.append(f"[{split}] no samples; check the split's files or lists")
+    report.problems += _capped([f"[{split}] duplicate sample name '{k}' ({v} times)"
+                                for k, v in names.items() if v > 1], "duplicate names")
+    report.problems += _capped(crossed, "images shared between splits")
+    if within:
+        report.warnings.append(f"[{split}] {within} image(s) repeat another image of the "
+                               "same split (same pixels)")
+    report.samples[split] = n
 
 
 def _write_outputs(report: CheckReport, out: Path) -> None:

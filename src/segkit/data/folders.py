@@ -68,6 +68,28 @@ class FolderDataset(SegmentationSource):
         self.problems: list[str] = []
         images = self._by_stem(list_images(img_dir))
         masks = self._by_stem(list_images(mask_dir))
+        stems = self._split_stems(images, masks, split, val_fraction)
+        if strict and self.problems:
+            raise SegkitError(self.problems[0])
+        self.items = [(images[s], masks[s]) for s in stems if s in images and s in masks]
+        if not self.items:
+            raise SegkitError(f"{self.root}: split '{split}' is empty")
+        info_file = self.root / "info.json"
+        if classes is None and info_file.is_file():  # written by `segkit data prepare`
+            self.info = DatasetInfo.from_dict(json.loads(info_file.read_text()))
+            return
+        classes_file = self.root / "classes.txt"
+        if classes is None and classes_file.is_file():
+            classes = read_split_file(classes_file)
+        if classes is None:
+            classes = self._scanned_classes(masks)
+        self.info = DatasetInfo(classes=list(classes), binary=False)
+
+    def _split_stems(self, images: dict[str, Path], masks: dict[str, Path], split: str,
+                     val_fraction: float) -> list[str]:
+        """The split's stems (splits/SPLIT.txt, else a deterministic share); images without
+        masks, masks without images and listed stems without images go to ``problems``."""
+        img_dir, mask_dir = self.root / "images", self.root / "masks"
         split_dir = self.root / "splits"
         if split_dir.is_dir():
             stems = read_split_file(split_dir / f"{split}.txt")
@@ -83,35 +105,24 @@ class FolderDataset(SegmentationSource):
         for s in stems:
             if s in images and s not in masks:
                 self.problems.append(f"{images[s]}: image without mask '{s}.*' in {mask_dir}")
-        if strict and self.problems:
-            raise SegkitError(self.problems[0])
-        self.items = [(images[s], masks[s]) for s in stems if s in images and s in masks]
-        if not self.items:
-            raise SegkitError(f"{self.root}: split '{split}' is empty")
-        info_file = self.root / "info.json"
-        if classes is None and info_file.is_file():  # written by `segkit data prepare`
-            self.info = DatasetInfo.from_dict(json.loads(info_file.read_text()))
-            return
-        classes_file = self.root / "classes.txt"
-        if classes is None and classes_file.is_file():
-            classes = read_split_file(classes_file)
-        if classes is None:
-            # the same masks for every split (evenly spaced over all of them), so train and
-            # val agree on the class list; a classes.txt names them exactly
-            every = [masks[s] for s in sorted(masks)]
-            step = max(1, len(every) // CLASS_SCAN)
-            seen = np.zeros(256, dtype=bool)
-            for m in every[::step][:CLASS_SCAN]:
-                seen[self._read_mask(m)] = True
-            if lut is None and np.flatnonzero(seen).tolist() == [0, 255]:
-                raise SegkitError(
-                    f"{self.items[0][1]}: masks hold only 0 and 255, and 255 means 'ignore', so "
-                    "nothing would be learned; for binary 0/255 masks add "
-                    "--set 'data.label_map={255: 1}'"
-                )
-            top = int(np.flatnonzero(seen[:255]).max(initial=0))
-            classes = [f"class{i}" for i in range(max(top + 1, 2))]
-        self.info = DatasetInfo(classes=list(classes), binary=False)
+        return stems
+
+    def _scanned_classes(self, masks: dict[str, Path]) -> list[str]:
+        """``class0..classN`` up to the largest value in the masks (the same evenly spaced
+        masks for every split, so train and val agree; a classes.txt names them exactly)."""
+        every = [masks[s] for s in sorted(masks)]
+        step = max(1, len(every) // CLASS_SCAN)
+        seen = np.zeros(256, dtype=bool)
+        for m in every[::step][:CLASS_SCAN]:
+            seen[self._read_mask(m)] = True
+        if self.lut is None and np.flatnonzero(seen).tolist() == [0, 255]:
+            raise SegkitError(
+                f"{self.items[0][1]}: masks hold only 0 and 255, and 255 means 'ignore', so "
+                "nothing would be learned; for binary 0/255 masks add "
+                "--set 'data.label_map={255: 1}'"
+            )
+        top = int(np.flatnonzero(seen[:255]).max(initial=0))
+        return [f"class{i}" for i in range(max(top + 1, 2))]
 
     def _read_mask(self, path: Path) -> np.ndarray:
         mask = read_mask(path)

@@ -273,7 +273,17 @@ def run_data(cfg: Config, task: Task, train_src: Any, val_src: Any,
         if cfg.data.sampler == "balanced":
             weights = repeat_factors(kind.class_presence(train_src, run_dir))
     data = RunData(train_set, Augmented(val_src, kind.transform(cfg, False)), cfg, weights)
-    return data, max(1, len(mixed) // cfg.data.batch_size)
+    return data, epoch_steps(len(mixed) // cfg.data.batch_size, cfg.run.limit_train_batches)
+
+
+def epoch_steps(batches: int, limit: float | int | None) -> int:
+    """The training steps of an epoch of ``batches`` batches under Lightning's
+    ``limit_train_batches`` (a share when a float, a count when an int)."""
+    if isinstance(limit, float):
+        batches = int(batches * limit)
+    elif isinstance(limit, int):
+        batches = min(batches, limit)
+    return max(1, batches)
 
 
 def main_callbacks(cfg: Config, task: Task, run_dir: Path, started: float,

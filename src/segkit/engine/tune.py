@@ -21,6 +21,7 @@ import math
 import queue
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,14 +189,36 @@ def tune(base: dict[str, Any], space: list[Param], trials: int, out: str | Path,
         raise SegkitError("segkit tune needs Optuna: pip install 'segkit[tune]'")
     import optuna
     import torch
-    from optuna.trial import TrialState
-
-    from segkit.engine.train import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     headline, monitor = _headline(build_config(base))
+    study, finished = open_study(out, seed, pruner)
+    gpus = torch.cuda.device_count()
+    free_devices: queue.Queue[int | None] = queue.Queue()
+    for device in range(gpus) if gpus > 1 else [None]:
+        free_devices.put(device)
+
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if progress:
+            print(trial_line(trial, headline), flush=True)
+
+    left = max(0, trials - finished)
+    if left:
+        study.optimize(trial_objective(base, space, out, headline, monitor, free_devices),
+                       n_trials=left, timeout=time_budget, catch=(Exception,),
+                       callbacks=[report], n_jobs=max(1, gpus if gpus > 1 else 1),
+                       gc_after_trial=True)
+    return write_results(study, out, base, headline)
+
+
+def open_study(out: Path, seed: int, pruner: str) -> tuple[Any, int]:
+    """The sweep's Optuna study in ``out/optuna.db`` (created or resumed), and how many of
+    its trials finished; trials a killed sweep left running are marked failed."""
+    import optuna
+    from optuna.trial import TrialState
+
     study = optuna.create_study(
         study_name="segkit", storage=f"sqlite:///{(out / 'optuna.db').resolve()}",
         load_if_exists=True, direction="maximize",
@@ -206,16 +229,22 @@ def tune(base: dict[str, Any], space: list[Param], trials: int, out: str | Path,
     finished = len([t for t in study.get_trials(deepcopy=False, states=(
         TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
         if not t.user_attrs.get("error", "").startswith("interrupted")])
-    gpus = torch.cuda.device_count()
-    free_devices: queue.Queue[int | None] = queue.Queue()
-    for device in range(gpus) if gpus > 1 else [None]:
-        free_devices.put(device)
+    return study, finished
+
+
+def trial_objective(base: dict[str, Any], space: list[Param], out: Path, headline: str,
+                    monitor: str,
+                    free_devices: queue.Queue[int | None]) -> Callable[[Any], float]:
+    """Optuna's objective: one ``train`` run per trial (the first on the base config), on a
+    free device, pruned on ``monitor``, scored by ``headline``; errors are kept on the trial."""
+    import optuna
+
+    from segkit.engine.train import train
 
     def objective(trial: optuna.Trial) -> float:
         from optuna_integration import PyTorchLightningPruningCallback
 
-        first = trial.number == 0
-        overrides = {} if first else {p.key: p.suggest(trial) for p in space}
+        overrides = {} if trial.number == 0 else {p.key: p.suggest(trial) for p in space}
         run_dir = out / f"trial-{trial.number:03d}"
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("overrides", to_builtin(overrides))
@@ -242,16 +271,7 @@ def tune(base: dict[str, Any], space: list[Param], trials: int, out: str | Path,
             trial.set_user_attr("seconds", time.time() - started)
             free_devices.put(device)
 
-    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if progress:
-            print(trial_line(trial, headline), flush=True)
-
-    left = max(0, trials - finished)
-    if left:
-        study.optimize(objective, n_trials=left, timeout=time_budget, catch=(Exception,),
-                       callbacks=[report], n_jobs=max(1, gpus if gpus > 1 else 1),
-                       gc_after_trial=True)
-    return write_results(study, out, base, headline)
+    return objective
 
 
 def trial_line(trial: Any, headline: str) -> str:

@@ -24,6 +24,7 @@ MEMORY_SHARE = 0.6  # of the free memory a training batch may take (allocator, w
 RARE_IMAGE_FRACTION = 0.1  # a class in fewer images than this is rare (LVIS's t)
 FASTER = 1.1  # a probed option is taken when it makes steps at least this much faster
 BF16_FASTER = 1.3  # bfloat16 costs precision: it must buy more speed than a layout change
+WHOLE_EPOCH_LOSS = 0.05  # time the last part-epoch may waste before epochs are shortened
 COMPILE_MIN_SECONDS = 900  # below this budget, torch.compile's warm-up is not worth probing
 
 
@@ -111,13 +112,18 @@ def plan_recipe(cfg: Config, fingerprint: Fingerprint, explicit: set[str],
     budget = budget_seconds(cfg.run.time_budget) if cfg.run.time_budget else None
     if budget and probe.sample_seconds:
         timing = budget_plan(probe, probe.sample_seconds, budget, speedup,
-                             fingerprint.n_train, fingerprint.n_val)
+                             fingerprint.n_train, fingerprint.n_val, batch)
+        if "run.epochs" in explicit:  # the user's epochs are whole ones
+            timing = [p for p in timing if p[0] != "run.limit_train_batches"]
         proposals += timing
         fit = next(value for key, value, _ in timing if key == "run.epochs")
+        share = next((v for key, v, _ in timing if key == "run.limit_train_batches"), 1.0)
         # given epochs that overrun the budget: --time ends the run after about ``fit`` of
         # them, so what scales with the run's length (EMA, augmentation) plans for those
         epochs = min(epochs, fit) if "run.epochs" in explicit else fit
-    total = max(1, fingerprint.n_train // max(batch, 1)
+    else:
+        share = 1.0
+    total = max(1, round(fingerprint.n_train // max(batch, 1) * share)
                 // cfg.run.accumulate) * epochs
     proposals += [*kind.plan_augmentation(fingerprint, cfg, epochs), ema_plan(total)]
     return user_wins(proposals, cfg, explicit)
@@ -154,9 +160,9 @@ def speed_plan(probe: Probe) -> tuple[list[Proposal], float]:
 
 
 def budget_plan(probe: Probe, sample_seconds: float, budget: float, speedup: float,
-                n_train: int, n_val: int) -> list[Proposal]:
-    """torch.compile when it repays its compile time, and the epochs that fit ``budget``
-    at the probe's measured ``sample_seconds``."""
+                n_train: int, n_val: int, batch: int = 1) -> list[Proposal]:
+    """torch.compile when it repays its compile time, and the epochs (and the share of each
+    epoch's ``batch``-sized steps) that fit ``budget`` at the probe's ``sample_seconds``."""
     proposals: list[Proposal] = []
     compiled = False
     if probe.compile_speedup and probe.compile_seconds is not None:
@@ -169,16 +175,41 @@ def budget_plan(probe: Probe, sample_seconds: float, budget: float, speedup: flo
         compiled = use
     # validation runs forward only, about a third of a training step's work per sample;
     # the final evaluation of the best checkpoint is one more validation pass
-    per_epoch = sample_seconds / speedup * (n_train + n_val / 3)
-    final = sample_seconds / speedup * n_val / 3 + REPORT_SECONDS
+    per_train = sample_seconds / speedup * n_train
+    per_val = sample_seconds / speedup * n_val / 3
+    final = per_val + REPORT_SECONDS
     left = (budget - probe.spent_seconds - final) * BUDGET_SHARE
     if compiled:
         left -= probe.compile_seconds or 0.0
-    fit = max(1, math.floor(left / per_epoch))
-    proposals.append(("run.epochs", fit, f"{budget:g} s budget, "
+    epochs, share = epochs_that_fit(left, per_train, per_val, max(1, n_train // batch))
+    proposals.append(("run.epochs", epochs, f"{budget:g} s budget, "
                       f"{sample_seconds / speedup * 1000:.1f} ms per training sample "
-                      f"measured here: about {per_epoch:.1f} s an epoch with validation"))
+                      f"measured here: about {per_train + per_val:.1f} s an epoch with "
+                      "validation"))
+    if share < 1.0:
+        proposals.append(("run.limit_train_batches", share, f"{left / (per_train + per_val):.2f}"
+                          f" epochs fit: {epochs} of {share:.0%} of the batches each, so the "
+                          "schedule ends when the budget does rather than a whole epoch early"))
     return proposals
+
+
+def epochs_that_fit(seconds: float, per_train: float, per_val: float,
+                    steps: int) -> tuple[int, float]:
+    """Epochs, and the share of each epoch's batches to train, that fill ``seconds`` when an
+    epoch takes ``per_train`` to train and ``per_val`` to validate.
+
+    Whole epochs when dropping the last part-epoch loses under ``WHOLE_EPOCH_LOSS`` of the
+    time; otherwise one epoch more, each shortened to the same share (at least one batch),
+    so a budget of 2.6 epochs trains 2.6 epochs' steps rather than 2.
+    """
+    fits = max(seconds, 0.0) / max(per_train + per_val, 1e-9)
+    whole = math.floor(fits)
+    if whole >= 1 and whole >= (1 - WHOLE_EPOCH_LOSS) * fits:
+        return whole, 1.0
+    epochs = max(1, math.ceil(fits))
+    share = (seconds - epochs * per_val) / max(epochs * per_train, 1e-9)
+    share = min(1.0, max(share, 1.0 / steps))
+    return epochs, (1.0 if share >= 1 - WHOLE_EPOCH_LOSS else round(share, 3))
 
 
 def ema_plan(total: int) -> Proposal:

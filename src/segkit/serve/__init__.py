@@ -1,5 +1,5 @@
-"""The web service: ``create_app(run)`` (FastAPI) and ``serve(run, host, port)``."""
+"""The web service: ``create_app(run)`` (FastAPI) and ``serve(run, options, host, port)``."""
 
-from segkit.serve.app import create_app, serve
+from segkit.serve.app import ServeOptions, create_app, serve
 
-__all__ = ["create_app", "serve"]
+__all__ = ["ServeOptions", "create_app", "serve"]

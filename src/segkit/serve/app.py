@@ -12,8 +12,9 @@ import hmac
 import io
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,38 +136,61 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK or host.startswith("127.")
 
 
-def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0,
-               max_pixels: int = 40_000_000, timeout_s: float = 30.0,
-               api_key: str | None = None, backend: str = "auto", max_batch: int = 8,
-               max_wait_ms: float = 5.0, max_queue: int = 64, threads: int | None = None):
-    """The FastAPI application serving ``run`` (a run directory, checkpoint or exported file).
+KeyCheck = Callable[[Request], None]
 
-    Concurrent ``POST /predict`` requests are batched (up to ``max_batch``, waiting at most
-    ``max_wait_ms``); beyond ``max_queue`` waiting requests the answer is 503 with
-    Retry-After. ``GET /metrics`` is Prometheus text. With ``api_key``, ``/predict``,
-    ``/model`` and ``/metrics`` answer 401 unless the request carries it in an ``X-API-Key``
-    header (compared in constant time); the page asks for it once per browser session.
-    """
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from starlette.concurrency import run_in_threadpool
 
-    service = Service(run, device, timeout_s, backend, max_batch, max_wait_ms, max_queue,
-                      threads)
+def key_check(api_key: str | None) -> KeyCheck:
+    """A check that answers 401 unless the request's ``X-API-Key`` header is ``api_key``
+    (compared in constant time); without a key every request passes."""
 
-    def check_key(request: Request) -> None:
+    def check(request: Request) -> None:
         given = request.headers.get("x-api-key", "")
         if api_key and not hmac.compare_digest(given.encode(), api_key.encode()):
             raise HTTPException(401, "missing or wrong X-API-Key header")
 
+    return check
+
+
+async def read_upload(request: Request, file: UploadFile, max_upload_mb: float,
+                      max_pixels: int) -> np.ndarray:
+    """The uploaded image, or 413 (too large) / 400 (not an image) naming the file."""
+    from starlette.concurrency import run_in_threadpool
+
     limit = int(max_upload_mb * 2**20)
+    declared = int(request.headers.get("content-length") or 0)
+    data = await file.read(limit + 1)
+    if declared > limit + 4096 or len(data) > limit:
+        raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
+    try:
+        return await run_in_threadpool(decode_upload, data, max_pixels)
+    except OverflowError as err:
+        raise HTTPException(413, str(err)) from None
+    except ValueError as err:
+        raise HTTPException(400, f"{file.filename or 'upload'}: {err}") from None
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI):  # noqa: ANN202 - FastAPI's lifespan protocol
-        yield
-        service.batcher.close()
 
-    app = FastAPI(title="segkit", version="1", lifespan=lifespan)
-    app.state.service = service
+async def batched_probabilities(service: Service, image: np.ndarray) -> np.ndarray:
+    """``image``'s probabilities from the batcher, or 503 with Retry-After when the queue is
+    full or no answer comes within the service's wait."""
+    from starlette.concurrency import run_in_threadpool
+
+    try:
+        future = await run_in_threadpool(service.probabilities, image)
+    except QueueFull as err:
+        raise HTTPException(503, f"busy: {err}; retry later",
+                            headers={"Retry-After": "1"}) from None
+    try:
+        probs = await asyncio.wait_for(asyncio.wrap_future(future), service.wait_s)
+    except TimeoutError:
+        future.cancel()
+        raise HTTPException(503, f"no answer within {service.wait_s:g} s; retry later",
+                            headers={"Retry-After": "5"}) from None
+    return probs.float().cpu().numpy()
+
+
+def add_info_routes(app: FastAPI, service: Service, check_key: KeyCheck) -> None:
+    """``/`` (the page), ``/health``, ``/model`` and ``/metrics`` (Prometheus text)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -186,6 +210,12 @@ def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0
         check_key(request)
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
+
+def add_predict_route(app: FastAPI, service: Service, check_key: KeyCheck,
+                      max_upload_mb: float, max_pixels: int) -> None:
+    """``POST /predict``: an image in, a PNG mask or JSON out, counted by status."""
+    from starlette.concurrency import run_in_threadpool
+
     async def answer(request: Request, file: UploadFile, format: str, top_k: int,
                      threshold: float | None) -> Any:
         check_key(request)
@@ -193,30 +223,10 @@ def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0
             raise HTTPException(400, f"format must be 'png' or 'json', not '{format}'")
         if not 1 <= top_k <= 1000 or not (threshold is None or 0.0 <= threshold <= 1.0):
             raise HTTPException(400, "top_k must be 1..1000 and threshold 0..1")
-        declared = int(request.headers.get("content-length") or 0)
-        data = await file.read(limit + 1)
-        if declared > limit + 4096 or len(data) > limit:
-            raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
-        try:
-            image = await run_in_threadpool(decode_upload, data, max_pixels)
-        except OverflowError as err:
-            raise HTTPException(413, str(err)) from None
-        except ValueError as err:
-            raise HTTPException(400, f"{file.filename or 'upload'}: {err}") from None
+        image = await read_upload(request, file, max_upload_mb, max_pixels)
         start = time.perf_counter()
-        try:
-            future = await run_in_threadpool(service.probabilities, image)
-        except QueueFull as err:
-            raise HTTPException(503, f"busy: {err}; retry later",
-                                headers={"Retry-After": "1"}) from None
-        try:
-            probs = await asyncio.wait_for(asyncio.wrap_future(future), service.wait_s)
-        except TimeoutError:
-            future.cancel()
-            raise HTTPException(503, f"no answer within {service.wait_s:g} s; retry later",
-                                headers={"Retry-After": "5"}) from None
-        reply = await run_in_threadpool(service.reply, image, probs.float().cpu().numpy(),
-                                        format, top_k, threshold)
+        probs = await batched_probabilities(service, image)
+        reply = await run_in_threadpool(service.reply, image, probs, format, top_k, threshold)
         latency_ms = 1000 * (time.perf_counter() - start)
         if isinstance(reply, bytes):
             return Response(reply, media_type="image/png",
@@ -240,6 +250,32 @@ def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0
             if status == 200:
                 service.latency.observe(time.perf_counter() - start)
 
+
+def create_app(run: str | Path, device: str = "cpu", max_upload_mb: float = 10.0,
+               max_pixels: int = 40_000_000, timeout_s: float = 30.0,
+               api_key: str | None = None, backend: str = "auto", max_batch: int = 8,
+               max_wait_ms: float = 5.0, max_queue: int = 64, threads: int | None = None):
+    """The FastAPI application serving ``run`` (a run directory, checkpoint or exported file).
+
+    Concurrent ``POST /predict`` requests are batched (up to ``max_batch``, waiting at most
+    ``max_wait_ms``); beyond ``max_queue`` waiting requests the answer is 503 with
+    Retry-After. ``GET /metrics`` is Prometheus text. With ``api_key``, ``/predict``,
+    ``/model`` and ``/metrics`` answer 401 unless the request carries it in an ``X-API-Key``
+    header (compared in constant time); the page asks for it once per browser session.
+    """
+    service = Service(run, device, timeout_s, backend, max_batch, max_wait_ms, max_queue,
+                      threads)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):  # noqa: ANN202 - FastAPI's lifespan protocol
+        yield
+        service.batcher.close()
+
+    app = FastAPI(title="segkit", version="1", lifespan=lifespan)
+    app.state.service = service
+    check_key = key_check(api_key)
+    add_info_routes(app, service, check_key)
+    add_predict_route(app, service, check_key, max_upload_mb, max_pixels)
     return app
 
 
@@ -259,18 +295,31 @@ def auto_workers(device: str, cores: int | None = None) -> int:
     return max(1, (cores or os.cpu_count() or 1) // 4)
 
 
-def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
-          max_upload_mb: float = 10.0, timeout_s: float = 30.0,
-          api_key: str | None = None, backend: str = "auto", max_batch: int = 8,
-          max_wait_ms: float = 5.0, max_queue: int = 64, workers: int = 0,
-          insecure: bool = False) -> None:
+@dataclass(frozen=True)
+class ServeOptions:
+    """How the service answers: device and backend, upload limit, batching, queue, timeout
+    and the API key (``create_app``'s keywords of the same names)."""
+
+    device: str = "cpu"
+    max_upload_mb: float = 10.0
+    timeout_s: float = 30.0
+    api_key: str | None = None
+    backend: str = "auto"
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    max_queue: int = 64
+
+
+def serve(run: str | Path, options: ServeOptions | None = None, host: str = "127.0.0.1",
+          port: int = 8000, workers: int = 0, insecure: bool = False) -> None:
     """Run the service with uvicorn.
 
-    Loopback by default; any other address needs ``api_key`` unless ``insecure`` says the
-    caller accepts an open model. Idle connections close after 5 s; requests are batched
-    (``max_batch``, ``max_wait_ms``) and at most ``max_queue`` wait (then 503 + Retry-After);
-    each waits at most ``timeout_s`` for its answer. ``workers`` processes share the port and
-    split the CPU cores between them (0: one per 4 cores on a CPU, one on a GPU).
+    Loopback by default; any other address needs ``options.api_key`` unless ``insecure``
+    says the caller accepts an open model. Idle connections close after 5 s; requests are
+    batched (``max_batch``, ``max_wait_ms``) and at most ``max_queue`` wait (then 503 +
+    Retry-After); each waits at most ``timeout_s`` for its answer. ``workers`` processes
+    share the port and split the CPU cores between them (0: one per 4 cores on a CPU, one on
+    a GPU).
     """
     import json
 
@@ -278,7 +327,8 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: st
 
     if not Path(run).exists():
         raise SegkitError(f"no such run directory or checkpoint: {run}")
-    if not is_loopback(host) and not api_key:
+    options = options or ServeOptions()
+    if not is_loopback(host) and not options.api_key:
         if not insecure:
             raise SegkitError(f"--host {host} lets other machines reach the model: set "
                               "--api-key KEY (or SEGKIT_API_KEY) so that only clients sending "
@@ -287,14 +337,11 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: st
               "reach this address can use the model", flush=True)
     if workers < 0:
         raise SegkitError("--workers must be 0 (automatic) or more")
-    workers = workers or auto_workers(device)
+    workers = workers or auto_workers(options.device)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-    args = {"run": str(run), "device": device, "max_upload_mb": max_upload_mb,
-            "timeout_s": timeout_s, "api_key": api_key, "backend": backend,
-            "max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
-            "threads": threads}
+    args = {"run": str(run), **asdict(options), "threads": threads}
     common = {"host": host, "port": port, "log_level": "info", "timeout_keep_alive": 5,
-              "limit_concurrency": max_queue + 64}
+              "limit_concurrency": options.max_queue + 64}
     if workers == 1:
         uvicorn.run(create_app(**args), **common)
         return

@@ -19,6 +19,8 @@ from segkit.data.annotations.shapes import IGNORE, OVERLAP_RULES, BadShape, chec
 from segkit.errors import SegkitError
 from segkit.registry import Registry
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # copied as they are
+
 IMPORTERS: Registry[Any] = Registry("annotation format")
 IMPORTERS.add("labelme", labelme.read, "LabelMe JSON files (one per image)")
 IMPORTERS.add("cvat", cvat.read, "CVAT for images 1.1 annotations.xml")
@@ -110,15 +112,8 @@ def import_annotations(fmt: str, src: str | Path, out: str | Path,
         SegkitError: malformed files, missing images, sizes that disagree, bad shapes.
     """
     from segkit.data.base import DatasetInfo
-    from segkit.data.folders import deterministic_split
-    from segkit.viz import palette_png
 
-    if overlap not in OVERLAP_RULES:
-        raise SegkitError(f"unknown overlap rule '{overlap}'; use {', '.join(OVERLAP_RULES)}")
-    if unlabeled not in ("background", "ignore"):
-        raise SegkitError(f"--unlabeled is background or ignore, not '{unlabeled}'")
-    if on_bad_shape not in ("fail", "skip"):
-        raise SegkitError(f"--on-bad-shape is fail or skip, not '{on_bad_shape}'")
+    check_import_options(overlap, unlabeled, on_bad_shape)
     read = IMPORTERS.get(fmt).builder
     src, out = Path(src), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -127,7 +122,6 @@ def import_annotations(fmt: str, src: str | Path, out: str | Path,
     if not items:
         raise SegkitError(f"{src}: no annotated images in it")
     names = class_list(items, classes, unlabeled)
-    index = {n: i for i, n in enumerate(names)}
     info = DatasetInfo(classes=names)
     report = ImportReport(out, names)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
@@ -137,46 +131,9 @@ def import_annotations(fmt: str, src: str | Path, out: str | Path,
     try:
         stems = unique_stems(items)
         for item, stem in zip(items, stems, strict=True):
-            image = item.load()
-            h, w = image.shape[:2]
-            if item.size is not None and item.size != (h, w):
-                raise SegkitError(f"{item.source}: '{item.name}' is {w}x{h} but the annotation "
-                                  f"says {item.size[1]}x{item.size[0]}; is it the same image?")
-            good = []
-            for shape in item.shapes:
-                try:
-                    if shape.label not in index:
-                        raise BadShape(f"{shape.where}: label '{shape.label}' is not one of "
-                                       f"--classes ({', '.join(names)})")
-                    check_shape(shape)
-                    good.append(shape)
-                except BadShape as err:
-                    if on_bad_shape == "fail":
-                        raise SegkitError(f"{err} (or pass --on-bad-shape skip)") from None
-                    report.skipped_shapes.append(str(err))
-            for kind, n in item.ignored.items():
-                report.ignored[kind] = report.ignored.get(kind, 0) + n
-            mask = compose(good, (h, w), index, overlap, 0 if unlabeled == "background"
-                           else IGNORE)
-            suffix = item.image_file.suffix.lower() if item.image_file else ""
-            if item.image_file is not None and suffix in (".jpg", ".jpeg", ".png", ".bmp",
-                                                          ".tif", ".tiff", ".webp"):
-                shutil.copy2(item.image_file, tmp / "images" / f"{stem}{suffix}")
-            else:
-                from PIL import Image
-
-                Image.fromarray(image).save(tmp / "images" / f"{stem}.png")
-            palette_png(mask, info.palette).save(tmp / "masks" / f"{stem}.png")
-            report.images += 1
-            report.shapes += len(good)
-        (tmp / "splits").mkdir()
-        for split in ("train", "val"):
-            chosen = deterministic_split(stems, split, val_fraction) if len(stems) > 1 else stems
-            (tmp / "splits" / f"{split}.txt").write_text("".join(f"{s}\n" for s in chosen))
-        (tmp / "classes.txt").write_text("".join(f"{n}\n" for n in names))
-        (tmp / "info.json").write_text(json.dumps(info.to_dict(), indent=1))
-        if report.skipped_shapes:
-            (tmp / "skipped_shapes.txt").write_text("\n".join(report.skipped_shapes) + "\n")
+            write_item(item, stem, tmp, info, report, overlap,
+                       0 if unlabeled == "background" else IGNORE, on_bad_shape)
+        write_layout(tmp, stems, info, report, val_fraction)
         if out.exists():
             out.rmdir()
         tmp.rename(out)
@@ -184,6 +141,78 @@ def import_annotations(fmt: str, src: str | Path, out: str | Path,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+def check_import_options(overlap: str, unlabeled: str, on_bad_shape: str) -> None:
+    """One line naming the option when a value is not one it takes."""
+    if overlap not in OVERLAP_RULES:
+        raise SegkitError(f"unknown overlap rule '{overlap}'; use {', '.join(OVERLAP_RULES)}")
+    if unlabeled not in ("background", "ignore"):
+        raise SegkitError(f"--unlabeled is background or ignore, not '{unlabeled}'")
+    if on_bad_shape not in ("fail", "skip"):
+        raise SegkitError(f"--on-bad-shape is fail or skip, not '{on_bad_shape}'")
+
+
+def usable_shapes(item: AnnotatedImage, names: list[str], on_bad_shape: str,
+                  report: ImportReport) -> list[Any]:
+    """``item``'s shapes with a known label and a drawable outline; the others fail the
+    import or, with ``on_bad_shape`` skip, are listed in ``report``."""
+    good = []
+    for shape in item.shapes:
+        try:
+            if shape.label not in names:
+                raise BadShape(f"{shape.where}: label '{shape.label}' is not one of "
+                               f"--classes ({', '.join(names)})")
+            check_shape(shape)
+            good.append(shape)
+        except BadShape as err:
+            if on_bad_shape == "fail":
+                raise SegkitError(f"{err} (or pass --on-bad-shape skip)") from None
+            report.skipped_shapes.append(str(err))
+    return good
+
+
+def write_item(item: AnnotatedImage, stem: str, tmp: Path, info: Any, report: ImportReport,
+               overlap: str, unlabeled_value: int, on_bad_shape: str) -> None:
+    """One annotated image: its picture into images/ (copied when it is already a common
+    format) and its rasterised shapes into masks/ as a palette PNG."""
+    from PIL import Image
+
+    from segkit.viz import palette_png
+
+    image = item.load()
+    h, w = image.shape[:2]
+    if item.size is not None and item.size != (h, w):
+        raise SegkitError(f"{item.source}: '{item.name}' is {w}x{h} but the annotation "
+                          f"says {item.size[1]}x{item.size[0]}; is it the same image?")
+    good = usable_shapes(item, info.classes, on_bad_shape, report)
+    for kind, n in item.ignored.items():
+        report.ignored[kind] = report.ignored.get(kind, 0) + n
+    index = {n: i for i, n in enumerate(info.classes)}
+    mask = compose(good, (h, w), index, overlap, unlabeled_value)
+    suffix = item.image_file.suffix.lower() if item.image_file else ""
+    if item.image_file is not None and suffix in IMAGE_SUFFIXES:
+        shutil.copy2(item.image_file, tmp / "images" / f"{stem}{suffix}")
+    else:
+        Image.fromarray(image).save(tmp / "images" / f"{stem}.png")
+    palette_png(mask, info.palette).save(tmp / "masks" / f"{stem}.png")
+    report.images += 1
+    report.shapes += len(good)
+
+
+def write_layout(tmp: Path, stems: list[str], info: Any, report: ImportReport,
+                 val_fraction: float) -> None:
+    """splits/, classes.txt, info.json and the list of skipped shapes."""
+    from segkit.data.folders import deterministic_split
+
+    (tmp / "splits").mkdir()
+    for split in ("train", "val"):
+        chosen = deterministic_split(stems, split, val_fraction) if len(stems) > 1 else stems
+        (tmp / "splits" / f"{split}.txt").write_text("".join(f"{s}\n" for s in chosen))
+    (tmp / "classes.txt").write_text("".join(f"{n}\n" for n in info.classes))
+    (tmp / "info.json").write_text(json.dumps(info.to_dict(), indent=1))
+    if report.skipped_shapes:
+        (tmp / "skipped_shapes.txt").write_text("\n".join(report.skipped_shapes) + "\n")
 
 
 EXPORT_FORMATS = ("labelme", "cvat", "labelstudio", "coco")

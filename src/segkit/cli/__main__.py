@@ -1,0 +1,7 @@
+"""``python -m segkit.cli``: the ``segkit`` command."""
+
+import sys
+
+from segkit.cli import main
+
+sys.exit(main())
