@@ -30,6 +30,7 @@ browser:
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/lint-imports
+	$(BIN)/mypy src/segkit
 
 test: $(STAMP) browser lint
 	$(BIN)/python -m pytest tests

@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from segkit.errors import SegkitError, describe_os_error
+from segkit.rundir import RunDir
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -60,13 +61,14 @@ def checkpoint_sizes(
     return weights, weights + slots * trainable
 
 
-def check_disk_space(folder: Path, best_bytes: int, last_bytes: int) -> None:
-    """Refuse to start when the disk cannot hold the checkpoints and their temporary copies."""
+def check_disk_space(run_dir: Path, best_bytes: int, last_bytes: int) -> None:
+    """Refuse to start when the disk cannot hold the run's checkpoints and their temporary
+    copies."""
     # Peak: old last + new last being written, plus best; existing files are overwritten.
     need = 2 * last_bytes + best_bytes
-    need -= sum(
-        f.stat().st_size for f in (folder / "last.ckpt", folder / "best.ckpt") if f.is_file()
-    )
+    layout = RunDir(run_dir)
+    folder = layout.checkpoints
+    need -= sum(f.stat().st_size for f in (layout.last, layout.best) if f.is_file())
     need = int(need * 1.1)  # logs, plots and the report
     free = shutil.disk_usage(folder).free
     if free < need:
@@ -146,9 +148,9 @@ def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:
     if p.is_dir() and (p / SHARED_META).is_file() and (p / "model.safetensors").is_file():
         return p / "model.safetensors"
     if p.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (p / "checkpoints" / name).is_file():
-                return p / "checkpoints" / name
+        for ckpt in (RunDir(p).best, RunDir(p).last):
+            if ckpt.is_file():
+                return ckpt
         raise SegkitError(f"{p}: no checkpoints/best.ckpt or last.ckpt; train first")
     if not p.exists():
         raise SegkitError(f"no such run directory or checkpoint: {p}")
@@ -157,7 +159,7 @@ def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:
 
 def run_dir_of(ckpt: Path) -> Path:
     """The run directory a checkpoint belongs to (its parent's parent)."""
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return RunDir.of(ckpt).root
 
 
 BUILTIN_SCALARS = (str, int, float, bool, type(None))

@@ -17,6 +17,7 @@ import yaml
 
 from segkit.engine.callbacks import read_history
 from segkit.errors import SegkitError
+from segkit.rundir import RunDir
 
 IGNORED_KEYS = ("run.out", "run.progress")
 
@@ -26,16 +27,18 @@ def expand_runs(paths: list[str | Path]) -> list[Path]:
     runs: list[Path] = []
     for item in paths:
         path = Path(item)
-        if (path / "config.yaml").is_file() and (path / "checkpoints").is_dir():
+        if (RunDir(path).config).is_file() and (RunDir(path).checkpoints).is_dir():
             runs.append(path)
         elif path.is_dir() and sorted(path.glob("trial-*")):
             runs += [t for t in sorted(path.glob("trial-*"))
-                     if (t / "metrics.json").is_file()]
+                     if (RunDir(t).metrics).is_file()]
         else:
             raise SegkitError(f"{path}: not a run directory (config.yaml + checkpoints/) or a "
                               "sweep folder (trial-*/); train or tune first")
-    seen: set[Path] = set()
-    runs = [r for r in runs if not (r.resolve() in seen or seen.add(r.resolve()))]
+    unique: dict[Path, Path] = {}
+    for run in runs:  # each run once (by its resolved path), in the order given
+        unique.setdefault(run.resolve(), run)
+    runs = list(unique.values())
     if len(runs) < 2:
         raise SegkitError(f"compare needs at least two finished runs (got {len(runs)})")
     return runs
@@ -94,11 +97,11 @@ def compare_runs(paths: list[str | Path], out: str | Path, images: int = 4) -> d
     out.mkdir(parents=True, exist_ok=True)
     configs, metrics = [], []
     for run in runs:
-        configs.append(yaml.safe_load((run / "config.yaml").read_text()))
-        if not (run / "metrics.json").is_file():
+        configs.append(yaml.safe_load((RunDir(run).config).read_text()))
+        if not (RunDir(run).metrics).is_file():
             raise SegkitError(f"{run}: no metrics.json (the run did not finish); evaluate it "
                               f"with `segkit evaluate {run}`")
-        metrics.append(json.loads((run / "metrics.json").read_text()))
+        metrics.append(json.loads((RunDir(run).metrics).read_text()))
     tasks = {c.get("task", "segment") for c in configs}
     if len(tasks) > 1:
         raise SegkitError(f"runs of different tasks ({', '.join(sorted(tasks))}) do not compare")
@@ -171,7 +174,7 @@ def plot_histories(runs: list[Path], names: list[str], path: Path) -> Path:
 
     fig, (ax_metric, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
     for run, name in zip(runs, names, strict=True):
-        history = read_history(run / "metrics.csv")
+        history = read_history(RunDir(run).history)
         keys = [k for k in ("val_mIoU", "val_accuracy", "val_mAP") if any(k in r for r in history)]
         epochs = [r["epoch"] for r in history]
         if keys:
@@ -204,7 +207,10 @@ def prediction_grid(runs: list[Path], names: list[str], path: Path, count: int) 
 
     predictors = [load_predictor(run, backend="torch") for run in runs]
     first = predictors[0]
-    source = build_dataset(first.config.data, first.config.data.val_split)
+    cfg = first.config
+    if cfg is None:
+        raise SegkitError(f"{runs[0]}: no config.yaml beside its checkpoint; compare runs")
+    source = build_dataset(cfg.data, cfg.data.val_split)
     picks = list(range(min(count, len(source))))
     spatial = first.kind.spatial
     cols = len(runs) + (2 if spatial else 1)

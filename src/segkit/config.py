@@ -263,7 +263,8 @@ class Config(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, not tuples) for YAML and checkpoints."""
-        return _plain(self.model_dump())
+        plain: dict[str, Any] = _plain(self.model_dump())
+        return plain
 
     def save(self, path: str | Path) -> None:
         """Write the resolved config as YAML."""
@@ -296,7 +297,7 @@ def _allowed_keys(section: str) -> list[str]:
         field = model.model_fields.get(part)
         if field is None or not isinstance(field.annotation, type):
             return sorted(model.model_fields)
-        model = field.annotation  # type: ignore[assignment]
+        model = field.annotation
     return sorted(model.model_fields)
 
 

@@ -11,6 +11,7 @@ from segkit.config import build_config
 from segkit.data.synthetic import render_shapes
 from segkit.engine.predict import predict
 from segkit.engine.train import train
+from segkit.rundir import RunDir
 from segkit.viz import save_png
 
 # The data and the time; the network (the classic U-Net for these 64-pixel images) and the
@@ -40,14 +41,14 @@ def run_demo(out: str = "runs/demo", **overrides: object) -> dict[str, Path]:
     predict(result.best_checkpoint, [inputs], out_dir / "predictions", progress=False)
     m = result.metrics
     paths = {
-        "report": out_dir / "report.md",
+        "report": RunDir(out_dir).report,
         "results": out_dir / "results.txt",
         "checkpoint": result.best_checkpoint,
         "curves": out_dir / "curves.png",
         "grid": out_dir / "val_grid.png",
         "confusion": out_dir / "confusion_matrix.png",
         "predictions": out_dir / "predictions",
-        "plan": out_dir / "plan.yaml",
+        "plan": RunDir(out_dir).plan,
     }
     print("\n" + "=" * 72)
     print(f"segkit demo finished in {time.time() - start:.0f} s")

@@ -50,6 +50,9 @@ RUNTIMES = {"onnx": ["onnxruntime", "openvino"], "openvino": ["openvino"],
 class ExportWrapper(nn.Module):
     """Normalisation + the bare network (no padding: that happens outside the graph)."""
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.net = net

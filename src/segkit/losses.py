@@ -8,6 +8,7 @@ says which it supports. Segmentation losses honour the ignore index.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
@@ -26,6 +27,8 @@ LOSSES: Registry[LossBuilder] = Registry("loss")
 class CrossEntropy(nn.Module):
     """Cross-entropy per pixel or per image, optionally class-weighted and label-smoothed,
     mean over non-ignored targets."""
+
+    weight: torch.Tensor | None  # a buffer
 
     def __init__(self, ignore_index: int, weight: torch.Tensor | None = None,
                  label_smoothing: float = 0.0) -> None:
@@ -65,7 +68,7 @@ class AsymmetricLoss(nn.Module):
 
         # timm >= 1.0.20 reduces as asked; older releases return the sum
         self.sums = "reduction" not in inspect.signature(AsymmetricLossMultiLabel).parameters
-        extra = {} if self.sums else {"reduction": "mean"}
+        extra: dict[str, Any] = {} if self.sums else {"reduction": "mean"}
         self.loss = AsymmetricLossMultiLabel(gamma_neg=gamma_neg, gamma_pos=gamma_pos, clip=clip,
                                              **extra)
 
@@ -76,6 +79,8 @@ class AsymmetricLoss(nn.Module):
 
 class FocalLoss(nn.Module):
     """Softmax focal loss -(1-p_t)^gamma log p_t (smp's focal is one-vs-rest sigmoid)."""
+
+    weight: torch.Tensor | None  # a buffer
 
     def __init__(self, gamma: float, ignore_index: int, weight: torch.Tensor | None = None):
         super().__init__()
@@ -131,7 +136,8 @@ class SumLoss(nn.Module):
         self.terms = nn.ModuleDict(terms)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return sum(term(logits, target) for term in self.terms.values())  # type: ignore[return-value]
+        total: torch.Tensor = sum(term(logits, target) for term in self.terms.values())
+        return total
 
 
 # the modes whose targets are 0/1 per output: one logit per pixel, or per label

@@ -66,6 +66,7 @@ class SegmentationMetrics(Metric):
     """Accumulates a confusion matrix (summed across processes) and derives all scores."""
 
     full_state_update = False
+    confmat: torch.Tensor  # add_state's
 
     def __init__(self, num_classes: int, ignore_index: int = 255, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -176,6 +177,8 @@ class MultiLabelMetrics(Metric):
     """Collects scores and targets (gathered across processes) for mAP and F1 metrics."""
 
     full_state_update = False
+    scores: list[torch.Tensor]  # add_state's
+    targets: list[torch.Tensor]
 
     def __init__(self, threshold: float = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -214,12 +217,13 @@ def per_image_miou(
     return iou.nanmean(1)
 
 
+SWEEP_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
+
+
 class ThresholdSweep:
     """Foreground Dice and IoU of a binary model at thresholds 0.1 ... 0.9."""
 
-    def __init__(
-        self, thresholds: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(1, 10))
-    ):
+    def __init__(self, thresholds: tuple[float, ...] = SWEEP_THRESHOLDS) -> None:
         self.thresholds = thresholds
         self.tp = torch.zeros(len(thresholds), dtype=torch.long)
         self.fp = torch.zeros_like(self.tp)
@@ -275,6 +279,9 @@ class ClassificationMetrics(Metric):
     """Confusion matrix and top-5 hits of single-label predictions, summed across processes."""
 
     full_state_update = False
+    confmat: torch.Tensor  # add_state's
+    topk_hits: torch.Tensor
+    seen: torch.Tensor
 
     def __init__(self, num_classes: int, top_k: int = 5, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -31,6 +31,7 @@ from segkit.errors import SegkitError
 from segkit.models import count_parameters, model_entry, model_label
 from segkit.models.hf_models import unwrap_hf
 from segkit.models.wrappers import shared_network
+from segkit.rundir import RunDir
 
 
 def export_hf(run: str | Path, out: str | Path | None = None) -> Path:
@@ -81,7 +82,7 @@ def export_hf(run: str | Path, out: str | Path | None = None) -> Path:
 def write_network(task: Any, folder: Path) -> str:
     """``model.safetensors`` + ``config.json`` in the network's library's layout; returns the
     library's name."""
-    hf = unwrap_hf(task.model)
+    hf: Any = unwrap_hf(task.model)  # a transformers model
     if hf is not None:
         hf.save_pretrained(str(folder))
         # segkit's subclasses (EoMT at any size) load as the transformers class they extend
@@ -91,7 +92,7 @@ def write_network(task: Any, folder: Path) -> str:
                                         if c.__module__.startswith("transformers."))]
         config_path.write_text(json.dumps(config, indent=2))
         return "transformers"
-    net = shared_network(task.model)
+    net: Any = shared_network(task.model)
     if hasattr(net, "save_pretrained"):  # smp models are huggingface_hub mixins
         net.save_pretrained(str(folder))
         return "segmentation-models-pytorch"
@@ -109,8 +110,7 @@ def write_network(task: Any, folder: Path) -> str:
 
 def run_metrics(run_dir: Path) -> dict[str, Any]:
     """The run's latest evaluation (metrics.json), else its training summary."""
-    for name in ("metrics.json", "summary.json"):
-        path = run_dir / name
+    for path in (RunDir(run_dir).metrics, run_dir / "summary.json"):
         if path.is_file():
             try:
                 found = json.loads(path.read_text())
@@ -179,7 +179,7 @@ def model_card(task: Any, library: str, metrics: dict[str, Any], run_dir: Path) 
     lines += [f"Inputs: RGB scaled to 0..1, normalised with mean {mean} and std {std}.", "",
               "## Training configuration", "", "```yaml",
               yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip(), "```", ""]
-    if (run_dir / "plan.yaml").is_file():
+    if (RunDir(run_dir).plan).is_file():
         lines += ["The recipe was planned from the data (`plan.yaml` in the run directory).", ""]
     lines += ["## Intended use and limitations", "",
               f"Made for images like those of `{cfg.data.name}`: the same kind of scene, "

@@ -70,9 +70,13 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def cmd_data_import(args: argparse.Namespace) -> int:
     """segkit data import."""
-    from segkit.data.annotations import import_annotations
+    from segkit.data.annotations import import_annotations, read_class_file
 
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    classes = None
+    if args.classes and args.classes.startswith("@"):
+        classes = read_class_file(args.classes[1:])
+    elif args.classes:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     report = import_annotations(args.format, args.src, args.out, classes, args.overlap,
                                 args.unlabeled, args.on_bad_shape, args.images,
                                 args.val_fraction, args.line_width)
@@ -106,8 +110,10 @@ def add_import_parser(dsub: Subparsers) -> None:
     im.add_argument("format", help="labelme, cvat, labelstudio or coco")
     im.add_argument("src", help="the tool's export: a file or folder")
     im.add_argument("--out", required=True, help="dataset folder to create")
-    im.add_argument("--classes", help="class names in index order, comma-separated (default: "
-                    "every label found, sorted; 'background' first unless --unlabeled ignore)")
+    im.add_argument("--classes", help="class names in index order, comma-separated, or @FILE "
+                    "with one per line (LabelMe's labels.txt: __ignore__ is ignored, "
+                    "_background_ is background); default: every label found, sorted; "
+                    "'background' first unless --unlabeled ignore")
     im.add_argument("--overlap", default="z-order", choices=["z-order", "later", "smaller"],
                     help="where shapes overlap: higher z then later wins, later wins, or the "
                     "smaller region wins")

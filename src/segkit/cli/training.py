@@ -14,6 +14,7 @@ from segkit.cli.common import (
     set_overrides,
 )
 from segkit.errors import SegkitError
+from segkit.rundir import RunDir
 
 # flag dest -> config key, in --help order; type, choices and help come from the config
 DATA_MODEL_FLAGS = {
@@ -75,7 +76,7 @@ def train_config(args: argparse.Namespace) -> Any:
     if not args.resume:
         return load_config(args.config, overrides)
     run_dir = Path(args.resume)
-    cfg_file = run_dir / "config.yaml"
+    cfg_file = RunDir(run_dir).config
     if not cfg_file.is_file():
         raise SegkitError(f"nothing to resume: {cfg_file} not found")
     overrides["run.out"] = str(run_dir)

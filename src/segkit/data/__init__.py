@@ -53,7 +53,7 @@ def _folder(cfg: DataConfig, split: str) -> SegmentationSource:
 def _raster(cfg: DataConfig, split: str) -> SegmentationSource:
     from segkit.data.rasters import RasterPairs
 
-    return RasterPairs(_need_root(cfg), split, tuple(cfg.image_size), cfg.num_train,
+    return RasterPairs(_need_root(cfg), split, cfg.image_size, cfg.num_train,
                        cfg.val_fraction, cfg.seed)
 
 

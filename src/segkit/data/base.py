@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from segkit.config import IGNORE_INDEX
+from segkit.errors import SegkitError
 
 
 def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
@@ -88,11 +89,51 @@ class SegmentationSource(Dataset):
         return counts
 
 
+class Source(Protocol):
+    """What every data set source gives the layers above: its length, a sample by index
+    (a dict of numpy arrays: ``image`` and ``mask``, ``label`` or ``labels``, and ``name``)
+    and the description of its classes."""
+
+    info: DatasetInfo
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class PixelSource(Source, Protocol):
+    """A segmentation source: it counts its pixels per class (every mask read once)."""
+
+    def class_pixel_counts(self) -> np.ndarray: ...
+
+
+@runtime_checkable
+class LabelSource(Source, Protocol):
+    """A recognition source: all its targets at once, [N] or [N, C]."""
+
+    def labels_matrix(self) -> np.ndarray: ...
+
+
+def pixel_counts_of(source: Source) -> np.ndarray:
+    """Pixels per class of a segmentation source (one line when ``source`` is not one)."""
+    if not isinstance(source, PixelSource):
+        raise SegkitError(f"{type(source).__name__} holds no masks to count pixels of")
+    return source.class_pixel_counts()
+
+
+def labels_of(source: Source) -> np.ndarray:
+    """All targets of a recognition source (one line when ``source`` is not one)."""
+    if not isinstance(source, LabelSource):
+        raise SegkitError(f"{type(source).__name__} holds no labels")
+    return source.labels_matrix()
+
+
 class SourceSubset(SegmentationSource):
     """The samples of ``source`` at ``indices``, e.g. a selection split held out of the
     training data (torch's ``Subset`` drops the ``info`` every source carries)."""
 
-    def __init__(self, source: Any, indices: list[int]) -> None:
+    def __init__(self, source: Source, indices: list[int]) -> None:
         self.source, self.indices = source, list(indices)
         self.info = source.info
 

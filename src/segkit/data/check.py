@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from segkit.config import DataConfig
 from segkit.data import build_dataset
+from segkit.data.base import Source
 from segkit.errors import SegkitError
 
 MAX_LISTED = 10  # per kind of repeated problem; the rest is counted
@@ -197,7 +198,7 @@ class Walk:
         self.seen: dict[str, tuple[str, str]] = {}  # image hash -> (split, name) first seen
         self.lo, self.hi, self.channels = [10**9, 10**9], [0, 0], set[int]()
 
-    def add(self, report: CheckReport, source: Any, split: str,
+    def add(self, report: CheckReport, source: Source, split: str,
             sample: dict[str, Any]) -> tuple[str, str]:
         """Count ``sample``; where its pixels were first seen (split, name)."""
         if self.stats is None:
@@ -227,7 +228,7 @@ class Walk:
                                    f"{' or '.join(report.samples)}: {', '.join(absent)}")
 
 
-def check_split(report: CheckReport, walk: Walk, split: str, source: Any,
+def check_split(report: CheckReport, walk: Walk, split: str, source: Source,
                 progress: bool) -> None:
     """Load every sample of one split: unreadable ones, duplicate names and images shared
     with another split are problems; images repeated within the split a warning."""

@@ -28,6 +28,12 @@ class ClassificationSource:
     task = "classify"
     target_key = "label"  # "labels" for multi-label sources
 
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
     def labels_matrix(self) -> np.ndarray:
         """All targets: [N] ints (classify) or [N, C] 0/1 (multilabel)."""
         return np.stack([np.asarray(self[i][self.target_key]) for i in range(len(self))])
@@ -37,7 +43,8 @@ class _GeneratedShapes(ClassificationSource):
     """Seeded, file-free images of the shape classes (background excluded from the labels)."""
 
     def __init__(self, split: str, length: int, size: tuple[int, int], seed: int = 0) -> None:
-        self.split, self.length, self.size, self.seed = split, length, tuple(size), seed
+        self.split, self.length, self.seed = split, length, seed
+        self.size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.offset = _SPLIT_OFFSET.get(split, 7)
         self.info = DatasetInfo(classes=SHAPE_CLASSES[1:])
 

@@ -81,11 +81,12 @@ def _scene_background(rng: np.random.Generator, h: int, w: int, photo: bool) -> 
     ch, cw = min(ph, int(np.ceil(h / scale))), min(pw, int(np.ceil(w / scale)))
     y, x = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
     crop = Image.fromarray(source[y:y + ch, x:x + cw].astype(np.uint8))
-    return np.asarray(crop.resize((w, h), Image.BILINEAR), dtype=np.float32)
+    return np.asarray(crop.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def _scaled_digit(image: np.ndarray, side: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(image).resize((side, side), Image.BICUBIC)).clip(0, 1)
+    scaled = Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC)
+    return np.asarray(scaled).clip(0, 1)
 
 
 def render_digits(seed: int, index: int, size: tuple[int, int], split: str = "train",

@@ -38,14 +38,14 @@ class _Intensity:
         x = image.reshape(-1, image.shape[-1] if image.ndim == 3 else 1).astype(np.float64) / 255
         if self.total is None:
             self.total, self.squares = x.sum(0), (x * x).sum(0)
-        elif x.shape[1] == self.total.shape[0]:
+        elif x.shape[1] == self.total.shape[0] and self.squares is not None:
             self.total, self.squares = self.total + x.sum(0), self.squares + (x * x).sum(0)
         else:
             return
         self.n += x.shape[0]
 
     def result(self) -> dict[str, list[float]]:
-        if self.total is None:
+        if self.total is None or self.squares is None:
             return {"mean": [], "std": []}
         mean = self.total / self.n
         std = np.sqrt(np.maximum(self.squares / self.n - mean**2, 0))
@@ -78,7 +78,8 @@ class _Targets:
             self.images += counts > 0
             area = float(mask.size)
             for k in (k for k in self.things if counts[k] and self.count_objects):
-                n, _, stats, _ = cv2.connectedComponentsWithStats((mask == k).astype(np.uint8), 8)
+                n, _, stats, _ = cv2.connectedComponentsWithStats(  # type: ignore[call-overload]
+                    (mask == k).astype(np.uint8), 8)
                 self.objects[k] += (stats[1:n, cv2.CC_STAT_AREA] / area).tolist()
         elif "labels" in sample:
             self.kind = "labels"
@@ -230,7 +231,9 @@ def fingerprint_dataset(cfg: DataConfig, max_images: int = 2000, progress: bool 
     classes = list(train.info.classes)
     step = max(1, -(-len(train) // max_images))
     indices = list(range(0, len(train), step))
-    heights, widths, channels = [], [], Counter()
+    heights: list[int] = []
+    widths: list[int] = []
+    channels: Counter[int] = Counter()
     intensity = _Intensity()
     targets = _Targets(classes, train.info.ignore_index, objects)
     unreadable, boxed = 0, 0

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from segkit.data.base import Source, pixel_counts_of
+
 
 def cutmix(
     image: np.ndarray, mask: np.ndarray, other_image: np.ndarray, other_mask: np.ndarray,
@@ -61,10 +63,10 @@ class Mixing(Dataset):
     """Source wrapper applying CutMix / CopyBlob with a partner drawn from the same source."""
 
     def __init__(
-        self, source: Any, cutmix_prob: float = 0.0, copyblob_prob: float = 0.0,
+        self, source: Source, cutmix_prob: float = 0.0, copyblob_prob: float = 0.0,
         blob_classes: Sequence[int] | None = None,
     ) -> None:
-        self.source, self.info = source, getattr(source, "info", None)
+        self.source, self.info = source, source.info
         self.cutmix_prob, self.copyblob_prob = cutmix_prob, copyblob_prob
         self.blob_classes = list(blob_classes) if blob_classes is not None else None
 
@@ -73,7 +75,7 @@ class Mixing(Dataset):
 
     def _classes(self) -> list[int]:
         if self.blob_classes is None:
-            self.blob_classes = rare_classes(self.source.class_pixel_counts())
+            self.blob_classes = rare_classes(pixel_counts_of(self.source))
         return self.blob_classes
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from segkit.data.base import Source
 from segkit.errors import SegkitError
 
 SHOWN = 0.7  # an object with at least this share of its box inside the crop is labelled
@@ -58,8 +59,8 @@ class ObjectCrops(Dataset):
         scales: crop sides as fractions of the image's (each side drawn separately).
     """
 
-    def __init__(self, source: Any, scales: Sequence[float]) -> None:
-        self.source, self.info = source, getattr(source, "info", None)
+    def __init__(self, source: Source, scales: Sequence[float]) -> None:
+        self.source, self.info = source, source.info
         self.scales = [float(s) for s in scales]
 
     def __len__(self) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -17,14 +16,15 @@ from tqdm.auto import tqdm
 
 from segkit.config import DataConfig
 from segkit.data import build_dataset
+from segkit.data.base import Source
 
 
 def _resize(image: np.ndarray, mask: np.ndarray, size: tuple[int, int] | None):
     if size is None:
         return image, mask
     h, w = size
-    img = Image.fromarray(image).resize((w, h), Image.BILINEAR)
-    msk = Image.fromarray(mask).resize((w, h), Image.NEAREST)
+    img = Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR)
+    msk = Image.fromarray(mask).resize((w, h), Image.Resampling.NEAREST)
     return np.asarray(img), np.asarray(msk)
 
 
@@ -42,7 +42,7 @@ def prepare_dataset(cfg: DataConfig, out: str | Path, size: tuple[int, int] | No
         (out / "classes.txt").write_text("\n".join(source.info.classes) + "\n")
         (out / "info.json").write_text(json.dumps(source.info.to_dict()))
 
-        def convert(i: int, split: str = split, source: Any = source) -> str:
+        def convert(i: int, split: str = split, source: Source = source) -> str:
             name = f"{split}_{i:06d}"
             img_path, mask_path = out / "images" / f"{name}.png", out / "masks" / f"{name}.png"
             if not (img_path.is_file() and mask_path.is_file()):

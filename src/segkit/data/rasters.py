@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ class MaskRasterWriter:
         palette: one RGB colour per class.
     """
 
-    def __init__(self, path: Path, profile: dict[str, Any], palette: list[tuple[int, ...]]
+    def __init__(self, path: Path, profile: dict[str, Any], palette: Sequence[tuple[int, ...]]
                  ) -> None:
         rasterio = rasterio_module()
         self.path = path

@@ -7,13 +7,14 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from segkit.data.base import Source, pixel_counts_of
 from segkit.errors import SegkitError
 
 
 class SkipBadSamples(Dataset):
     """Replaces unreadable samples by the next good one; each skip is appended to a log file."""
 
-    def __init__(self, source: Any, log_file: Path, max_tries: int = 20) -> None:
+    def __init__(self, source: Source, log_file: Path, max_tries: int = 20) -> None:
         self.source, self.info = source, getattr(source, "info", None)
         self.log_file = log_file
         self.max_tries = max_tries
@@ -23,7 +24,7 @@ class SkipBadSamples(Dataset):
 
     def class_pixel_counts(self) -> Any:
         """Delegates to the source (bad samples there still fail loudly)."""
-        return self.source.class_pixel_counts()
+        return pixel_counts_of(self.source)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         for k in range(self.max_tries):

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from segkit.data.base import DatasetInfo, SegmentationSource
+from segkit.data.base import DatasetInfo, SegmentationSource, Source
 from segkit.errors import SegkitError
 from segkit.viz import png_bytes
 
@@ -41,7 +41,7 @@ def litdata_module() -> Any:
     return litdata
 
 
-def encode_sample(index: int, source: Any) -> dict[str, Any]:
+def encode_sample(index: int, source: Source) -> dict[str, Any]:
     """Sample ``index`` of ``source`` as a chunk item: PNG bytes for pixels, plain values
     for labels."""
     sample = source[index]
@@ -146,7 +146,7 @@ def merge_chunks(parts: list[Path], out: Path) -> dict[str, Any]:
     litdata = litdata_module()
     if len(parts) < 2:
         raise SegkitError("give two or more chunk folders to merge")
-    shards = []
+    shards: list[Any] = []
     for part in parts:
         meta = _read_json(_join(str(part), META))
         for split in meta["splits"]:

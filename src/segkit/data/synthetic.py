@@ -93,7 +93,8 @@ class ShapesDataset(SegmentationSource):
         seed: int = 0,
         binary: bool = False,
     ) -> None:
-        self.split, self.length, self.image_size = split, length, tuple(image_size)
+        self.split, self.length = split, length
+        self.image_size: tuple[int, int] = (int(image_size[0]), int(image_size[1]))
         self.seed, self.binary = seed, binary
         self._offset = _SPLIT_OFFSET.get(split, zlib.crc32(split.encode()))
         classes = ["background", "shape"] if binary else list(SHAPE_CLASSES)

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from segkit.config import IGNORE_INDEX, AugConfig
+from segkit.data.base import Source
 
 
 def build_augmentation(aug: AugConfig, train: bool, ignore_index: int = IGNORE_INDEX) -> A.Compose:
@@ -101,16 +102,22 @@ def to_tensors(sample: dict[str, Any]) -> dict[str, Any]:
 class Augmented(Dataset):
     """Applies an albumentations pipeline to a source dataset and returns tensors."""
 
-    def __init__(self, source: Dataset, transform: A.Compose | None) -> None:
+    def __init__(self, source: Source | None, transform: A.Compose | None) -> None:
         self.source = source
         self.transform = transform
         self.info = getattr(source, "info", None)
 
     def __len__(self) -> int:
-        return len(self.source)
+        return len(self.samples())
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.apply(self.source[index])
+        return self.apply(self.samples()[index])
+
+    def samples(self) -> Source:
+        """The wrapped source (streamed data uses ``apply`` alone and has none here)."""
+        if self.source is None:
+            raise TypeError("this Augmented only applies its transform (no source)")
+        return self.source
 
     def apply(self, sample: dict[str, Any]) -> dict[str, Any]:
         """One numpy sample through the pipeline, as tensors."""

@@ -206,7 +206,7 @@ def write_selection(selection: Selection, out: Path, info: Any, fmt: str | None 
         scale = sheet_size / max(pair.shape[:2])
         size = (max(1, round(pair.shape[1] * scale)), max(1, round(pair.shape[0] * scale)))
         tile = np.zeros((sheet_size, 2 * sheet_size, 3), dtype=np.uint8)
-        small = np.asarray(Image.fromarray(pair).resize(size, Image.NEAREST))
+        small = np.asarray(Image.fromarray(pair).resize(size, Image.Resampling.NEAREST))
         tile[: small.shape[0], : small.shape[1]] = small[:, : 2 * sheet_size]
         tiles.append(tile)
     cols = max(1, min(4, len(tiles)))

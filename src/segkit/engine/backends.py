@@ -143,7 +143,8 @@ def choose(run_dir: Path, backend: str, device: str) -> tuple[str, Path | None, 
                   if backend in ("auto", b) and backend_installed(b)
                   and not (on_gpu and b == "openvino")]
     speeds = measured_speeds(run_dir)
-    measured = [(speeds[(b, str(rec.path.relative_to(run_dir)))], b, rec)
+    measured: list[tuple[float, str, ExportRecord | None]] = [
+                (speeds[(b, str(rec.path.relative_to(run_dir)))], b, rec)
                 for b, rec in candidates
                 if (b, str(rec.path.relative_to(run_dir))) in speeds]
     if backend in ("auto", "torch") and speeds.get(("torch", "")):

@@ -22,6 +22,7 @@ from segkit.data.transforms import Augmented
 from segkit.engine.backends import load_predictor
 from segkit.engine.inference import InferenceOptions, Predictor
 from segkit.errors import SegkitError
+from segkit.rundir import RunDir
 
 
 def evaluate(
@@ -73,7 +74,7 @@ def evaluate(
     title = (f"segkit evaluation of {origin} on {metrics['dataset']}/{split} "
              f"({metrics['images']} images; {predictor.backend} {predictor.precision})")
     (out_dir / "results.txt").write_text(evaluator.results_text(metrics, title))
-    (out_dir / "metrics.json").write_text(json.dumps(to_builtin(metrics), indent=2))
+    (RunDir(out_dir).metrics).write_text(json.dumps(to_builtin(metrics), indent=2))
     evaluator.write_pictures(out_dir, metrics, predictor, source, grid)
     metrics["results_txt"] = str(out_dir / "results.txt")
     return metrics

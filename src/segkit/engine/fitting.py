@@ -15,12 +15,13 @@ import torch
 
 from segkit.checkpoint_io import AtomicCheckpointIO
 from segkit.config import Config, build_config
-from segkit.data.base import SourceSubset
+from segkit.data.base import Source, SourceSubset
 from segkit.data.transforms import Augmented
 from segkit.engine.loaders import RunData
 from segkit.errors import SegkitError
 from segkit.plan.probe import accelerator_for
 from segkit.plan.race import Candidate, FitRung, Race
+from segkit.rundir import RunDir
 from segkit.tasks import build_task
 
 
@@ -63,7 +64,7 @@ def quiet_fit() -> Iterator[None]:
         yield
 
 
-def rung_fitter(cfg: Config, train_src: Any, run_dir: Path) -> FitRung:
+def rung_fitter(cfg: Config, train_src: Source, run_dir: Path) -> FitRung:
     """Trains one rung of one race candidate: on the race's training images, scored on its
     selection split (held out of them) by the task's validation metric, continuing from and
     saving its whole training state (weights, optimiser, schedule, step) in the checkpoint."""
@@ -80,7 +81,7 @@ def rung_fitter(cfg: Config, train_src: Any, run_dir: Path) -> FitRung:
         data = RunData(Augmented(fit_src, kind.transform(rung_cfg, True)),
                        Augmented(SourceSubset(train_src, race.selection),
                                  kind.transform(rung_cfg, False)), rung_cfg)
-        trainer = build_trainer(rung_cfg, run_dir / "race", [], None, max_epochs=epochs)
+        trainer = build_trainer(rung_cfg, RunDir(run_dir).race, [], None, max_epochs=epochs)
         with quiet_fit():
             trainer.fit(task, datamodule=data, ckpt_path=str(ckpt) if ckpt.is_file() else None,
                         weights_only=True)

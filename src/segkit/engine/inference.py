@@ -21,6 +21,7 @@ import torch
 from segkit.config import Config
 from segkit.data.base import DatasetInfo
 from segkit.errors import SegkitError
+from segkit.rundir import CHECKPOINTS
 from segkit.tasks import FULL_TTA_SCALES, InferenceOptions, Task, task_class
 from segkit.tasks.tta import sliding_window_logits, window_starts
 
@@ -89,7 +90,7 @@ class Predictor:
 def run_thresholds(checkpoint: Path) -> tuple[float, ...] | None:
     """Per-class label thresholds the checkpoint's run chose on validation (thresholds.json
     beside checkpoints/), in class order; None when the run chose none."""
-    run_dir = (checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else
+    run_dir = (checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else
                checkpoint.parent if checkpoint.suffix == ".safetensors" else None)  # shared folder
     path = run_dir / "thresholds.json" if run_dir is not None else None
     if path is None or not path.is_file():
@@ -116,7 +117,7 @@ class TorchPredictor(Predictor):
         self.info = task.info
         self.options = options or InferenceOptions()
         self.config = task.config
-        self.image_size = tuple(task.config.data.image_size)
+        self.image_size = task.config.data.image_size
         self.in_channels = task.in_channels
         self.device = next(task.parameters()).device
         self.source = getattr(task, "checkpoint_path", None)

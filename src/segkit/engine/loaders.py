@@ -74,7 +74,7 @@ def make_loader(dataset: Dataset, cfg: Config, train: bool,
     workers = cfg.data.num_workers
     if train and hasattr(dataset, "streaming_loader"):
         return dataset.streaming_loader(cfg.data.batch_size, workers)
-    shard = len(dataset) // world()[0]
+    shard = len(dataset) // world()[0]  # type: ignore[arg-type]  # map-style: sized
     return DataLoader(
         dataset,
         batch_size=cfg.data.batch_size,

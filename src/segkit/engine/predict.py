@@ -100,7 +100,7 @@ class InputStream(IterableDataset):
             yield {"index": index, "path": str(path), "image": image}
 
 
-def _one_item(item: dict[str, Any]) -> dict[str, Any]:
+def _one_item(item: Any) -> Any:
     return item  # the loader hands over each input as it is: images differ in size
 
 
@@ -270,7 +270,8 @@ class PredictionFiles(BasePredictionWriter):
         elif "raster" in prediction:
             from segkit.engine.raster_predict import predict_raster
 
-            target = getattr(self.writer, "files", lambda p: {})(path).get("raster")
+            files: Any = getattr(self.writer, "files", lambda p: {})
+            target = files(path).get("raster")
             if target is None:
                 raise SegkitError(f"{path}: --format {self.job.fmt} takes whole images; "
                                   "rasters are predicted to GeoTIFF masks by the default format")

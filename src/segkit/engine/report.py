@@ -9,6 +9,7 @@ from typing import Any
 from segkit.config import Config
 from segkit.data.robust import count_skipped
 from segkit.models import model_label
+from segkit.rundir import RunDir
 from segkit.tasks import task_class
 
 
@@ -16,7 +17,7 @@ def recipe_lines(run_dir: Path) -> list[str]:
     """The 'Recipe' section: each planned decision and its reason (plan.yaml)."""
     from segkit.plan.planfile import read_plan
 
-    decisions = read_plan(run_dir / "plan.yaml")
+    decisions = read_plan(RunDir(run_dir).plan)
     if not decisions:
         return []
     lines = ["## Recipe (planned from the data, `plan.yaml`)", "",
@@ -32,7 +33,7 @@ def race_lines(run_dir: Path) -> list[str]:
     the guard did (plan.yaml)."""
     from segkit.plan.planfile import read_plan_file
 
-    doc = read_plan_file(run_dir / "plan.yaml")
+    doc = read_plan_file(RunDir(run_dir).plan)
     race = doc.get("race") or {}
     if not race.get("rows"):
         why = race.get("reason")
@@ -76,7 +77,7 @@ def write_report(run_dir: Path, cfg: Config, metrics: dict[str, Any], history: l
         "`curves.png`, `tb/` (TensorBoard).",
         "",
     ]
-    path = run_dir / "report.md"
+    path = RunDir(run_dir).report
     path.write_text("\n".join(lines))
     summary = {"task": cfg.task, "best_epoch": int(best.get("epoch", 0)),
                kind.headline: metrics[kind.headline]}

@@ -19,10 +19,18 @@ from typing import Any
 from segkit.config import Config
 from segkit.errors import SegkitError
 from segkit.models import model_label
+from segkit.rundir import RunDir
 
-ARTIFACTS = ("report.md", "plan.yaml", "config.yaml", "curves.png", "confusion_matrix.png",
-             "val_grid.png", "worst_images.png", "per_class_ap.png", "results.txt",
-             "metrics.csv", "fingerprint.png")
+PICTURES = ("curves.png", "confusion_matrix.png", "val_grid.png", "worst_images.png",
+            "per_class_ap.png", "results.txt", "fingerprint.png")
+
+
+def artifacts(run_dir: Path) -> list[Path]:
+    """The run's files a tracker keeps: report, plan, config, history and pictures."""
+    layout = RunDir(run_dir)
+    files = [layout.report, layout.plan, layout.config, layout.history,
+             *(run_dir / name for name in PICTURES)]
+    return [f for f in files if f.is_file()]
 
 
 def flat_params(cfg: Config) -> dict[str, Any]:
@@ -128,14 +136,11 @@ def log_finish(loggers: list[Any], run_dir: Path, metrics: dict[str, Any],
             client, run_id = logger.experiment, logger.run_id
             for key, value in scalars.items():
                 client.log_metric(run_id, key.replace("/", "."), value)
-            for name in ARTIFACTS:
-                if (run_dir / name).is_file():
-                    client.log_artifact(run_id, str(run_dir / name))
+            for path in artifacts(run_dir):
+                client.log_artifact(run_id, str(path))
             if best_checkpoint is not None:
                 client.set_tag(run_id, "segkit.best_checkpoint", str(best_checkpoint))
         elif kind == "WandbLogger":
             logger.experiment.summary.update(scalars)
-            for name in ARTIFACTS:
-                if (run_dir / name).is_file():
-                    logger.experiment.save(str(run_dir / name), base_path=str(run_dir),
-                                           policy="now")
+            for path in artifacts(run_dir):
+                logger.experiment.save(str(path), base_path=str(run_dir), policy="now")

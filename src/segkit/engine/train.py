@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from segkit.checkpoint_io import check_disk_space, checkpoint_sizes, remove_stale_temporaries
 from segkit.config import Config, budget_seconds, build_config
 from segkit.data import build_dataset, check_task_fits
+from segkit.data.base import Source
 from segkit.data.robust import SkipBadSamples
 from segkit.data.transforms import Augmented
 from segkit.engine.callbacks import (
@@ -45,6 +46,7 @@ from segkit.plan.configure import (
 from segkit.plan.planfile import read_plan, record_event, update_decision
 from segkit.plan.race import Race, load_state, save_state
 from segkit.plan.rules import REPORT_SECONDS, ema_decay
+from segkit.rundir import RunDir
 from segkit.tasks import InferenceOptions, Task, build_task
 
 FINAL_SHARE = 0.05  # of --time kept for the final evaluation and the report
@@ -106,9 +108,9 @@ def train(
     started = time.time()
     run_dir = prepare_run_dir(cfg.run.out)
     check_trackers(cfg, run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = RunDir(run_dir).last
     continuing = resume and last.is_file()  # else a fresh run, or a killed run's race
-    if resume and not continuing and load_state(run_dir / "race") is None:
+    if resume and not continuing and load_state(RunDir(run_dir).race) is None:
         raise SegkitError(f"nothing to resume: {last} does not exist; drop --resume to start anew")
     start_run(cfg, run_dir, fresh=not resume)
     train_src, val_src = read_data(cfg, run_dir)
@@ -144,12 +146,13 @@ def plan_only(cfg: Config, race: bool = False) -> Planned:
 def start_run(cfg: Config, run_dir: Path, fresh: bool) -> None:
     """Seed, remove what a killed save left (and a fresh run's stale plan: its race, events
     and fingerprint, which may be of other data), write config.yaml."""
-    if rank_zero_only.rank == 0:
-        remove_stale_temporaries(run_dir / "checkpoints")
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by Lightning
+        remove_stale_temporaries(RunDir(run_dir).checkpoints)
         if fresh:
-            for stale in ("race/state.json", "plan.yaml", "fingerprint.json"):
-                (run_dir / stale).unlink(missing_ok=True)
-        cfg.save(run_dir / "config.yaml")
+            layout = RunDir(run_dir)
+            for stale in (layout.race / "state.json", layout.plan, layout.fingerprint):
+                stale.unlink(missing_ok=True)
+        cfg.save(RunDir(run_dir).config)
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
 
 
@@ -166,19 +169,19 @@ def read_data(cfg: Config, run_dir: Path) -> tuple[Any, Any]:
     return train_src, val_src
 
 
-def plan_run(cfg: Config, train_src: Any, run_dir: Path, started: float,
+def plan_run(cfg: Config, train_src: Source, run_dir: Path, started: float,
              continuing: bool) -> Planned:
     """The plan: none for the seed recipe, the recorded one for a resumed run (a resumed run
     continues the plan it started with, never a new one), else planned and raced now."""
     if cfg.run.recipe != "auto":
         return Planned(cfg, None, None)
     if continuing:
-        return Planned(replan(cfg, run_dir), load_state(run_dir / "race"),
+        return Planned(replan(cfg, run_dir), load_state(RunDir(run_dir).race),
                        cached_fingerprint(cfg, run_dir))
     planned = self_configure(cfg, train_src, run_dir, started,
                              rung_fitter(cfg, train_src, run_dir))
-    if rank_zero_only.rank == 0:
-        planned.cfg.save(run_dir / "config.yaml")
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by Lightning
+        planned.cfg.save(RunDir(run_dir).config)
     # the probe and the race drew random numbers: the run starts from the seed's state
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
     return planned
@@ -189,7 +192,7 @@ def race_checkpoint(run_dir: Path, race: Race | None, place: int) -> str | None:
     continue from; None without a race."""
     if race is None or place >= len(race.ranking):
         return None
-    path = run_dir / "race" / f"{race.ranking[place]}.ckpt"
+    path = RunDir(run_dir).race / f"{race.ranking[place]}.ckpt"
     return str(path) if path.is_file() else None
 
 
@@ -204,27 +207,27 @@ def take_over(cfg: Config, run_dir: Path, race: Race, stuck: Fit) -> Config:
     score = stuck.guard.stuck if stuck.guard and stuck.guard.stuck is not None else 0.0
     line = (f"{cfg.model.name} stayed at the baseline ({score:.4f}) after {done} epochs: "
             f"{label} took over from its raced weights")
-    if rank_zero_only.rank == 0:
-        save_state(race, run_dir / "race")
-        (run_dir / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
-        record_event(run_dir / "plan.yaml", line)
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by Lightning
+        save_state(race, RunDir(run_dir).race)
+        RunDir(run_dir).last.unlink(missing_ok=True)
+        record_event(RunDir(run_dir).plan, line)
         # its network, encoder and recipe: a resumed run re-plans from these decisions
         for key, value in race.candidate(label).overrides.items():
-            update_decision(run_dir / "plan.yaml", key, value, line)
-        update_decision(run_dir / "plan.yaml", "run.epochs", new.run.epochs, line)
-        new.save(run_dir / "config.yaml")
+            update_decision(RunDir(run_dir).plan, key, value, line)
+        update_decision(RunDir(run_dir).plan, "run.epochs", new.run.epochs, line)
+        new.save(RunDir(run_dir).config)
     return new
 
 
-def fit_main(cfg: Config, train_src: Any, val_src: Any, run_dir: Path, started: float,
+def fit_main(cfg: Config, train_src: Source, val_src: Source, run_dir: Path, started: float,
              start: str | None, planned: Planned, extra: list[pl.Callback] | None) -> Fit:
     """Fit the main run from ``start`` (last.ckpt, a raced checkpoint, or nothing)."""
     task = build_task(cfg, train_src, run_dir)
     kind = type(task)
-    ckpt_dir = run_dir / "checkpoints"
-    if rank_zero_only.rank == 0:
+    ckpt_dir = RunDir(run_dir).checkpoints
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by Lightning
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        check_disk_space(ckpt_dir, *checkpoint_sizes(task, cfg.optim.name, cfg.optim.momentum))
+        check_disk_space(run_dir, *checkpoint_sizes(task, cfg.optim.name, cfg.optim.momentum))
     data, steps_per_epoch = run_data(cfg, task, train_src, val_src, run_dir)
     best = ModelCheckpoint(  # weights only: evaluation and deployment read it
         dirpath=ckpt_dir, filename="best", monitor=task.monitor, mode="max", save_top_k=1,
@@ -246,7 +249,7 @@ def fit_main(cfg: Config, train_src: Any, val_src: Any, run_dir: Path, started: 
     trainer = build_trainer(cfg, run_dir, callbacks, loggers, max_seconds=max_seconds,
                             steps_per_epoch=steps_per_epoch, progress=cfg.run.progress)
     if trainer.is_global_zero:
-        log_start(loggers, cfg, read_plan(run_dir / "plan.yaml"))
+        log_start(loggers, cfg, read_plan(RunDir(run_dir).plan))
     with quiet_fit():
         trainer.fit(task, datamodule=data, ckpt_path=start, weights_only=True)
     return Fit(trainer, best, guard, loggers)
@@ -260,7 +263,7 @@ def final_reserve(budget: float, sample_seconds: float | None, n_val: int) -> fl
     return max(FINAL_SHARE * budget, min(passes, budget / 3))
 
 
-def run_data(cfg: Config, task: Task, train_src: Any, val_src: Any,
+def run_data(cfg: Config, task: Task, train_src: Source, val_src: Source,
              run_dir: Path) -> tuple[RunData, int]:
     """The run's loaders (streamed, balanced or shuffled) and its steps per epoch."""
     kind = type(task)
@@ -290,11 +293,11 @@ def main_callbacks(cfg: Config, task: Task, run_dir: Path, started: float,
                    steps_per_epoch: int, fresh: bool) -> list[pl.Callback]:
     """last.ckpt (after best.ckpt each epoch, so it holds best's state for resume), the epoch
     summary, progress, EMA, the budget check and early stopping, as the config asks."""
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = RunDir(run_dir).checkpoints
     callbacks: list[pl.Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1,
                         enable_version_counter=False),
-        EpochSummary(run_dir / "metrics.csv", type(task).epoch_keys)]
+        EpochSummary(RunDir(run_dir).history, type(task).epoch_keys)]
     if cfg.run.save_every_steps:  # mid-epoch last.ckpt too (with a streamed loader's place)
         callbacks.insert(1, ModelCheckpoint(
             dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False,
@@ -304,13 +307,13 @@ def main_callbacks(cfg: Config, task: Task, run_dir: Path, started: float,
     if cfg.run.ema:
         total_steps = steps_per_epoch // cfg.run.accumulate * cfg.run.epochs
         callbacks.append(EMAWeightAveraging(decay=ema_decay(total_steps)))
-    planned = {d.key: d for d in read_plan(run_dir / "plan.yaml")}.get("run.epochs")
+    planned = {d.key: d for d in read_plan(RunDir(run_dir).plan)}.get("run.epochs")
     if (cfg.run.time_budget and cfg.run.recipe == "auto" and fresh and planned is not None
             and not planned.user_set):
 
         def record(epochs: int, reason: str) -> None:
-            update_decision(run_dir / "plan.yaml", "run.epochs", epochs, reason)
-            build_config(cfg.to_dict(), {"run.epochs": epochs}).save(run_dir / "config.yaml")
+            update_decision(RunDir(run_dir).plan, "run.epochs", epochs, reason)
+            build_config(cfg.to_dict(), {"run.epochs": epochs}).save(RunDir(run_dir).config)
 
         callbacks.append(BudgetCheck(budget_seconds(cfg.run.time_budget), started, record))
     if cfg.run.early_stop_patience:
@@ -322,7 +325,7 @@ def main_callbacks(cfg: Config, task: Task, run_dir: Path, started: float,
 def finish(fit: Fit, cfg: Config, run_dir: Path, last: Path) -> TrainResult:
     """Evaluate, report and close the loggers (process 0)."""
     best = Path(fit.best.best_model_path) if fit.best.best_model_path else last
-    result = TrainResult(run_dir, best, last, {}, read_history(run_dir / "metrics.csv"))
+    result = TrainResult(run_dir, best, last, {}, read_history(RunDir(run_dir).history))
     if fit.trainer.is_global_zero and os.environ.get("SEGKIT_SKIP_REPORT") != "1":
         result.metrics = finish_run(result, cfg)
     if fit.trainer.is_global_zero:

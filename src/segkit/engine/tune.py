@@ -31,6 +31,7 @@ import yaml
 from segkit.checkpoint_io import to_builtin
 from segkit.config import Config, build_config
 from segkit.errors import SegkitError
+from segkit.rundir import RunDir
 
 KINDS = ("float", "int", "log", "choice")
 
@@ -52,8 +53,9 @@ class Param:
         if self.kind == "choice":
             return trial.suggest_categorical(self.key, self.values)
         if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), step=self.step or 1)
-        return trial.suggest_float(self.key, float(self.low), float(self.high),
+            return trial.suggest_int(self.key, int(self.low or 0), int(self.high or 0),
+                                     step=self.step or 1)
+        return trial.suggest_float(self.key, float(self.low or 0), float(self.high or 0),
                                    log=self.kind == "log")
 
     def ends(self) -> list[Any]:
@@ -61,7 +63,7 @@ class Param:
         if self.kind == "choice":
             return list(self.values)
         cast = int if self.kind == "int" else float
-        return [cast(self.low), cast(self.high)]
+        return [cast(self.low or 0), cast(self.high or 0)]
 
 
 def load_space(path: str | Path, base: dict[str, Any]) -> list[Param]:
@@ -94,7 +96,8 @@ def load_space(path: str | Path, base: dict[str, Any]) -> list[Param]:
             param = Param(key, kind, values=values)
         else:
             low, high = entry.get("low"), entry.get("high")
-            if not all(isinstance(v, (int, float)) for v in (low, high)) or low >= high:
+            if (not isinstance(low, (int, float)) or not isinstance(high, (int, float))
+                    or low >= high):
                 raise SegkitError(f"{where}: needs numbers low < high (got {low}, {high})")
             if kind == "log" and low <= 0:
                 raise SegkitError(f"{where}: a log range needs low > 0 (got {low})")
@@ -314,7 +317,7 @@ def write_results(study: Any, out: Path, base: dict[str, Any], headline: str) ->
     if complete:
         trial = max(complete, key=lambda t: t.value)
         run_dir = Path(trial.user_attrs["run_dir"])
-        resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        resolved = yaml.safe_load((RunDir(run_dir).config).read_text())
         resolved.setdefault("run", {})["out"] = str(out / "best")
         (out / "best.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         best = {"trial": trial.number, headline: trial.value, "run_dir": str(run_dir),
@@ -346,7 +349,7 @@ def plot_study(study: Any, out: Path) -> dict[str, str]:
                 ax = draw(study)
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue  # e.g. importances need two finished trials that searched the params
-        fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
+        fig: Any = ax.figure if hasattr(ax, "figure") else ax[0].figure  # type: ignore[index]
         fig.tight_layout()
         fig.savefig(out / f"{name}.png", dpi=110)
         plt.close(fig)

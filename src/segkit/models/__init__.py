@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -49,7 +50,8 @@ MODELS.add("deeplabv3", build_deeplabv3, "torchvision DeepLabV3 (resnet50/resnet
 for _name, _spec in HF_ARCHS.items():
     MODELS.add(_name, hf_builder(_name), _spec["desc"], multiple=_spec["multiple"],
                family="transformers", tasks=SEGMENT, lr=_spec["lr"],
-               **{k: True for k in ("own_loss", "onnx_fixed_size") if _spec.get(k)})
+               **dict[str, Any]({k: True for k in ("own_loss", "onnx_fixed_size")
+                                 if _spec.get(k)}))
 
 _CLASSIFIERS = {
     "lenet": "LeNet-5 (sigmoid, average pooling, Xavier init) for 28x28 data",
@@ -140,7 +142,7 @@ def build_model(cfg: ModelConfig, out_channels: int, in_channels: int = 3,
     replace_batchnorm(net, cfg.norm)
     if getattr(net, "weights_report", ""):  # its library loaded them (transformers)
         log.info(net.weights_report)
-    elif is_weights_source(cfg.weights):
+    elif cfg.weights is not None and is_weights_source(cfg.weights):
         log.info(load_weights(net, cfg.weights))
     multiple = int(entry.tags.get("multiple", 1))
     min_side = int(entry.tags.get("min_side", 0))

@@ -31,7 +31,8 @@ class LeNet5(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -76,8 +77,9 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
                        ("", None))
     if child is None or child.in_channels == in_channels:
         return
-    new = nn.Conv2d(in_channels, child.out_channels, child.kernel_size, child.stride,
-                    child.padding, child.dilation, child.groups, child.bias is not None)
+    new = nn.Conv2d(in_channels, child.out_channels, child.kernel_size,  # type: ignore[arg-type]
+                    child.stride, child.padding, child.dilation,  # type: ignore[arg-type]
+                    child.groups, child.bias is not None)
     with torch.no_grad():
         new.weight.copy_(child.weight.mean(1, keepdim=True).repeat(1, in_channels, 1, 1))
     parent_name, _, attr = name.rpartition(".")

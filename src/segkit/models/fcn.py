@@ -52,11 +52,13 @@ class FCN(nn.Module):
         self.encoder, channels = resnet_trunk(encoder, pretrained)
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
         nn.init.xavier_uniform_(self.classifier.weight)
-        nn.init.zeros_(self.classifier.bias)
+        if self.classifier.bias is not None:
+            nn.init.zeros_(self.classifier.bias)
         self.upsample = nn.ConvTranspose2d(num_classes, num_classes, 64, stride=32, padding=16)
         with torch.no_grad():
             self.upsample.weight.copy_(bilinear_kernel(num_classes, num_classes, 64))
-            self.upsample.bias.zero_()
+            if self.upsample.bias is not None:
+                self.upsample.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.upsample(self.classifier(self.encoder(x)))

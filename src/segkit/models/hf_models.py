@@ -179,12 +179,12 @@ class HfMaskClassifier(nn.Module):
 
     def __init__(self, hf: nn.Module, binary: bool) -> None:
         super().__init__()
-        self.hf = hf
+        self.hf: Any = hf  # a transformers model (its outputs and config are untyped)
         self.binary = binary
         self.weights_report = ""  # set when built from pretrained weights
 
     def class_scores(self, class_logits: torch.Tensor, mask_logits: torch.Tensor,
-                     size: tuple[int, int]) -> torch.Tensor:
+                     size: tuple[int, ...]) -> torch.Tensor:
         """Log per-pixel class scores [B,C,H,W] from query class and mask logits."""
         probs = class_logits.softmax(-1)[..., :-1]  # the last class is "no object"
         scores = torch.einsum("bqc,bqhw->bchw", probs, mask_logits.sigmoid())
@@ -213,10 +213,12 @@ class HfMaskClassifier(nn.Module):
 def _dynamic_eomt_class() -> type:
     """EoMT whose position embeddings are resized to any grid (transformers' EoMT is fixed to
     ``image_size``); the published weights load unchanged."""
-    tf = require_transformers()
+    tf: Any = require_transformers()
     from transformers.models.eomt import modeling_eomt as me
 
     class DynamicEomtEmbeddings(me.EomtEmbeddings):
+        patch_size: int
+
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             b, _, h, w = pixel_values.shape
             tokens = self.patch_embeddings(pixel_values)
@@ -300,7 +302,8 @@ def hf_builder(arch: str) -> Callable[..., nn.Module]:
             # Swin's SDPA path reshapes a non-contiguous tensor, which torch.export (the ONNX
             # exporter for UPerNet's pyramid) cannot decompose; eager attention exports
             backbone._attn_implementation = "eager"
-        kind = _dynamic_eomt_class() if spec["type"] == "eomt" else getattr(tf, spec["class"])
+        kind: Any = (_dynamic_eomt_class() if spec["type"] == "eomt"
+                     else getattr(tf, spec["class"]))
         report, fresh = "", -1
         if folder is None:
             hf = kind(config)
@@ -312,7 +315,7 @@ def hf_builder(arch: str) -> Callable[..., nn.Module]:
             report = (f"loaded {folder} with transformers: {len(hf.state_dict()) - fresh} "
                       f"tensors, {fresh} initialised (new head for {num_labels} classes), "
                       f"{len(found['unexpected_keys'])} in the file unused")
-        net = HfMaskClassifier(hf, out_channels == 1) if own_loss else HfPixelSegmenter(hf)
+        net: Any = HfMaskClassifier(hf, out_channels == 1) if own_loss else HfPixelSegmenter(hf)
         net.weights_report = report
         net.weights_fresh = fresh if folder is not None else -1
         return net

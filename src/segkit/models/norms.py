@@ -19,6 +19,8 @@ def _group_count(channels: int, groups: int = 32) -> int:
 class EvoNormB0(nn.Module):
     """y = x / max(sqrt(batch_var + eps), v * x + sqrt(instance_var + eps)) * gamma + beta."""
 
+    running_var: torch.Tensor  # a buffer
+
     def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         self.eps, self.momentum = eps, momentum

@@ -100,6 +100,9 @@ class GatedGNN(nn.Module):
 class SSGRL(nn.Module):
     """Backbone -> semantic decoupling -> gated GNN -> one classifier per category."""
 
+    embeddings: torch.Tensor  # a buffer (word vectors) or a parameter (learnt)
+    adjacency: torch.Tensor  # a buffer
+
     def __init__(
         self,
         num_classes: int,

@@ -14,6 +14,7 @@ from typing import Any
 
 from segkit.checkpoint_io import write_atomic
 from segkit.config import Config, budget_seconds, build_config, default_encoder
+from segkit.data.base import Source
 from segkit.data.fingerprint import Fingerprint, fingerprint_dataset
 from segkit.errors import SegkitError
 from segkit.models import MODELS
@@ -36,6 +37,7 @@ from segkit.plan.race import (
     selection_split,
 )
 from segkit.plan.rules import Decision, Probe, apply_plan, explicit_keys, plan_recipe
+from segkit.rundir import RunDir
 from segkit.tasks import task_class
 from segkit.viz import plot_race
 
@@ -53,7 +55,7 @@ class Planned:
     sample_seconds: float | None = None  # a training sample's time, as the probe measured
 
 
-def self_configure(cfg: Config, train_src: Any, run_dir: Path, started: float | None = None,
+def self_configure(cfg: Config, train_src: Source, run_dir: Path, started: float | None = None,
                    fit_rung: FitRung | None = None) -> Planned:
     """Fingerprint the data (cached in the run directory), plan the recipe for the keys the
     user left open, probe this machine, race the candidates when a race can run
@@ -79,17 +81,17 @@ def self_configure(cfg: Config, train_src: Any, run_dir: Path, started: float | 
         race, blocker = plan_race(cfg, first, fingerprint, explicit, probe, len(train_src),
                                   run_dir)
         if race is not None:
-            run_race(race, fit_rung, run_dir / "race")
+            run_race(race, fit_rung, RunDir(run_dir).race)
             plot_race([asdict(r) for r in race.rows], race.winner,
-                      task_class(cfg.task).headline, run_dir / "race.png")
+                      task_class(cfg.task).headline, RunDir(run_dir).race_plot)
             probe.spent_seconds = time.time() - (started or time.time())
             decisions = winner_decisions(cfg, race, fingerprint, explicit, probe)
-    write_plan(run_dir / "plan.yaml", decisions, fingerprint,
+    write_plan(RunDir(run_dir).plan, decisions, fingerprint,
                race.to_dict() if race else {"ran": False, "reason": blocker})
     return Planned(apply_plan(cfg, decisions), race, fingerprint, probe.sample_seconds)
 
 
-def race_blocker(cfg: Config, train_src: Any, one_device: bool) -> str:
+def race_blocker(cfg: Config, train_src: Source, one_device: bool) -> str:
     """Why no race can run for ``cfg`` (empty when one can)."""
     if cfg.run.race == "off":
         return "the race is off (run.race=off): the rules decided alone"
@@ -106,7 +108,7 @@ def race_blocker(cfg: Config, train_src: Any, one_device: bool) -> str:
 def plan_race(cfg: Config, first: Config, fingerprint: Fingerprint, explicit: set[str],
               probe: Probe, n_train: int, run_dir: Path) -> tuple[Race | None, str]:
     """The race to run (a killed one's saved state when there is one), or why there is none."""
-    saved = load_state(run_dir / "race")
+    saved = load_state(RunDir(run_dir).race)
     if saved is not None:
         return saved, ""
     kind, candidates = race_candidates(cfg, first, fingerprint, explicit, probe)
@@ -214,13 +216,13 @@ def takeover_config(cfg: Config, race: Race, label: str, epochs_left: int) -> Co
 def replan(cfg: Config, run_dir: Path) -> Config:
     """``cfg`` with the run's recorded plan applied to the keys set neither then nor now."""
     explicit = explicit_keys(cfg)
-    return build_config(cfg.to_dict(), {d.key: d.value for d in read_plan(run_dir / "plan.yaml")
+    return build_config(cfg.to_dict(), {d.key: d.value for d in read_plan(RunDir(run_dir).plan)
                                          if not d.user_set and d.key not in explicit}, "plan")
 
 
 def cached_fingerprint(cfg: Config, run_dir: Path) -> Fingerprint:
     """The training data's fingerprint, computed once per run directory."""
-    path = run_dir / "fingerprint.json"
+    path = RunDir(run_dir).fingerprint
     if path.is_file():
         return Fingerprint.from_dict(json.loads(path.read_text()))
     # object sizes cost a pass per class and image, and no decision reads them yet

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from segkit.config import Config
+from segkit.data.base import Source
 from segkit.data.transforms import Augmented
 from segkit.errors import SegkitError
 from segkit.plan.rules import COMPILE_MIN_SECONDS, Probe
@@ -50,7 +51,7 @@ def free_memory(device: torch.device) -> float:
     return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def probe_machine(cfg: Config, train_src: Any, run_dir: Path, budget: float | None,
+def probe_machine(cfg: Config, train_src: Source, run_dir: Path, budget: float | None,
                   explicit: set[str], timed: bool = False) -> Probe:
     """Measure a training step of ``cfg`` here: memory per sample (tensors autograd saves
     for backward) and free memory always; seconds per sample with a ``budget`` or when
@@ -72,7 +73,7 @@ def probe_machine(cfg: Config, train_src: Any, run_dir: Path, budget: float | No
 
     begin = time.perf_counter()
     with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
-        task.training_step(batch, 0).backward()
+        backward_step(task, batch)
     first_step = time.perf_counter() - begin
     params = sum(p.numel() * p.element_size() for p in task.parameters())
     # weights, gradients and two Adam moments stay whatever the batch
@@ -125,12 +126,18 @@ def probe_speedups(probe: Probe, task: Any, optimizer: torch.optim.Optimizer,
         task.__dict__.pop("_compiled", None)
 
 
+def backward_step(task: Any, batch: dict[str, Any]) -> None:
+    """One training step's loss (the tasks' ``training_step`` returns it) and its gradients."""
+    loss: torch.Tensor = task.training_step(batch, 0)
+    loss.backward()  # type: ignore[no-untyped-call]  # torch's stub leaves it untyped
+
+
 def bf16_works(device: torch.device) -> bool:
     """Whether bfloat16 autocast is worth probing on ``device``: CUDA Ampere or newer, CPUs
     whose oneDNN has bfloat16 kernels (elsewhere it is emulated, measured 25x slower)."""
     if device.type == "cpu":
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return torch.cuda.is_bf16_supported()
+    return bool(torch.cuda.is_bf16_supported())
 
 
 def timed_steps(task: Task, optimizer: torch.optim.Optimizer, batch: dict[str, Any],
@@ -141,7 +148,7 @@ def timed_steps(task: Task, optimizer: torch.optim.Optimizer, batch: dict[str, A
     for _ in range(steps + warmup):
         begin = time.perf_counter()
         optimizer.zero_grad()
-        task.training_step(batch, 0).backward()
+        backward_step(task, batch)
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -107,7 +107,7 @@ class Service:
         """GET /model."""
         p = self.predictor
         cfg = p.config
-        model = model_label(cfg.model) if cfg else p.metadata.get("model", "?")
+        model = model_label(cfg.model) if cfg else getattr(p, "metadata", {}).get("model", "?")
         return {"task": self.kind, "classes": p.info.classes, "input_size": list(p.image_size),
                 "model": model, "binary": p.info.binary,
                 "palette": [list(c) for c in p.info.palette],
@@ -340,8 +340,9 @@ def serve(run: str | Path, options: ServeOptions | None = None, host: str = "127
     workers = workers or auto_workers(options.device)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     args = {"run": str(run), **asdict(options), "threads": threads}
-    common = {"host": host, "port": port, "log_level": "info", "timeout_keep_alive": 5,
-              "limit_concurrency": options.max_queue + 64}
+    common: dict[str, Any] = {"host": host, "port": port, "log_level": "info",
+                              "timeout_keep_alive": 5,
+                              "limit_concurrency": options.max_queue + 64}
     if workers == 1:
         uvicorn.run(create_app(**args), **common)
         return

@@ -8,9 +8,9 @@ its task has, and every front dispatches through this registry.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from segkit.config import Config
+from segkit.data.base import Source
 from segkit.registry import Registry
 from segkit.tasks.base import Task, TrainingDiverged
 from segkit.tasks.classify import ClassificationTask
@@ -28,7 +28,7 @@ def task_class(name: str) -> type[Task]:
     return TASKS.get(name).builder
 
 
-def build_task(cfg: Config, train_src: Any, run_dir: Path) -> Task:
+def build_task(cfg: Config, train_src: Source, run_dir: Path) -> Task:
     """The task's LightningModule for ``cfg``, with settings derived from the training data."""
     kind = task_class(cfg.task)
     in_channels = getattr(getattr(train_src, "source", train_src), "channels", 3)

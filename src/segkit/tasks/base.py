@@ -19,9 +19,10 @@ import torch
 
 from segkit.checkpoint_io import to_builtin
 from segkit.config import Config
-from segkit.data.base import DatasetInfo
+from segkit.data.base import DatasetInfo, Source
 from segkit.data.fingerprint import Fingerprint
 from segkit.errors import SegkitError
+from segkit.rundir import RunDir
 from segkit.tasks.tta import InferenceOptions, Logits
 
 
@@ -37,7 +38,7 @@ def build_optimizer(opt_cfg: Any, params: list[torch.nn.Parameter]) -> torch.opt
     devices = {p.device.type for p in params}
     fused = bool(params) and devices <= {"cpu", "cuda"} and all(
         p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params)
-    extra = {"fused": True} if fused else {}
+    extra: dict[str, Any] = {"fused": True} if fused else {}
     if opt_cfg.name == "sgd":
         return torch.optim.SGD(params, lr=opt_cfg.lr, momentum=opt_cfg.momentum,
                                nesterov=opt_cfg.nesterov, weight_decay=opt_cfg.weight_decay,
@@ -70,6 +71,11 @@ class Task(pl.LightningModule):
     spatial: ClassVar[bool] = False  # outputs keep the input's height and width
     loss_mode: ClassVar[str] = ""
     extra_keys: ClassVar[tuple[str, ...]] = ()  # extras saved in checkpoints and reloaded
+    model: torch.nn.Module  # configure_models builds it
+    checkpoint_path: Path | None = None  # where restored weights came from
+    criterion: torch.nn.Module  # configure_losses builds it
+    mean: torch.Tensor  # normalisation buffers, x255
+    std: torch.Tensor
 
     def __init__(self, config: dict[str, Any], info: dict[str, Any], in_channels: int = 3,
                  extras: dict[str, Any] | None = None) -> None:
@@ -129,7 +135,7 @@ class Task(pl.LightningModule):
 
     # ---- data --------------------------------------------------------------------------
     @classmethod
-    def prepare(cls, cfg: Config, train_source: Any, run_dir: Path) -> dict[str, Any]:
+    def prepare(cls, cfg: Config, train_source: Source, run_dir: Path) -> dict[str, Any]:
         """Data-derived settings (``extras``) computed once from the training set."""
         return {}
 
@@ -139,7 +145,7 @@ class Task(pl.LightningModule):
         raise NotImplementedError
 
     @classmethod
-    def class_presence(cls, source: Any, run_dir: Path) -> np.ndarray:
+    def class_presence(cls, source: Source, run_dir: Path) -> np.ndarray:
         """Images x classes: which classes each training image holds; one pass over the
         training set, cached in the run directory (``class_presence.npy``)."""
         import os
@@ -183,7 +189,7 @@ class Task(pl.LightningModule):
         ]
 
     @classmethod
-    def training_source(cls, cfg: Config, source: Any, run_dir: Path) -> Any:
+    def training_source(cls, cfg: Config, source: Source, run_dir: Path) -> Source:
         """The training source, with any sample mixing the task supports applied."""
         return source
 
@@ -222,6 +228,12 @@ class Task(pl.LightningModule):
         return image
 
     # ---- outputs -----------------------------------------------------------------------
+    @classmethod
+    def decode(cls, probs: np.ndarray, info: DatasetInfo, options: InferenceOptions) -> Any:
+        """One image's prediction from its probabilities: a class map (segmentation) or
+        (label, score) pairs (recognition)."""
+        raise NotImplementedError
+
     @classmethod
     def evaluator(cls, info: DatasetInfo, options: InferenceOptions) -> Any:
         """An object with ``update(probs, batch)``, ``compute()`` and ``write(...)``."""
@@ -290,7 +302,7 @@ class Task(pl.LightningModule):
         from lightning.pytorch.callbacks import WeightAveraging
 
         trainer = self._trainer
-        for callback in trainer.callbacks if trainer is not None else []:
+        for callback in getattr(trainer, "callbacks", []):
             average = getattr(callback, "_average_model", None)  # Lightning's AveragedModel
             if isinstance(callback, WeightAveraging) and average is not None:
                 return {k[len("module."):]: v for k, v in average.state_dict().items()
@@ -310,7 +322,7 @@ class Task(pl.LightningModule):
     def check_finite(self, loss: torch.Tensor) -> None:
         """Stop with the step and a hint when the loss turns NaN/inf (checkpoints kept)."""
         if not torch.isfinite(loss):
-            last = Path(self.config.run.out) / "checkpoints" / "last.ckpt"
+            last = RunDir(Path(self.config.run.out)).last
             kept = (f"the last good checkpoint {last} is kept (continue with --resume "
                     f"{self.config.run.out} after lowering --lr)" if last.is_file()
                     else "no checkpoint was written yet")
@@ -341,16 +353,16 @@ class Task(pl.LightningModule):
         opt_cfg = self.config.optim
         optimizer = build_optimizer(opt_cfg, [p for p in self.parameters() if p.requires_grad])
         if opt_cfg.scheduler == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, mode="max", factor=opt_cfg.factor, patience=opt_cfg.patience
             )
             return {"optimizer": optimizer,
-                    "lr_scheduler": {"scheduler": sched, "monitor": self.monitor,
+                    "lr_scheduler": {"scheduler": plateau, "monitor": self.monitor,
                                      "interval": "epoch"}}
         if opt_cfg.per_step:  # the same curve, sampled every optimiser step
             # a race's rung stops the trainer before the run's epochs: its own count divides
-            self._steps_per_epoch = max(
-                1, self.trainer.estimated_stepping_batches // max(self.trainer.max_epochs, 1))
+            self._steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches)
+                                        // max(self.trainer.max_epochs or 1, 1))
         sched = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule(self.config.run.epochs))
         return {"optimizer": optimizer, "lr_scheduler": {
             "scheduler": sched, "interval": "step" if opt_cfg.per_step else "epoch"}}

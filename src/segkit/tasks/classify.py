@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from segkit.config import Config
-from segkit.data.base import DatasetInfo
+from segkit.data.base import DatasetInfo, Source
 from segkit.data.check import LabelStats
 from segkit.data.fingerprint import Fingerprint
 from segkit.data.transforms import build_classification_augmentation
@@ -53,7 +53,7 @@ class ClassificationTask(Task):
     target_key = "label"
     monitor = "val/accuracy"
     headline = "accuracy"
-    epoch_keys = (
+    epoch_keys: ClassVar[tuple[str, ...]] = (
         "train/loss",
         "train/accuracy",
         "val/loss",
@@ -78,7 +78,7 @@ class ClassificationTask(Task):
 
     def check_input_size(self) -> None:
         """Fail before training when the image size is too small for the network."""
-        check_input_size(self.model, self.in_channels, tuple(self.config.data.image_size))
+        check_input_size(self.model, self.in_channels, self.config.data.image_size)
 
     def target(self, batch: dict[str, Any]) -> torch.Tensor:
         """The batch's targets as the loss takes them."""
@@ -144,7 +144,7 @@ class ClassificationTask(Task):
     @classmethod
     def transform(cls, cfg: Config, train: bool) -> Any:
         return build_classification_augmentation(
-            cfg.aug, tuple(cfg.data.image_size), train, multilabel=cls.multilabel_aug
+            cfg.aug, cfg.data.image_size, train, multilabel=cls.multilabel_aug
         )
 
     @classmethod
@@ -177,7 +177,7 @@ class ClassificationTask(Task):
 
     # ---- outputs -----------------------------------------------------------------------
     @classmethod
-    def evaluator(cls, info: DatasetInfo, options: InferenceOptions) -> ClassificationEvaluator:
+    def evaluator(cls, info: DatasetInfo, options: InferenceOptions) -> CollectingEvaluator:
         return ClassificationEvaluator(info, options)
 
     @classmethod
@@ -270,7 +270,7 @@ class ClassificationEvaluator(CollectingEvaluator):
         return "\n".join(lines) + "\n"
 
     def write_pictures(
-        self, out_dir: Path, metrics: dict[str, Any], predictor: Any, source: Any, grid: int = 0
+        self, out_dir: Path, metrics: dict[str, Any], predictor: Any, source: Source, grid: int = 0
     ) -> None:
         """confusion_matrix.png."""
         from segkit.viz import plot_confusion

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from segkit.config import Config
-from segkit.data.base import DatasetInfo
+from segkit.data.base import DatasetInfo, Source, labels_of
 from segkit.data.check import MultiLabelStats
 from segkit.data.fingerprint import Fingerprint
 from segkit.errors import SegkitError
@@ -45,7 +45,8 @@ class MultiLabelTask(ClassificationTask):
         super().configure_models()
         adjacency = self.extras.get("adjacency")
         if adjacency is not None and hasattr(self.model, "set_adjacency"):
-            self.model.set_adjacency(np.asarray(adjacency))
+            set_adjacency: Any = self.model.set_adjacency  # SSGRL's
+            set_adjacency(np.asarray(adjacency))
 
     def configure_metrics(self) -> None:
         self.val_metrics = MultiLabelMetrics()
@@ -69,12 +70,12 @@ class MultiLabelTask(ClassificationTask):
 
     # ---- data --------------------------------------------------------------------------
     @classmethod
-    def prepare(cls, cfg: Config, train_source: Any, run_dir: Path) -> dict[str, Any]:
+    def prepare(cls, cfg: Config, train_source: Source, run_dir: Path) -> dict[str, Any]:
         from segkit.models import MODELS
         from segkit.models.ssgrl import cooccurrence_matrix
 
         if cfg.model.name in MODELS and MODELS.get(cfg.model.name).tags.get("label_graph"):
-            return {"adjacency": cooccurrence_matrix(train_source.labels_matrix()).tolist()}
+            return {"adjacency": cooccurrence_matrix(labels_of(train_source)).tolist()}
         return {}
 
     @classmethod
@@ -144,7 +145,7 @@ class MultiLabelTask(ClassificationTask):
                  "network")]
 
     @classmethod
-    def training_source(cls, cfg: Config, source: Any, run_dir: Path) -> Any:
+    def training_source(cls, cfg: Config, source: Source, run_dir: Path) -> Source:
         from segkit.data.object_crops import ObjectCrops
 
         return ObjectCrops(source, cfg.aug.crop_scales) if cfg.aug.box_crops else source
@@ -248,7 +249,7 @@ class MultiLabelEvaluator(CollectingEvaluator):
         return "\n".join(lines) + "\n"
 
     def write_pictures(
-        self, out_dir: Path, metrics: dict[str, Any], predictor: Any, source: Any, grid: int = 0
+        self, out_dir: Path, metrics: dict[str, Any], predictor: Any, source: Source, grid: int = 0
     ) -> None:
         """per_class_ap.png: AP of each class."""
         from segkit.viz import plot_class_bars

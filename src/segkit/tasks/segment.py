@@ -15,7 +15,7 @@ import torch
 
 from segkit.checkpoint_io import write_atomic
 from segkit.config import Config
-from segkit.data.base import DatasetInfo
+from segkit.data.base import DatasetInfo, Source, pixel_counts_of
 from segkit.data.check import PixelStats
 from segkit.data.fingerprint import Fingerprint
 from segkit.data.transforms import build_augmentation
@@ -74,12 +74,12 @@ def format_results(metrics: dict[str, Any], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def class_pixel_counts(source: Any, run_dir: Path) -> list[int]:
+def class_pixel_counts(source: Source, run_dir: Path) -> list[int]:
     """Pixels per class of the training set, computed once and cached in the run directory."""
     cache = run_dir / "class_pixel_counts.json"
     if cache.is_file():
         return json.loads(cache.read_text())["counts"]
-    counts = [int(c) for c in source.class_pixel_counts()]
+    counts = [int(c) for c in pixel_counts_of(source)]
     write_atomic(cache, json.dumps({"classes": source.info.classes, "counts": counts}))
     return counts
 
@@ -178,7 +178,8 @@ class SegmentationTask(Task):
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.own_loss and window is None:
             x = self.normalize(batch["image"])
-            return self.model.loss_and_logits(x, batch["mask"], self.info.ignore_index)
+            own_loss: Any = self.model.loss_and_logits  # the mask classifiers' method
+            return own_loss(x, batch["mask"], self.info.ignore_index)
         logits = self(batch["image"], window)
         return self.criterion(logits, batch["mask"].long()), logits
 
@@ -200,7 +201,7 @@ class SegmentationTask(Task):
 
     # ---- data --------------------------------------------------------------------------
     @classmethod
-    def prepare(cls, cfg: Config, train_source: Any, run_dir: Path) -> dict[str, Any]:
+    def prepare(cls, cfg: Config, train_source: Source, run_dir: Path) -> dict[str, Any]:
         if cfg.loss.class_weights is not None or not loss_needs_class_weights(cfg.loss.name):
             return {"class_weights": cfg.loss.class_weights}
         counts = torch.tensor(class_pixel_counts(train_source, run_dir))
@@ -294,7 +295,7 @@ class SegmentationTask(Task):
         return []
 
     @classmethod
-    def training_source(cls, cfg: Config, source: Any, run_dir: Path) -> Any:
+    def training_source(cls, cfg: Config, source: Source, run_dir: Path) -> Source:
         from segkit.data.mixing import Mixing, rare_classes
 
         if not (cfg.aug.cutmix_prob or cfg.aug.copyblob_prob):
@@ -431,7 +432,7 @@ class SegmentationEvaluator:
         return text
 
     def write_pictures(self, out_dir: Path, metrics: dict[str, Any], predictor: Any,
-                       source: Any, grid: int = 0) -> None:
+                       source: Source, grid: int = 0) -> None:
         """confusion_matrix.png, worst_images.png, threshold_sweep.png, and with ``grid`` the
         first validation images as val_grid.png."""
         from segkit.viz import plot_confusion, plot_threshold_sweep
@@ -447,7 +448,7 @@ class SegmentationEvaluator:
                                   out_dir / "val_grid.png")
 
 
-def write_prediction_grid(predictor: Any, source: Any, indices: list[int], path: Path) -> None:
+def write_prediction_grid(predictor: Any, source: Source, indices: list[int], path: Path) -> None:
     """A PNG of image | target | prediction rows for ``indices`` of ``source``."""
     from segkit.viz import prediction_grid
 

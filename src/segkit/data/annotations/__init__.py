@@ -28,6 +28,8 @@ IMPORTERS.add("labelstudio", labelstudio.read, "Label Studio JSON export",
               aliases=("label-studio",))
 IMPORTERS.add("coco", coco_json.read, "COCO instances JSON (also CVAT's COCO export)")
 BACKGROUND = "background"
+LABELME_IGNORE = "__ignore__"  # labelme2voc.py: id -1, written as 255 (ignored)
+LABELME_BACKGROUND = "_background_"  # labelme2voc.py: id 0, the background class
 
 
 @dataclass
@@ -40,6 +42,7 @@ class ImportReport:
     shapes: int = 0
     skipped_shapes: list[str] = field(default_factory=list)
     ignored: dict[str, int] = field(default_factory=dict)
+    crossing_polygons: int = 0
 
     def describe(self) -> str:
         """A few lines for the CLI."""
@@ -48,22 +51,51 @@ class ImportReport:
         if self.skipped_shapes:
             lines.append(f"skipped {len(self.skipped_shapes)} bad shapes (listed in "
                          f"{self.out / 'skipped_shapes.txt'})")
+        if self.crossing_polygons:
+            lines.append(f"{self.crossing_polygons} polygons cross themselves: filled as "
+                         "LabelMe draws them")
         if self.ignored:
             lines.append("left out (no area): " + ", ".join(f"{n} {k}" for k, n in
                                                            sorted(self.ignored.items())))
         return "\n".join(lines)
 
 
+def read_class_file(path: str | Path) -> list[str]:
+    """Class names, one per line (LabelMe's labels.txt: ``__ignore__`` and ``_background_``
+    first); blank lines and ``#`` comments are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegkitError(f"{path}: no such class list (--classes @FILE names one per line)")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [line for line in lines if line and not line.startswith("#")]
+    if not names:
+        raise SegkitError(f"{path}: no class names in it")
+    return names
+
+
 def class_list(items: list[AnnotatedImage], classes: list[str] | None,
                unlabeled: str) -> list[str]:
     """Class names in index order: ``classes`` as given (background first when unlabeled
-    pixels are background), else every label seen, sorted."""
+    pixels are background), else every label seen, sorted. LabelMe's ``__ignore__`` is no
+    class (its pixels are ignored) and its ``_background_`` is the background class."""
     names = list(classes) if classes else sorted({s.label for it in items for s in it.shapes})
+    names = [BACKGROUND if n == LABELME_BACKGROUND else n for n in names
+             if n != LABELME_IGNORE]
+    names = list(dict.fromkeys(names))
     if unlabeled == "background" and BACKGROUND not in names:
         names = [BACKGROUND, *names]
     if len(names) > 255:
         raise SegkitError(f"{len(names)} classes: masks hold at most 255 (255 = ignore)")
     return names
+
+
+def label_index(names: list[str]) -> dict[str, int]:
+    """Mask value of every label: its class index, and LabelMe's two reserved labels."""
+    index = {n: i for i, n in enumerate(names)}
+    index[LABELME_IGNORE] = IGNORE
+    if BACKGROUND in index:
+        index[LABELME_BACKGROUND] = index[BACKGROUND]
+    return index
 
 
 def unique_stems(items: list[AnnotatedImage]) -> list[str]:
@@ -158,12 +190,13 @@ def usable_shapes(item: AnnotatedImage, names: list[str], on_bad_shape: str,
     """``item``'s shapes with a known label and a drawable outline; the others fail the
     import or, with ``on_bad_shape`` skip, are listed in ``report``."""
     good = []
+    known = label_index(names)
     for shape in item.shapes:
         try:
-            if shape.label not in names:
+            if shape.label not in known:
                 raise BadShape(f"{shape.where}: label '{shape.label}' is not one of "
                                f"--classes ({', '.join(names)})")
-            check_shape(shape)
+            report.crossing_polygons += check_shape(shape)
             good.append(shape)
         except BadShape as err:
             if on_bad_shape == "fail":
@@ -188,8 +221,7 @@ def write_item(item: AnnotatedImage, stem: str, tmp: Path, info: Any, report: Im
     good = usable_shapes(item, info.classes, on_bad_shape, report)
     for kind, n in item.ignored.items():
         report.ignored[kind] = report.ignored.get(kind, 0) + n
-    index = {n: i for i, n in enumerate(info.classes)}
-    mask = compose(good, (h, w), index, overlap, unlabeled_value)
+    mask = compose(good, (h, w), label_index(info.classes), overlap, unlabeled_value)
     suffix = item.image_file.suffix.lower() if item.image_file else ""
     if item.image_file is not None and suffix in IMAGE_SUFFIXES:
         shutil.copy2(item.image_file, tmp / "images" / f"{stem}{suffix}")

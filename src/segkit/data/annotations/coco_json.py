@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,8 @@ def write(out: Path, items: list[tuple[Path, np.ndarray]], classes: list[str],
     """``out/annotations.json``: one RLE annotation per class present per image (exact)."""
     categories = [{"id": i, "name": n, "supercategory": ""} for i, n in enumerate(classes)
                   if i != background]
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_id, (image_path, mask) in enumerate(items, start=1):
         h, w = mask.shape
         images.append({"id": image_id, "file_name": image_path.name, "height": int(h),

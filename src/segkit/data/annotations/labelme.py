@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,17 +80,17 @@ def read(src: Path, images: Path | None = None, line_width: int = 10) -> Iterato
                 mask = _mask_shape(entry, where)
                 points = points[:1]
             shapes.append(Shape(str(entry["label"]), kind, points, order=i, width=line_width,
-                                mask=mask, where=where))
+                                mask=mask, where=where, fills_crossing=True))
         size = (int(doc["imageHeight"]), int(doc["imageWidth"])) if (
             doc.get("imageHeight") and doc.get("imageWidth")) else None
         name = str(doc.get("imagePath") or path.with_suffix(".png").name)
         image_file = None
+        load: Callable[[], np.ndarray]
         if doc.get("imageData"):
             data = base64.b64decode(doc["imageData"])
             where = str(path)
 
-            def load(data: bytes = data, where: str = where) -> np.ndarray:
-                return decode_image_bytes(data, where)
+            load = functools.partial(decode_image_bytes, data, where)
         else:
             folder = images or path.parent
             image_file = (folder / name.replace("\\", "/")) if images is None else (
@@ -108,7 +110,7 @@ def write(out: Path, items: list[tuple[Path, np.ndarray]], classes: list[str],
                    "group_id": None, "description": "", "shape_type": r.kind, "flags": {},
                    "mask": None}
                   for r in mask_regions(mask, tolerance, background)]
-        doc = {"version": VERSION, "flags": {}, "shapes": shapes,
+        doc: dict[str, Any] = {"version": VERSION, "flags": {}, "shapes": shapes,
                "imagePath": os.path.relpath(image_path.resolve(), out.resolve()),
                "imageData": None, "imageHeight": int(mask.shape[0]),
                "imageWidth": int(mask.shape[1])}

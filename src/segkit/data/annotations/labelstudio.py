@@ -7,6 +7,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +101,7 @@ def write(out: Path, items: list[tuple[Path, np.ndarray]], classes: list[str],
                            "original_height": int(h), "image_rotation": 0,
                            "value": {"format": "rle", "rle": brush_rle_encode(mask == index),
                                      "brushlabels": [classes[index]]}})
-        prediction = {"model_version": model_version, "result": result}
+        prediction: dict[str, Any] = {"model_version": model_version, "result": result}
         if scores is not None:
             prediction["score"] = float(scores[k])
         tasks.append({"data": {"image": f"{image_url}{image_path.name}"},

@@ -37,6 +37,8 @@ class Shape:
         width: line width in pixels (lines).
         mask: bool HxW of the region inside the box at ``points[0]`` (``mask`` shapes).
         where: how to find the shape in its file, for messages (e.g. "shape 3 'car'").
+        fills_crossing: the tool draws a polygon that crosses itself (LabelMe fills it with
+            PIL, as ``rasterize`` does); False: such a polygon is a bad shape.
     """
 
     label: str
@@ -47,6 +49,7 @@ class Shape:
     width: int = 10
     mask: np.ndarray | None = None
     where: str = ""
+    fills_crossing: bool = False
     _area: float | None = field(default=None, repr=False)
 
 
@@ -73,8 +76,9 @@ def polygon_self_intersects(points: np.ndarray) -> bool:
     return False
 
 
-def check_shape(shape: Shape) -> None:
-    """Raise BadShape when ``shape`` cannot be drawn as its kind says."""
+def check_shape(shape: Shape) -> bool:
+    """Raise BadShape when ``shape`` cannot be drawn as its kind says; True for a polygon
+    that crosses itself and is drawn all the same (its tool fills such polygons)."""
     n = len(shape.points)
     need = {"polygon": 3, "rectangle": 2, "circle": 2, "line": 2, "linestrip": 2, "point": 1,
             "mask": 1}
@@ -85,11 +89,12 @@ def check_shape(shape: Shape) -> None:
                        f"points, it has {n}")
     if not np.isfinite(shape.points).all():
         raise BadShape(f"{shape.where}: coordinates that are not numbers")
-    if shape.kind == "polygon" and polygon_self_intersects(shape.points):
-        raise BadShape(f"{shape.where}: the polygon crosses itself; fix it in the tool or pass "
-                       "--on-bad-shape skip")
     if shape.kind == "mask" and shape.mask is None:
         raise BadShape(f"{shape.where}: a mask without pixels")
+    crosses = shape.kind == "polygon" and polygon_self_intersects(shape.points)
+    if crosses and not shape.fills_crossing:
+        raise BadShape(f"{shape.where}: the polygon crosses itself; fix it in the tool")
+    return crosses
 
 
 def rasterize(shape: Shape, size: tuple[int, int]) -> np.ndarray:
@@ -106,14 +111,15 @@ def rasterize(shape: Shape, size: tuple[int, int]) -> np.ndarray:
         return out
     canvas = Image.fromarray(np.zeros((h, w), dtype=np.uint8))
     draw = ImageDraw.Draw(canvas)
-    xy = [(float(x), float(y)) for x, y in shape.points]
+    xy: list[tuple[float, float]] = [(float(x), float(y)) for x, y in shape.points]
     if shape.kind == "circle":
         (cx, cy), (px, py) = xy[:2]
         d = math.sqrt((cx - px) ** 2 + (cy - py) ** 2)
         draw.ellipse(((cx - d, cy - d), (cx + d, cy + d)), outline=1, fill=1)
     elif shape.kind == "rectangle":
-        (x0, y0), (x1, y1) = xy[:2]
-        draw.rectangle(((min(x0, x1), min(y0, y1)), (max(x0, x1), max(y0, y1))), outline=1,
+        (left, top), (right, bottom) = xy[:2]
+        draw.rectangle(((min(left, right), min(top, bottom)), (max(left, right), max(top, bottom))),
+                       outline=1,
                        fill=1)
     elif shape.kind in ("line", "linestrip"):
         draw.line(xy=xy, fill=1, width=shape.width)
