@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import active  # noqa: E402
 import backends  # noqa: E402
+import kernels  # noqa: E402
 import models  # noqa: E402
 import multilabel  # noqa: E402
 import scale  # noqa: E402
@@ -19,6 +20,7 @@ import tta  # noqa: E402
 
 if __name__ == "__main__":
     speed.main()
+    kernels.main([])
     models.main()
     multilabel.main()
     backends.main()

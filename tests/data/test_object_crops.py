@@ -9,6 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from segkit.config import build_config
+from segkit.data.base import DatasetInfo
 from segkit.data.coco import COCOMultiLabel
 from segkit.data.object_crops import ObjectCrops, crop_labels, visible_share
 from segkit.data.samples import write_sample
@@ -40,6 +41,7 @@ class Boxed:
 
     def __init__(self, boxes: np.ndarray, labels: list[float]) -> None:
         self.boxes, self.labels = boxes, labels
+        self.info = DatasetInfo(classes=[f"c{i}" for i in range(len(labels))])
 
     def __len__(self) -> int:
         return 1

@@ -26,6 +26,14 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"load it with `segkit evaluate {folder}` or --weights {folder}")
         return 0
 
+    if args.format == "cvat":
+        from segkit.integrations.cvat_serverless import export_cvat_function
+
+        folder = export_cvat_function(args.run, args.out)
+        print(f"wrote {folder} (model.onnx checked against PyTorch, model.json, function.yaml, "
+              f"main.py); deploy it with: nuctl deploy --project-name cvat --path {folder} "
+              "--platform local")
+        return 0
     result = export_model(args.run, args.out, args.format, not args.static, args.opset,
                           args.tolerance, int8=args.int8, fp16=args.fp16,
                           calibration=args.calibration, max_drop=args.max_drop,
@@ -71,11 +79,12 @@ def add_export_parser(sub: Subparsers) -> None:
     x = sub.add_parser("export", help="ONNX / OpenVINO / TorchScript export (FP32, FP16, INT8), "
                        "checked against PyTorch; or a Hugging Face-layout folder (--format hf)")
     x.add_argument("run", help="run directory or checkpoint file")
-    x.add_argument("--format", choices=["onnx", "openvino", "torchscript", "hf"], default="onnx",
-                   help="hf: model.safetensors + config.json + model card in a folder")
-    x.add_argument("--out", help="output file (.onnx / .xml / .pt) or folder (hf); default "
-                   "RUN/export/FORMAT/model[-int8|-fp16].SUFFIX (hf: RUN/export/hf), where "
-                   "--backend auto looks")
+    x.add_argument("--format", choices=["onnx", "openvino", "torchscript", "hf", "cvat"],
+                   default="onnx", help="hf: model.safetensors + config.json + model card in a "
+                   "folder; cvat: a CVAT serverless detector function (ONNX + handler)")
+    x.add_argument("--out", help="output file (.onnx / .xml / .pt) or folder (hf, cvat); "
+                   "default RUN/export/FORMAT/model[-int8|-fp16].SUFFIX (hf, cvat: "
+                   "RUN/export/FORMAT), where --backend auto looks")
     x.add_argument("--int8", action="store_true",
                    help="static INT8 quantisation calibrated on training images")
     x.add_argument("--fp16", action="store_true", help="half-precision weights")

@@ -1,7 +1,7 @@
 """Hugging Face ``transformers`` segmentation models: SegFormer, UPerNet, Mask2Former, EoMT.
 
-Install with ``pip install 'segkit[hf]'`` (transformers adds ~145 MB and 5 packages, measured:
-an extra, not a dependency). Each model is built from a published configuration named by
+Install with ``pip install 'segkit[hf]'`` (an extra, not a dependency: its install cost is in
+``pyproject.toml`` beside it). Each model is built from a published configuration named by
 ``--encoder`` (random init), or from the ``config.json`` of ``--weights`` when that is a
 Hugging Face folder or ``hf:ORG/NAME`` of the same model type (the weights then load by name).
 

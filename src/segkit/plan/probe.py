@@ -134,7 +134,8 @@ def backward_step(task: Any, batch: dict[str, Any]) -> None:
 
 def bf16_works(device: torch.device) -> bool:
     """Whether bfloat16 autocast is worth probing on ``device``: CUDA Ampere or newer, CPUs
-    whose oneDNN has bfloat16 kernels (elsewhere it is emulated, measured 25x slower)."""
+    whose oneDNN has bfloat16 kernels (elsewhere it is emulated and far slower:
+    ``benchmarks/kernels.py``, bf16_step)."""
     if device.type == "cpu":
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return bool(torch.cuda.is_bf16_supported())

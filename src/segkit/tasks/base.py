@@ -33,8 +33,7 @@ class TrainingDiverged(SegkitError):
 def build_optimizer(opt_cfg: Any, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """SGD, AdamW or Adam as ``optim`` says, with PyTorch's fused kernels where the parameters
     allow them (float tensors on CPU or CUDA): one kernel over all tensors instead of a loop
-    over each, measured 5.5x faster for U-Net ResNet-18's 12.5M weights on 2 CPU cores (5 ms
-    against 29 ms a step, a fifth of the whole training step)."""
+    over each (``benchmarks/kernels.py``, adamw_step, times both)."""
     devices = {p.device.type for p in params}
     fused = bool(params) and devices <= {"cpu", "cuda"} and all(
         p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params)
@@ -176,8 +175,8 @@ class Task(pl.LightningModule):
 
     @staticmethod
     def optimiser_plan(lr: float, lr_reason: str = "") -> list[tuple[str, Any, str]]:
-        """AdamW at ``lr`` with a per-step cosine decay (measured better than Adam 1e-3 with a
-        plateau rule for segmentation and multi-label from scratch)."""
+        """AdamW at ``lr`` with a per-step cosine decay (``benchmarks/quality.py`` compares it
+        with the write-ups' Adam 1e-3 and plateau rule, ``--recipe seed``)."""
         return [
             ("optim.name", "adamw", "AdamW: Adam with decoupled weight decay"),
             ("optim.lr", lr, lr_reason or "a higher rate with AdamW and cosine decay (the "

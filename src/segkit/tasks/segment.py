@@ -94,8 +94,9 @@ def to_probabilities(logits: torch.Tensor, binary: bool) -> torch.Tensor:
 
 def channel_argmax(scores: torch.Tensor) -> torch.Tensor:
     """Class index per pixel of [B,C,H,W] scores. On the CPU, PyTorch's argmax over the
-    channel axis of an NCHW tensor is 4-20x slower than over a contiguous last axis (measured
-    at C = 2, 6, 19), so the channels move last first; the first maximum wins either way."""
+    channel axis of an NCHW tensor is slower than over a contiguous last axis
+    (``benchmarks/kernels.py``, argmax), so the channels move last first; the first maximum
+    wins either way."""
     if scores.device.type == "cpu":
         return scores.movedim(1, -1).contiguous().argmax(-1)
     return scores.argmax(1)

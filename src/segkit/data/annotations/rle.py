@@ -36,6 +36,17 @@ def cvat_rle_encode(mask: np.ndarray) -> list[int]:
     return ([0] + runs) if flat.size and flat[0] else runs
 
 
+def cvat_mask_encode(mask: np.ndarray) -> list[int]:
+    """A mask shape's ``points`` as CVAT's API and serverless functions take them: the run
+    lengths of the mask's bounding box, then its corners ``x1, y1, x2, y2`` (inclusive)."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return [1, 0, 0, 0, 0]  # one background pixel, at the origin
+    x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    runs = cvat_rle_encode(np.asarray(mask, dtype=bool)[y1:y2 + 1, x1:x2 + 1])
+    return [*runs, x1, y1, x2, y2]
+
+
 # ---- Label Studio ----------------------------------------------------------------------------
 class _Bits:
     def __init__(self, data: bytes) -> None:

@@ -1,0 +1,1 @@
+"""segkit inside other tools: CVAT's auto-annotation (``segkit.integrations.cvat``)."""
