@@ -70,7 +70,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                               for f in dataclasses.fields(ServeOptions)})
     options = dataclasses.replace(options, api_key=(
         args.api_key or os.environ.get("SEGKIT_API_KEY") or None))
-    serve(args.run, options, args.host, args.port, args.workers, args.insecure)
+    serve(args.run, options, args.host, args.port, args.workers, args.insecure,
+          args.label_studio)
     return 0
 
 
@@ -141,4 +142,9 @@ def add_benchmark_serve_parsers(sub: Subparsers) -> None:
                     "--host leaves loopback; or set SEGKIT_API_KEY)")
     sv.add_argument("--timeout", dest="timeout_s", metavar="TIMEOUT", type=float, default=30.0,
                     help="seconds a request may wait for the model before a 503")
+    sv.add_argument("--label-studio", nargs="?", const="5m", metavar="TRAIN_TIME",
+                    help="answer Label Studio's ML backend protocol (/setup, /predict, "
+                    "/webhook); annotations fine-tune the run in rounds of TRAIN_TIME "
+                    "(default 5m), served when they score better (LABEL_STUDIO_URL and "
+                    "LABEL_STUDIO_API_KEY say where the project is)")
     sv.set_defaults(func=cmd_serve)

@@ -311,7 +311,8 @@ class ServeOptions:
 
 
 def serve(run: str | Path, options: ServeOptions | None = None, host: str = "127.0.0.1",
-          port: int = 8000, workers: int = 0, insecure: bool = False) -> None:
+          port: int = 8000, workers: int = 0, insecure: bool = False,
+          label_studio: str | None = None) -> None:
     """Run the service with uvicorn.
 
     Loopback by default; any other address needs ``options.api_key`` unless ``insecure``
@@ -319,7 +320,8 @@ def serve(run: str | Path, options: ServeOptions | None = None, host: str = "127
     batched (``max_batch``, ``max_wait_ms``) and at most ``max_queue`` wait (then 503 +
     Retry-After); each waits at most ``timeout_s`` for its answer. ``workers`` processes
     share the port and split the CPU cores between them (0: one per 4 cores on a CPU, one on
-    a GPU).
+    a GPU). With ``label_studio`` (a fine-tuning round's ``--time``), the run answers Label
+    Studio's ML backend protocol instead (one process).
     """
     import json
 
@@ -343,6 +345,12 @@ def serve(run: str | Path, options: ServeOptions | None = None, host: str = "127
     common: dict[str, Any] = {"host": host, "port": port, "log_level": "info",
                               "timeout_keep_alive": 5,
                               "limit_concurrency": options.max_queue + 64}
+    if label_studio:
+        from segkit.serve.label_studio import create_label_studio_app
+
+        uvicorn.run(create_label_studio_app(run, options.device, options.backend,
+                                            options.api_key, label_studio), **common)
+        return
     if workers == 1:
         uvicorn.run(create_app(**args), **common)
         return
