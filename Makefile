@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench bench-quality clean install e2e browser
+.PHONY: demo test test-fast lint bench bench-quality clean install e2e browser label-studio
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,12 +27,22 @@ browser:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 		echo "could not install chromium: the browser test will be skipped"
 
+# a real Label Studio for the test that plugs segkit's ML backend into it, in its own environment
+# (it pins Django, numpy and others apart from segkit's; sentry-sdk 3 breaks its start-up)
+LS_VENV := .venv-ls
+$(LS_VENV)/bin/label-studio:
+	$(PY) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q 'label-studio==1.23.2' 'sentry-sdk<3' || \
+		echo "could not install label-studio: its test will be skipped"
+
+label-studio: $(LS_VENV)/bin/label-studio
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/lint-imports
 	$(BIN)/mypy src/segkit
 
-test: $(STAMP) browser lint
+test: $(STAMP) browser label-studio lint
 	$(BIN)/python -m pytest tests
 
 test-fast: $(STAMP) lint
@@ -47,7 +57,7 @@ bench-quality: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python benchmarks/quality.py
 
-e2e: $(STAMP)
+e2e: $(STAMP) label-studio
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 	$(BIN)/pip install -q -e '.[dev,e2e]'
 	$(BIN)/python -m pytest tests -m e2e

@@ -78,6 +78,41 @@ def test_the_sdk_function_answers_segkits_masks(trained_run: Path) -> None:
         assert all(s.type.value == "polygon" and len(s.points) >= 6 for s in polygons)
 
 
+@pytest.mark.parametrize("to_polygons", [False, True])
+def test_cvat_sdks_own_driver_accepts_the_function_for_a_task(trained_run: Path,
+                                                              to_polygons: bool) -> None:
+    """The checks ``cvat-cli task auto-annotate`` runs: the spec mapped onto a task's labels by
+    name (other ids, shuffled, one extra), every shape validated and remapped."""
+    import logging
+
+    from cvat_sdk.auto_annotation.driver import (
+        _AnnotationMapper,
+        _DetectionFunctionContextImpl,
+    )
+
+    from segkit.integrations.cvat import create
+
+    function = create(str(trained_run), backend="torch")
+    kind = "polygon" if to_polygons else "mask"
+    names = [label.name for label in function.spec.labels][::-1] + ["unrelated"]
+    task_labels = [models.Label._from_openapi_data(
+        id=100 + k, name=name, type=kind, attributes=[], sublabels=[], color="#ff0000",
+        has_parent=False) for k, name in enumerate(names)]
+    mapper = _AnnotationMapper(logging.getLogger("cvat-test"), function.spec.labels, task_labels,
+                               allow_unmatched_labels=False, conv_mask_to_poly=to_polygons)
+    task_id = {label.name: label.id for label in task_labels}
+    for frame, image in enumerate(images()):
+        context = _DetectionFunctionContextImpl(frame_name=f"{frame}.png",
+                                                conv_mask_to_poly=to_polygons)
+        shapes = function.detect(context, image)
+        found = {label.id: label.name for label in function.spec.labels}
+        named = [found[s.label_id] for s in shapes]
+        tags, remapped = mapper.validate_and_remap(shapes, frame)
+        assert not tags and len(remapped) == len(shapes) > 0
+        assert [s.label_id for s in remapped] == [task_id[n] for n in named]
+        assert all(s.type.value == kind and s.frame == frame for s in remapped)
+
+
 def test_the_serverless_function_answers_segkit_predicts_masks(trained_run: Path, capsys,
                                                                tmp_path) -> None:
     from segkit.cli import main

@@ -15,6 +15,14 @@ import run as tutorials  # noqa: E402
 PAGES = tutorials.pages()
 
 
+def test_the_quick_run_cuts_every_training_to_the_asked_epochs() -> None:
+    code = "\n".join(c for _, c in (b for p in PAGES for b in tutorials.blocks(p)))
+    counts = re.findall(r'(?:--epochs |"run\.epochs": )(\d+)', code)
+    assert len(counts) >= 8 and set(counts) != {"1"}
+    quick = "".join(tutorials.script(p, epochs=1) for p in PAGES)
+    assert set(re.findall(r'(?:--epochs |"run\.epochs": )(\d+)', quick)) == {"1"}
+
+
 def test_five_tutorials_and_index_link_them() -> None:
     assert len(PAGES) == 5
     index = (DOCS / "index.md").read_text()
@@ -35,7 +43,7 @@ def test_every_picture_is_declared_and_committed(page: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
 def test_tutorial_runs_and_produces_its_pictures(page: Path, tmp_path: Path) -> None:
-    proc = tutorials.run_page(page, tmp_path)
+    proc = tutorials.run_page(page, tmp_path, epochs=1)  # the commands, not the figures
     assert proc.returncode == 0, f"{page.name}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     assert "Traceback" not in proc.stderr
     for produced, _ in tutorials.figures(page):

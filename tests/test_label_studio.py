@@ -190,3 +190,19 @@ def test_annotations_fine_tune_the_run_and_the_better_model_is_served(trained_ru
     assert record.get("served", False) == served
     assert (backend.model_version != before) == served
     assert client.get("/metrics").json()["rounds"][0]["round"] == 1
+
+
+def test_the_walkthrough_commands_are_segkits_own() -> None:
+    import re
+    import shlex
+
+    from segkit.cli import build_parser
+
+    page = (Path(__file__).parents[1] / "docs" / "label-studio.md").read_text()
+    lines = "\n".join(re.findall(r"```bash\n(.*?)```", page, re.S)).replace("\\\n", " ")
+    commands = [line.strip() for line in lines.splitlines() if line.strip().startswith("segkit ")]
+    assert len(commands) >= 5
+    parser = build_parser()
+    for command in commands:
+        args = parser.parse_args(shlex.split(command)[1:])  # a wrong flag exits here
+        assert args.command

@@ -4,6 +4,10 @@
 blocks marked ```bash real-data or ```python real-data show the line for the full dataset and
 are skipped. A picture is shown as `![caption](img/NAME.png)` preceded by
 `<!-- figure: PATH -->`, the file the page's own code writes.
+
+The test suite runs every page with each training cut to one epoch (``epochs=1``): it checks
+that every command runs and writes its pictures; the figures the pages show come from the
+full run here.
 """
 
 from __future__ import annotations
@@ -40,10 +44,16 @@ def figures(page: Path) -> list[tuple[str, str]]:
     return FIGURE.findall(page.read_text())
 
 
-def script(page: Path) -> str:
-    """The page as one Python script; bash blocks go through the shell and must succeed."""
+EPOCHS = re.compile(r'(--epochs |"run\.epochs": )\d+')
+
+
+def script(page: Path, epochs: int | None = None) -> str:
+    """The page as one Python script; bash blocks go through the shell and must succeed.
+    With ``epochs``, every training the page runs is cut to that many epochs."""
     lines = ["import subprocess", ""]
     for lang, code in blocks(page):
+        if epochs is not None:
+            code = EPOCHS.sub(lambda m: f"{m.group(1)}{epochs}", code)
         if lang == "bash":
             lines.append(f"subprocess.run({code!r}, shell=True, check=True, "
                          "executable='/bin/bash')")
@@ -52,10 +62,12 @@ def script(page: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_page(page: Path, workdir: Path, timeout: int = 1500) -> subprocess.CompletedProcess:
-    """Run ``page`` in ``workdir`` with this interpreter's ``segkit`` on PATH."""
+def run_page(page: Path, workdir: Path, timeout: int = 1500,
+             epochs: int | None = None) -> subprocess.CompletedProcess:
+    """Run ``page`` in ``workdir`` with this interpreter's ``segkit`` on PATH (each training
+    cut to ``epochs`` when given)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "tutorial.py").write_text(script(page))
+    (workdir / "tutorial.py").write_text(script(page, epochs))
     env = {**os.environ, "MPLBACKEND": "Agg",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run([sys.executable, "tutorial.py"], cwd=workdir, env=env, text=True,

@@ -296,7 +296,7 @@ def test_time_budget_stops_within_ten_percent_with_a_best_checkpoint(tmp_path) -
         (tmp_path / "t" / "plan.yaml").read_text())["decisions"]}["run.epochs"]
     # planned from the probe, or re-planned after an epoch that took longer or shorter
     assert ("ms per training sample measured here" in epochs["reason"]
-            or epochs["reason"].startswith("re-planned after "))
+            or epochs["reason"].startswith("re-planned to "))
 
 
 @pytest.mark.slow
@@ -414,7 +414,7 @@ def test_a_wrong_probe_is_corrected_after_the_first_epoch(tmp_path, monkeypatch)
     epochs = {d["key"]: d for d in yaml.safe_load(
         (tmp_path / "t" / "plan.yaml").read_text())["decisions"]}["run.epochs"]
     # corrected after the first epoch (later epochs may correct it again)
-    assert replans and "re-planned after the first epoch" in replans[0]
+    assert replans and "after the first epoch" in replans[0]
     assert epochs["reason"] == replans[-1]
     planned = int(replans[0].split("gave ")[1].split()[0])
     assert epochs["value"] > 1.25 * planned
@@ -456,3 +456,43 @@ def test_the_hard_stop_keeps_time_for_slow_validation() -> None:
     # 200 images at 90 ms a training sample: two forward passes of 6 s and the report
     assert final_reserve(60.0, 0.09, 200) == pytest.approx(2 * 0.09 * 200 / 3 + REPORT_SECONDS)
     assert final_reserve(60.0, 10.0, 200) == pytest.approx(20.0)  # never over a third
+
+
+def test_the_epoch_replan_keeps_a_part_epoch_worth_keeping() -> None:
+    from segkit.plan.rules import replanned_epochs
+
+    # 100 s budget, 20 s epochs, 78 s left: 3.51 more epochs fit in 90% of it; dropping the
+    # .51 would waste 10 s (over 5% of the budget), so the run stops part way through a 5th
+    assert replanned_epochs(1, 8, 20.0, 78.0, 100.0) == pytest.approx(1 + 78 * 0.9 / 20)
+    # 2.9 more at 31 s an epoch: the .9 part (28 s) kept; 1.2 s would not be
+    assert replanned_epochs(1, 8, 31.0, 100.0, 100.0) == pytest.approx(1 + 90 / 31)
+    assert replanned_epochs(1, 8, 30.0, 3.04 * 30 / 0.9, 100.0) == 4.0  # .04 x 30 s = 1.2 s
+    assert replanned_epochs(1, 4, 20.0, 78.0, 100.0) is None  # 4.51 is within a quarter of 4
+    assert replanned_epochs(2, 8, 20.0, -5.0, 100.0) == 2.0  # nothing left: stop now
+
+
+def test_the_budget_check_stops_the_run_at_the_replanned_step(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import segkit.engine.callbacks as callbacks_module
+    from segkit.engine.callbacks import BudgetCheck
+    from segkit.plan.rules import REPORT_SECONDS
+
+    clock = iter([1000.0, 1020.0])
+    monkeypatch.setattr(callbacks_module.time, "time", lambda: next(clock))
+    recorded, schedules = [], []
+    check = BudgetCheck(100 + REPORT_SECONDS, 1000.0, lambda e, why: recorded.append((e, why)))
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=8, fit_loop=SimpleNamespace(
+        max_epochs=8), num_training_batches=10, accumulate_grad_batches=1, global_step=10,
+        should_stop=False)
+    module = SimpleNamespace(set_epochs=schedules.append)
+    check.on_train_epoch_start(trainer, module)
+    check.on_train_epoch_end(trainer, module)  # 20 s an epoch, 80 s left: 1 + 3.6 epochs
+    assert schedules == [pytest.approx(4.6)] and trainer.fit_loop.max_epochs == 5
+    assert recorded[0][0] == 5 and recorded[0][1].startswith("re-planned to 4.60 epochs")
+    trainer.global_step = 45
+    check.on_train_batch_end(trainer, module, None, None, 4)
+    assert not trainer.should_stop
+    trainer.global_step = 46  # 10 steps done + 3.6 epochs of 10
+    check.on_train_batch_end(trainer, module, None, None, 5)
+    assert trainer.should_stop

@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"\nrun directory: {result.run_dir}")
     print(f"best checkpoint: {result.best_checkpoint}")
     if result.metrics:
-        print(task_class(cfg.task).summary_line(result.metrics))
+        print(task_class(cfg.task).outputs.summary_line(result.metrics))
         print(f"report: {result.run_dir / 'report.md'}")
     return 0
 

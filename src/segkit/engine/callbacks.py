@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from tqdm.auto import tqdm
 
 from segkit.errors import describe_os_error
-from segkit.plan.rules import REPORT_SECONDS
+from segkit.plan.rules import REPORT_SECONDS, replanned_epochs
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -107,14 +107,17 @@ class BudgetCheck(Callback):
     """Re-plans a ``--time`` run's epochs after each epoch from that epoch's measured time,
     when the plan is off by more than a quarter (a probe timed beside another busy process, a
     data loader slower than the probe's in-memory batch, a first epoch slowed by warm-up). The
-    schedule is stretched or shortened from there on; ``on_replan(epochs, reason)`` records
-    the new plan.
+    schedule is stretched or shortened from there on, to end part way through an epoch where
+    dropping the part would waste time (``replanned_epochs``); the run then stops at that
+    step. ``on_replan(epochs, reason)`` records the new plan (whole epochs, the last one
+    begun).
     """
 
     def __init__(self, budget: float, started: float,
                  on_replan: Callable[[int, str], None]) -> None:
         self.budget, self.started, self.on_replan = budget, started, on_replan
         self.epoch_began = self.val_began = self.val_seconds = 0.0
+        self.stop_step: int | None = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epoch_began = time.time()
@@ -126,6 +129,11 @@ class BudgetCheck(Callback):
         if not trainer.sanity_checking:
             self.val_seconds = time.time() - self.val_began
 
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.stop_step is not None and trainer.global_step >= self.stop_step:
+            trainer.should_stop = True  # validated and checkpointed here, as early stopping is
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         done, planned = trainer.current_epoch + 1, trainer.max_epochs
         if not self.epoch_began or planned is None or done >= planned:
@@ -134,17 +142,21 @@ class BudgetCheck(Callback):
         took = now - self.epoch_began  # its training and its validation
         # the final evaluation is one more validation pass, then the report
         left = (self.budget - (now - self.started) - self.val_seconds - REPORT_SECONDS)
-        # later epochs can be slower (a busy machine): keep a tenth in hand, and the
-        # Trainer's max_time still stops the run inside the budget
-        epochs = done + max(0, math.floor(left * 0.9 / max(took, 1e-6)))
-        if planned * 0.8 <= epochs <= planned * 1.25:
+        target = replanned_epochs(done, planned, took, left, self.budget)
+        if target is None:
             return
+        epochs = math.ceil(target)
         trainer.fit_loop.max_epochs = epochs
-        pl_module.set_epochs(epochs)  # type: ignore[operator]
+        pl_module.set_epochs(target)  # type: ignore[operator]
+        steps = trainer.num_training_batches // max(1, trainer.accumulate_grad_batches)
+        self.stop_step = (trainer.global_step + round((target - done) * steps)
+                          if target < epochs else None)
         after, source = (("the first epoch", "the probe's estimate") if done == 1 else
                          (f"epoch {done}", "the plan"))
-        self.on_replan(epochs, f"re-planned after {after}, which took {took:.1f} s here "
-                               f"({source} gave {planned} epochs)")
+        length = f"{target:.2f} epochs (the last one stopped part way)" if target < epochs \
+            else f"{epochs} epochs"
+        self.on_replan(epochs, f"re-planned to {length} after {after}, which took {took:.1f} s "
+                               f"here ({source} gave {planned} epochs)")
 
 
 class LoaderPlaceOnResume(pl.Callback):

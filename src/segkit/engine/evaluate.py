@@ -101,7 +101,6 @@ def score(predictor: Predictor, split: str = "val",
         raise SegkitError(f"{predictor.source}: no training config inside; evaluate the run "
                           "directory instead")
     kind = predictor.kind
-    options = predictor.options
     cfg = build_config(predictor.config.to_dict(),
                        {f"data.{k}": v for k, v in (data_overrides or {}).items()})
     source = build_dataset(cfg.data, split)
@@ -115,7 +114,7 @@ def score(predictor: Predictor, split: str = "val",
         batch_size=cfg.data.batch_size if same_size else 1,
         num_workers=cfg.data.num_workers,
     )
-    evaluator = kind.evaluator(predictor.info, options)
+    evaluator = predictor.outputs.evaluator()
     desc = f"evaluate {split} ({predictor.backend} {predictor.precision})"
     for batch in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
         evaluator.update(predictor.probabilities(batch["image"]), batch)

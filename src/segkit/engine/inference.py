@@ -23,6 +23,7 @@ from segkit.data.base import DatasetInfo
 from segkit.errors import SegkitError
 from segkit.rundir import CHECKPOINTS
 from segkit.tasks import FULL_TTA_SCALES, InferenceOptions, Task, task_class
+from segkit.tasks.outputs import TaskOutputs
 from segkit.tasks.tta import sliding_window_logits, window_starts
 
 
@@ -57,8 +58,18 @@ class Predictor:
 
     @property
     def kind(self) -> type[Task]:
-        """The task class: how logits become probabilities and predictions."""
+        """The task class: how images are prepared for the network."""
         return task_class(self.task)
+
+    @property
+    def outputs(self) -> TaskOutputs:
+        """The task's prediction side for this model's classes and ``options`` (built once,
+        again only when ``info`` or ``options`` are replaced)."""
+        built: TaskOutputs | None = self.__dict__.get("_outputs")
+        if built is None or built.info is not self.info or built.options is not self.options:
+            built = self.kind.outputs(self.info, self.options)
+            self.__dict__["_outputs"] = built
+        return built
 
     def logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """Float pixels 0..255 [B,C,H,W] -> raw network output (the backend's one job)."""
@@ -69,7 +80,7 @@ class Predictor:
         """uint8 [B,C,H,W] (already through the task's evaluation transform) -> probabilities
         [B,C,H,W] (segmentation, at the input size) or [B,C] (recognition)."""
         pixels = images.to(self.device).float()
-        return self.kind.probabilities(self.logits, pixels, self.info, self.options)
+        return self.outputs.probabilities(self.logits, pixels)
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:
         """One HxWxC uint8 image -> a uint8 batch of one, as the network takes it."""
@@ -84,7 +95,7 @@ class Predictor:
         of (label, score) pairs for recognition; probabilities are CxHxW or C float32.
         """
         probs = self.probabilities(self.prepare(image))[0].float().cpu().numpy()
-        return self.kind.decode(probs, self.info, self.options), probs
+        return self.outputs.decode(probs), probs
 
 
 def run_thresholds(checkpoint: Path) -> tuple[float, ...] | None:

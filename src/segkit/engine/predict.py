@@ -159,9 +159,8 @@ class PredictionJob:
 
     def writer(self, rank: int = 0) -> Any:
         """The task's writer of this job's outputs for process ``rank``."""
-        p = self.predictor
-        return p.kind.prediction_writer(self.out, p.info, p.options, self.save_probs,
-                                        self.fmt, self.tolerance, rank)
+        return self.predictor.outputs.writer(self.out, self.save_probs, self.fmt,
+                                             self.tolerance, rank)
 
     def manifest(self) -> dict[str, Any]:
         """What the outputs depend on."""

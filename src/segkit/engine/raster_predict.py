@@ -55,7 +55,8 @@ def predict_raster(predictor: Predictor, source: Path, target: Path,
     if options.scales != (1.0,) or options.flip:
         raise SegkitError(f"{source}: multi-scale or flip TTA needs the whole image in memory; "
                           "predict rasters with --tta none")
-    kind, info = predictor.kind, predictor.info
+    outputs = predictor.kind.outputs(predictor.info, options)
+    info = predictor.info
     with rasterio_module().Env(GDAL_CACHEMAX=GDAL_CACHE_MB), RasterReader(source) as reader:
         height, width = reader.height, reader.width
         window = options.window or DEFAULT_WINDOW
@@ -74,8 +75,8 @@ def predict_raster(predictor: Predictor, source: Path, target: Path,
                 logits = blend(predictor, pixels, [(y - ry0, x - rx0) for y in wy for x in wx],
                                (wh, ww), options.window_batch)
                 part = logits[:, by0 - ry0:by1 - ry0, bx0 - rx0:bx1 - rx0]
-                probs = kind.logits_to_probabilities(part[None], info)[0]
-                out.write(kind.decode(probs.cpu().numpy(), info, options), by0, bx0)
+                probs = outputs.blended_probabilities(part[None])[0]
+                out.write(outputs.decode(probs.cpu().numpy()), by0, bx0)
         except BaseException:
             out.ds.close()
             out.tmp.unlink(missing_ok=True)

@@ -66,7 +66,7 @@ def write_report(run_dir: Path, cfg: Config, metrics: dict[str, Any], history: l
         f"- epochs: {len(history)}; best epoch: {int(best.get('epoch', 0))}",
         f"- bad files skipped (data.on_bad_image=skip): "
         f"{count_skipped(run_dir / 'skipped_files.txt')}",
-        *kind.report_lines(metrics, run_dir),
+        *kind.outputs.report_lines(metrics, run_dir),
         "",
         "![curves](curves.png)",
         "",

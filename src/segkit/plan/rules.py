@@ -212,6 +212,28 @@ def epochs_that_fit(seconds: float, per_train: float, per_val: float,
     return epochs, (1.0 if share >= 1 - WHOLE_EPOCH_LOSS else round(share, 3))
 
 
+REPLAN_KEEP = (0.8, 1.25)  # a measured epoch count within these ratios of the plan keeps it
+REPLAN_RESERVE = 0.9  # later epochs can be slower (a busy machine): plan on 90% of what is left
+
+
+def replanned_epochs(done: int, planned: int, took: float, left: float,
+                     budget: float) -> float | None:
+    """The run's new length in epochs (a fraction where the last epoch stops part way) after
+    ``done`` epochs that took ``took`` seconds each, with ``left`` seconds of ``budget`` left;
+    None while the plan of ``planned`` epochs stays within ``REPLAN_KEEP`` of it.
+
+    A last part-epoch is kept when dropping it would waste ``WHOLE_EPOCH_LOSS`` of the budget
+    or more, the same rule the plan uses: the run then stops at that step.
+    """
+    more = max(0.0, left * REPLAN_RESERVE / max(took, 1e-6))
+    if (more - math.floor(more)) * took < WHOLE_EPOCH_LOSS * budget:
+        more = math.floor(more)
+    target = done + more
+    if REPLAN_KEEP[0] * planned <= target <= REPLAN_KEEP[1] * planned:
+        return None
+    return float(target)
+
+
 def ema_plan(total: int) -> Proposal:
     """An EMA of the weights for runs of ``EMA_MIN_STEPS`` steps or more."""
     if total >= EMA_MIN_STEPS:

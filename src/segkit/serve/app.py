@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import io
 import os
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -26,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from segkit.errors import SegkitError
 from segkit.models import model_label
 from segkit.serve.batcher import Batcher, QueueFull
+from segkit.serve.keys import KeyCheck, key_check
 
 PAGE = (Path(__file__).with_name("page.html")).read_text()
 
@@ -125,7 +124,8 @@ class Service:
         options = replace(self.predictor.options, top_k=top_k)
         if threshold is not None:  # one threshold for every class instead of the run's
             options = replace(options, threshold=threshold, class_thresholds=())
-        return self.predictor.kind.serve_reply(image, probs, self.predictor.info, options, fmt)
+        p = self.predictor
+        return p.kind.outputs(p.info, options).serve_reply(image, probs, fmt)
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -134,21 +134,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def is_loopback(host: str) -> bool:
     """True for addresses only this machine can reach."""
     return host in LOOPBACK or host.startswith("127.")
-
-
-KeyCheck = Callable[[Request], None]
-
-
-def key_check(api_key: str | None) -> KeyCheck:
-    """A check that answers 401 unless the request's ``X-API-Key`` header is ``api_key``
-    (compared in constant time); without a key every request passes."""
-
-    def check(request: Request) -> None:
-        given = request.headers.get("x-api-key", "")
-        if api_key and not hmac.compare_digest(given.encode(), api_key.encode()):
-            raise HTTPException(401, "missing or wrong X-API-Key header")
-
-    return check
 
 
 async def read_upload(request: Request, file: UploadFile, max_upload_mb: float,

@@ -18,8 +18,6 @@ requires the API key as HTTP basic auth (Label Studio puts it in the backend's U
 
 from __future__ import annotations
 
-import base64
-import hmac
 import io
 import os
 import threading
@@ -33,6 +31,7 @@ from PIL import Image
 from segkit.data.annotations.polygons import mask_regions
 from segkit.data.annotations.rle import brush_rle_encode
 from segkit.errors import SegkitError
+from segkit.serve.keys import key_check
 from segkit.serve.label_studio_io import (
     LabelingConfig,
     image_bytes,
@@ -86,14 +85,17 @@ class LabelStudioBackend:
         self.version = 0
         self.rounds: list[dict[str, Any]] = []
         self.lock = threading.Lock()
-        self.training: threading.Thread | None = None
+        self.training: threading.Thread | None = None  # the round running or last run
+        self.busy = False
+        self.pending: dict[str, Any] | None = None  # a project whose round waits for this one
+        self.name = self.run.name
         self.ls_url = os.environ.get("LABEL_STUDIO_URL", "")
         self.ls_key = os.environ.get("LABEL_STUDIO_API_KEY", "")
         self.local_root = os.environ.get("LOCAL_FILES_DOCUMENT_ROOT", "")
 
     @property
     def model_version(self) -> str:
-        return f"segkit-{self.run.name}-v{self.version}"
+        return f"segkit-{self.name}-v{self.version}"
 
     def names(self, config: LabelingConfig) -> dict[int, str]:
         """Class index -> the project's label of the same name (case-insensitive)."""
@@ -103,12 +105,13 @@ class LabelStudioBackend:
 
     def setup(self, schema: str) -> dict[str, Any]:
         config = parse_label_config(schema)
-        matched = set(self.names(config).values())
+        names = self.names(config)
+        matched = set(names.values())
         return {"model_version": self.model_version,
                 "labels_without_class": [label for label in config.labels
                                          if label not in matched],
                 "classes_without_label": [c for i, c in enumerate(self.classes)
-                                          if i and i not in self.names(config)]}
+                                          if i and i not in names]}
 
     def predict(self, tasks: list[dict[str, Any]], label_config: str) -> list[dict[str, Any]]:
         config = parse_label_config(label_config)
@@ -129,17 +132,26 @@ class LabelStudioBackend:
         action = payload.get("action")
         if action not in TRAIN_EVENTS:
             return 200, {"status": "Unknown event"}
-        if self.training is not None and self.training.is_alive():
-            return 201, {"status": "ok", "result": "a fine-tuning round is running"}
         project = payload.get("project") or {}
+        with self.lock:
+            if self.busy:  # annotations made during a round get a round of their own after it
+                self.pending = project
+                return 201, {"status": "ok", "result": "a fine-tuning round is running; "
+                                                      "another follows it"}
+            self.start_round(project)
+        return 201, {"status": "ok", "result": f"fine-tuning from {self.model_version}"}
+
+    def start_round(self, project: dict[str, Any]) -> None:
+        """A fine-tuning round in the background (called holding ``lock``)."""
+        self.busy = True
         self.training = threading.Thread(
             target=self.fine_tune, args=(project.get("id"), project.get("label_config", "")),
             daemon=True)
         self.training.start()
-        return 201, {"status": "ok", "result": f"fine-tuning from {self.model_version}"}
 
     def fine_tune(self, project_id: Any, label_config: str) -> None:
-        """One round: export, import, fine-tune, compare, swap (recorded in ``rounds``)."""
+        """One round: export, import, fine-tune, compare, swap (recorded in ``rounds``); then
+        the round asked for while it ran, if any."""
         record = fine_tune_round(self, project_id, label_config)
         with self.lock:
             if record.get("new_score", -1.0) > record.get("old_score", -1.0):
@@ -151,31 +163,17 @@ class LabelStudioBackend:
                 self.version += 1
                 record["served"] = True
             self.rounds.append(record)
-
-
-def basic_auth_check(api_key: str | None) -> Any:
-    """401 unless the request's basic auth password (or X-API-Key) is ``api_key``."""
-
-    def check(request: Request) -> None:
-        if not api_key:
-            return
-        given = request.headers.get("x-api-key", "")
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("basic "):
-            decoded = base64.b64decode(auth[6:]).decode(errors="replace")
-            given = decoded.split(":", 1)[-1]
-        if not hmac.compare_digest(given.encode(), api_key.encode()):
-            raise HTTPException(401, "missing or wrong key (basic auth password or X-API-Key)",
-                                headers={"WWW-Authenticate": 'Basic realm="segkit"'})
-
-    return check
+            follow, self.pending = self.pending, None
+            self.busy = False
+            if follow is not None:
+                self.start_round(follow)
 
 
 def create_label_studio_app(run: str | Path, device: str = "cpu", backend: str = "auto",
                             api_key: str | None = None, train_time: str = "5m") -> FastAPI:
     """The FastAPI app speaking Label Studio's ML backend protocol for ``run``."""
     service = LabelStudioBackend(run, device, backend, train_time)
-    check = basic_auth_check(api_key)
+    check = key_check(api_key, basic_auth=True)
     app = FastAPI(title="segkit Label Studio ML backend", version="1")
     app.state.backend = service
 

@@ -1,10 +1,11 @@
 """What every task shares, and the hooks each task fills in (as TorchGeo's trainers do).
 
 A task is a LightningModule subclass that says, in one place, which models fit it, which
-losses and metrics it trains with, how its data is transformed and checked, how logits become
-predictions, how predictions are written, evaluated, served and reported. The fronts (CLI,
-train, evaluate, predict, export, serve, report) look a task up in ``TASKS`` and call these
-hooks; none of them compares task names.
+losses and metrics it trains with, how its data is planned, transformed and checked; its
+``outputs`` class (``tasks.outputs.TaskOutputs``) says how logits become predictions and how
+predictions are written, evaluated, served and reported. The fronts (CLI, train, evaluate,
+predict, export, serve, report) look a task up in ``TASKS`` and call these hooks; none of them
+compares task names.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from segkit.data.base import DatasetInfo, Source
 from segkit.data.fingerprint import Fingerprint
 from segkit.errors import SegkitError
 from segkit.rundir import RunDir
-from segkit.tasks.tta import InferenceOptions, Logits
+from segkit.tasks.outputs import TaskOutputs
 
 
 class TrainingDiverged(SegkitError):
@@ -49,9 +50,8 @@ def build_optimizer(opt_cfg: Any, params: list[torch.nn.Parameter]) -> torch.opt
 class Task(pl.LightningModule):
     """Base task: config, class info, device-side normalisation, optimiser and schedule.
 
-    Subclasses set the class attributes below and implement ``configure_models``,
-    ``configure_losses``, ``configure_metrics``, the steps, and the inference / evaluation /
-    writing hooks.
+    Subclasses set the class attributes below (``outputs``: the prediction side) and implement
+    ``configure_models``, ``configure_losses``, ``configure_metrics`` and the steps.
 
     Args:
         config: the run's resolved config as a plain dict.
@@ -70,6 +70,7 @@ class Task(pl.LightningModule):
     spatial: ClassVar[bool] = False  # outputs keep the input's height and width
     loss_mode: ClassVar[str] = ""
     extra_keys: ClassVar[tuple[str, ...]] = ()  # extras saved in checkpoints and reloaded
+    outputs: ClassVar[type[TaskOutputs]] = TaskOutputs  # decode, evaluate, write, serve, report
     model: torch.nn.Module  # configure_models builds it
     checkpoint_path: Path | None = None  # where restored weights came from
     criterion: torch.nn.Module  # configure_losses builds it
@@ -202,19 +203,7 @@ class Task(pl.LightningModule):
         """The per-class statistics ``segkit data check`` collects for this task's samples."""
         raise NotImplementedError
 
-    # ---- inference ---------------------------------------------------------------------
-    @classmethod
-    def probabilities(cls, logits: Logits, pixels: torch.Tensor, info: DatasetInfo,
-                      options: InferenceOptions) -> torch.Tensor:
-        """Probabilities from float pixels 0..255 [B,C,H,W], given the network's logits."""
-        raise NotImplementedError
-
-    @classmethod
-    def logits_to_probabilities(cls, logits: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
-        """Probabilities from already blended logits (spatial tasks: windows of a raster
-        larger than memory)."""
-        raise SegkitError(f"a {cls.name} model predicts whole images, not raster windows")
-
+    # ---- inference input (the outputs' side: ``outputs``) -----------------------------
     @classmethod
     def prepare_image(cls, image: np.ndarray, image_size: tuple[int, int], in_channels: int,
                       aug: Any = None) -> np.ndarray:
@@ -225,54 +214,6 @@ class Task(pl.LightningModule):
         if in_channels == 3 and image.shape[-1] == 1:
             return np.repeat(image, 3, axis=-1)
         return image
-
-    # ---- outputs -----------------------------------------------------------------------
-    @classmethod
-    def decode(cls, probs: np.ndarray, info: DatasetInfo, options: InferenceOptions) -> Any:
-        """One image's prediction from its probabilities: a class map (segmentation) or
-        (label, score) pairs (recognition)."""
-        raise NotImplementedError
-
-    @classmethod
-    def evaluator(cls, info: DatasetInfo, options: InferenceOptions) -> Any:
-        """An object with ``update(probs, batch)``, ``compute()`` and ``write(...)``."""
-        raise NotImplementedError
-
-    @classmethod
-    def prediction_writer(cls, out: Path, info: DatasetInfo, options: InferenceOptions,
-                          save_probs: bool = False, fmt: str = "default",
-                          tolerance: float = 0.0, rank: int = 0) -> Any:
-        """The writer of predictions: ``is_done(path)``, ``add(path, image, probs, index)``,
-        ``close()`` (this process), ``merge()`` (one process, after every process closed),
-        ``results``, ``describe()`` and ``streaming`` (writes each image as it comes, so a
-        job can be sharded across processes and resumed). ``fmt`` names another output format
-        where the task has them (segmentation: rle JSON lines; labelme, cvat, labelstudio,
-        coco pre-annotations with polygons simplified by ``tolerance`` pixels); ``rank``: this
-        process's shard."""
-        raise NotImplementedError
-
-    @classmethod
-    def check_writer_format(cls, fmt: str) -> None:
-        """Refuse a pre-annotation format this task does not write."""
-        if fmt != "default":
-            raise SegkitError(f"--format {fmt} writes segmentation masks as pre-annotations; "
-                              f"a {cls.name} model writes predictions.csv / .json")
-
-    @classmethod
-    def serve_reply(cls, image: np.ndarray, probs: np.ndarray, info: DatasetInfo,
-                    options: InferenceOptions, fmt: str) -> dict[str, Any] | bytes:
-        """The web service's answer for one image: JSON-able dict, or PNG bytes."""
-        raise NotImplementedError
-
-    @classmethod
-    def summary_line(cls, metrics: dict[str, Any]) -> str:
-        """The line printed after training: the task's headline validation scores."""
-        return f"val {cls.headline} {metrics[cls.headline]:.4f}"
-
-    @classmethod
-    def report_lines(cls, metrics: dict[str, Any], run_dir: Path) -> list[str]:
-        """The task's section of report.md."""
-        raise NotImplementedError
 
     # ---- training (shared) -------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -366,7 +307,7 @@ class Task(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {
             "scheduler": sched, "interval": "step" if opt_cfg.per_step else "epoch"}}
 
-    def schedule(self, epochs: int) -> Any:
+    def schedule(self, epochs: float) -> Any:
         """The LR multiplier of a run of ``epochs`` epochs, by step (``optim.per_step``) or by
         epoch."""
         opt_cfg = self.config.optim
@@ -382,10 +323,11 @@ class Task(pl.LightningModule):
 
         return per_step
 
-    def set_epochs(self, epochs: int) -> None:
-        """Stretch or shorten a running schedule to ``epochs`` (the steps taken stay as they
-        were; the curve from here on is the new run's)."""
-        self.config.run.epochs = epochs
+    def set_epochs(self, epochs: float) -> None:
+        """Stretch or shorten a running schedule to ``epochs`` (a fraction when the run stops
+        part way through its last epoch; the steps taken stay as they were, the curve from
+        here on is the new run's)."""
+        self.config.run.epochs = math.ceil(epochs)
         for entry in self.trainer.lr_scheduler_configs:
             if isinstance(entry.scheduler, torch.optim.lr_scheduler.LambdaLR):
                 entry.scheduler.lr_lambdas = [self.schedule(epochs)] * len(
@@ -417,7 +359,7 @@ class Task(pl.LightningModule):
         })
 
 
-def epoch_lr_factor(kind: str, epochs: int, warmup: int, factor: float, step_size: int):
+def epoch_lr_factor(kind: str, epochs: float, warmup: int, factor: float, step_size: int):
     """LR multiplier per epoch: linear warmup, then poly / cosine / step / constant."""
 
     def lam(epoch: int) -> float:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +23,7 @@ from segkit.losses import build_loss
 from segkit.metrics import ClassificationMetrics, accuracy_scores
 from segkit.models import build_model
 from segkit.tasks.base import Task
+from segkit.tasks.outputs import TaskOutputs
 from segkit.tasks.tta import InferenceOptions, Logits
 
 LABEL_IGNORE = -100  # no class index is ignored for image labels (255 is a valid class)
@@ -45,6 +47,49 @@ def check_input_size(model: torch.nn.Module, in_channels: int, size: tuple[int, 
         model.train(was_training)
 
 
+def top_labels(probs: np.ndarray, classes: list[str], top_k: int) -> list[tuple[str, float]]:
+    """The top-k (label, probability) pairs."""
+    order = np.argsort(-probs, kind="stable")[: min(max(top_k, 1), len(probs))]
+    return [(classes[i], float(probs[i])) for i in order]
+
+
+class ClassifyOutputs(TaskOutputs):
+    """Softmax scores: the top-k labels, predictions.csv / .json, the accuracy report."""
+
+    task = "classify"
+    headline = "accuracy"
+
+    def probabilities(self, logits: Logits, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits(pixels).float(), dim=1)
+
+    def decode(self, probs: np.ndarray) -> list[tuple[str, float]]:
+        """The top-k (label, probability) pairs."""
+        return top_labels(probs, self.info.classes, self.options.top_k)
+
+    def evaluator(self) -> CollectingEvaluator:
+        return ClassificationEvaluator(self.info, self.options)
+
+    def writer(self, out: Path, save_probs: bool = False, fmt: str = "default",
+               tolerance: float = 0.0, rank: int = 0) -> LabelWriter:
+        self.check_writer_format(fmt)
+        return LabelWriter(out, self.info, self.decode, rank)
+
+    def serve_reply(self, image: np.ndarray, probs: np.ndarray,
+                    fmt: str) -> dict[str, Any] | bytes:
+        return {"task": self.task,
+                "labels": [{"label": n, "score": p} for n, p in self.decode(probs)]}
+
+    @classmethod
+    def report_lines(cls, metrics: dict[str, Any], run_dir: Path) -> list[str]:
+        lines = [f"- validation {cls.headline}: {metrics[cls.headline]:.4f}", "", "```",
+                 (run_dir / "results.txt").read_text(), "```"]
+        for name, title in (("confusion_matrix.png", "confusion matrix"),
+                            ("per_class_ap.png", "average precision per class")):
+            if (run_dir / name).is_file():
+                lines += ["", f"![{title}]({name})"]
+        return lines
+
+
 class ClassificationTask(Task):
     """Single-label recognition: softmax over classes, accuracy / top-5 / per-class accuracy."""
 
@@ -63,6 +108,7 @@ class ClassificationTask(Task):
         "train/examples_per_s",
     )
     loss_mode = "classify"
+    outputs = ClassifyOutputs
     multilabel_aug: ClassVar[bool] = False  # multi-scale crops / centre-crop evaluation
 
     def configure_models(self) -> None:
@@ -151,13 +197,7 @@ class ClassificationTask(Task):
     def check_stats(cls) -> type:
         return LabelStats
 
-    # ---- inference ---------------------------------------------------------------------
-    @classmethod
-    def probabilities(
-        cls, logits: Logits, pixels: torch.Tensor, info: DatasetInfo, options: InferenceOptions
-    ) -> torch.Tensor:
-        return torch.softmax(logits(pixels).float(), dim=1)
-
+    # ---- inference input -----------------------------------------------------------------
     @classmethod
     def prepare_image(cls, image: np.ndarray, image_size: tuple[int, int], in_channels: int,
                       aug: Any = None) -> np.ndarray:
@@ -166,56 +206,6 @@ class ClassificationTask(Task):
                                                multilabel=cls.multilabel_aug)
         out = tf(image=image)["image"]  # deterministic: resize (and centre crop)
         return out if out.ndim == 3 else out[..., None]
-
-    @classmethod
-    def decode(
-        cls, probs: np.ndarray, info: DatasetInfo, options: InferenceOptions
-    ) -> list[tuple[str, float]]:
-        """The top-k (label, probability) pairs."""
-        order = np.argsort(-probs, kind="stable")[: min(max(options.top_k, 1), len(probs))]
-        return [(info.classes[i], float(probs[i])) for i in order]
-
-    # ---- outputs -----------------------------------------------------------------------
-    @classmethod
-    def evaluator(cls, info: DatasetInfo, options: InferenceOptions) -> CollectingEvaluator:
-        return ClassificationEvaluator(info, options)
-
-    @classmethod
-    def prediction_writer(
-        cls, out: Path, info: DatasetInfo, options: InferenceOptions, save_probs: bool = False,
-        fmt: str = "default", tolerance: float = 0.0, rank: int = 0,
-    ) -> LabelWriter:
-        cls.check_writer_format(fmt)
-        return LabelWriter(out, info, options, cls.decode, rank)
-
-    @classmethod
-    def serve_reply(
-        cls,
-        image: np.ndarray,
-        probs: np.ndarray,
-        info: DatasetInfo,
-        options: InferenceOptions,
-        fmt: str,
-    ) -> dict[str, Any] | bytes:
-        picked = cls.decode(probs, info, options)
-        return {"task": cls.name, "labels": [{"label": n, "score": p} for n, p in picked]}
-
-    @classmethod
-    def report_lines(cls, metrics: dict[str, Any], run_dir: Path) -> list[str]:
-        lines = [
-            f"- validation {cls.headline}: {metrics[cls.headline]:.4f}",
-            "",
-            "```",
-            (run_dir / "results.txt").read_text(),
-            "```",
-        ]
-        for name, title in (
-            ("confusion_matrix.png", "confusion matrix"),
-            ("per_class_ap.png", "average precision per class"),
-        ):
-            if (run_dir / name).is_file():
-                lines += ["", f"![{title}]({name})"]
-        return lines
 
 
 class CollectingEvaluator:
@@ -292,11 +282,11 @@ class LabelWriter:
 
     streaming = True
 
-    def __init__(self, out: Path, info: DatasetInfo, options: InferenceOptions, decode: Any,
-                 rank: int = 0) -> None:
+    def __init__(self, out: Path, info: DatasetInfo,
+                 decode: Callable[[np.ndarray], list[tuple[str, float]]], rank: int = 0) -> None:
         from segkit.jsonl_shards import ShardedLines
 
-        self.out, self.info, self.options, self.decode = out, info, options, decode
+        self.out, self.info, self.decode = out, info, decode
         self.lines = ShardedLines(out, "predictions", rank)
         self.rows: list[dict[str, Any]] = []
         self._done: set[str] | None = None
@@ -310,7 +300,7 @@ class LabelWriter:
     def add(self, path: Path, image: np.ndarray, probs: np.ndarray,
             index: int = 0) -> dict[str, Any]:
         """Decode one image's probabilities into (label, score) pairs and append them."""
-        row = {"image": str(path), "labels": self.decode(probs, self.info, self.options)}
+        row = {"image": str(path), "labels": self.decode(probs)}
         self.lines.append({"index": index, "key": row["image"],
                            "labels": [[c, float(p)] for c, p in row["labels"]]})
         self.rows.append(row)

@@ -10,18 +10,51 @@ import numpy as np
 import torch
 
 from segkit.config import Config
-from segkit.data.base import DatasetInfo, Source, labels_of
+from segkit.data.base import Source, labels_of
 from segkit.data.check import MultiLabelStats
 from segkit.data.fingerprint import Fingerprint
 from segkit.errors import SegkitError
 from segkit.metrics import MultiLabelMetrics, best_f1_thresholds, multilabel_scores
-from segkit.tasks.classify import ClassificationTask, CollectingEvaluator
+from segkit.tasks.classify import ClassificationTask, ClassifyOutputs, CollectingEvaluator
 from segkit.tasks.tta import InferenceOptions, Logits
 
 SMALL_IMAGES = 64  # median side below which the plan picks SMALL_NETWORK
 SMALL_NETWORK = "smallcnn"
 BOXED_SHARE = 0.9  # of the measured images with boxes, for label-safe crops to be planned
 BOX_CROP_SCALES = (1.0, 0.875, 0.75, 0.625, 0.5)
+
+
+class MultiLabelOutputs(ClassifyOutputs):
+    """Sigmoid scores: every label above its threshold, and the scores beside them."""
+
+    task = "multilabel"
+    headline = "mAP"
+
+    def probabilities(self, logits: Logits, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits(pixels).float())
+
+    def decode(self, probs: np.ndarray) -> list[tuple[str, float]]:
+        """(label, probability) above its threshold, most likely first, at most top-k."""
+        order = np.argsort(-probs, kind="stable")
+        limits = operating_thresholds(self.options, len(self.info.classes))
+        picked = [(self.info.classes[i], float(probs[i])) for i in order
+                  if probs[i] > limits[i]]
+        return picked[: max(self.options.top_k, 1)]
+
+    def serve_reply(self, image: np.ndarray, probs: np.ndarray,
+                    fmt: str) -> dict[str, Any] | bytes:
+        """The labels above their thresholds, and every class's score beside its threshold."""
+        classes = self.info.classes
+        limits = operating_thresholds(self.options, len(classes))
+        order = np.argsort(-probs, kind="stable")
+        return {"task": self.task,
+                "labels": [{"label": n, "score": p} for n, p in self.decode(probs)],
+                "scores": [{"label": classes[i], "score": float(probs[i]),
+                            "threshold": float(limits[i]), "above": bool(probs[i] > limits[i])}
+                           for i in order]}
+
+    def evaluator(self) -> MultiLabelEvaluator:
+        return MultiLabelEvaluator(self.info, self.options)
 
 
 class MultiLabelTask(ClassificationTask):
@@ -38,6 +71,7 @@ class MultiLabelTask(ClassificationTask):
     epoch_keys = ("train/loss", "val/loss", "val/mAP", "val/CF1", "val/OF1", "val/top3_CF1",
                   "val/top3_OF1", "train/examples_per_s")
     loss_mode = "multilabel"
+    outputs = MultiLabelOutputs
     multilabel_aug = True
     extra_keys: ClassVar[tuple[str, ...]] = ()  # the label graph lives in the model's buffers
 
@@ -157,38 +191,6 @@ class MultiLabelTask(ClassificationTask):
     @classmethod
     def check_stats(cls) -> type:
         return MultiLabelStats
-
-    # ---- inference ---------------------------------------------------------------------
-    @classmethod
-    def probabilities(cls, logits: Logits, pixels: torch.Tensor, info: DatasetInfo,
-                      options: InferenceOptions) -> torch.Tensor:
-        return torch.sigmoid(logits(pixels).float())
-
-    @classmethod
-    def decode(cls, probs: np.ndarray, info: DatasetInfo,
-               options: InferenceOptions) -> list[tuple[str, float]]:
-        """(label, probability) above ``options.threshold``, most likely first, at most top-k."""
-        order = np.argsort(-probs, kind="stable")
-        limits = operating_thresholds(options, len(info.classes))
-        picked = [(info.classes[i], float(probs[i])) for i in order if probs[i] > limits[i]]
-        return picked[: max(options.top_k, 1)]
-
-    @classmethod
-    def serve_reply(cls, image: np.ndarray, probs: np.ndarray, info: DatasetInfo,
-                    options: InferenceOptions, fmt: str) -> dict[str, Any]:
-        """The labels above their thresholds, and every class's score beside its threshold."""
-        limits = operating_thresholds(options, len(info.classes))
-        order = np.argsort(-probs, kind="stable")
-        return {"task": cls.name,
-                "labels": [{"label": n, "score": p} for n, p in cls.decode(probs, info, options)],
-                "scores": [{"label": info.classes[i], "score": float(probs[i]),
-                            "threshold": float(limits[i]), "above": bool(probs[i] > limits[i])}
-                           for i in order]}
-
-    # ---- outputs -----------------------------------------------------------------------
-    @classmethod
-    def evaluator(cls, info: DatasetInfo, options: InferenceOptions) -> MultiLabelEvaluator:
-        return MultiLabelEvaluator(info, options)
 
 
 def operating_thresholds(options: InferenceOptions, classes: int) -> np.ndarray:

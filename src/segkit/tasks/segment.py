@@ -29,6 +29,7 @@ from segkit.metrics import (
 )
 from segkit.models import build_model
 from segkit.tasks.base import Task
+from segkit.tasks.outputs import TaskOutputs
 from segkit.tasks.tta import InferenceOptions, Logits, sliding_window_logits, tta_probabilities
 
 log = logging.getLogger("segkit")
@@ -113,6 +114,81 @@ CONTEXT_BELOW = 64  # multi-class images with a shorter side than this train Dee
 FULL_RESOLUTION_UP_TO = 128  # other images up to this side train the classic U-Net
 
 
+def class_map(probs: np.ndarray, binary: bool, threshold: float) -> np.ndarray:
+    """HxW uint8 class indices from CxHxW probabilities."""
+    classes = classes_from_probs(torch.from_numpy(probs)[None], binary, threshold)
+    return classes[0].to(torch.uint8).numpy()
+
+
+class SegmentOutputs(TaskOutputs):
+    """Class maps: TTA and sliding windows, masks and pre-annotations, overlays."""
+
+    task = "segment"
+    headline = "mIoU"
+
+    def probabilities(self, logits: Logits, pixels: torch.Tensor) -> torch.Tensor:
+        return tta_probabilities(logits, lambda z: to_probabilities(z, self.info.binary),
+                                 pixels, self.options)
+
+    def blended_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return to_probabilities(logits, self.info.binary)
+
+    def decode(self, probs: np.ndarray) -> np.ndarray:
+        """HxW uint8 class indices from CxHxW probabilities."""
+        return class_map(probs, self.info.binary, self.options.threshold)
+
+    def evaluator(self) -> SegmentationEvaluator:
+        return SegmentationEvaluator(self.info, self.options)
+
+    def writer(self, out: Path, save_probs: bool = False, fmt: str = "default",
+               tolerance: float = 0.0, rank: int = 0
+               ) -> MaskWriter | RleWriter | AnnotationWriter:
+        if fmt == "default":
+            return MaskWriter(out, self.info, self.options, save_probs)
+        if fmt == "rle":
+            return RleWriter(out, self.info, self.options, rank)
+        return AnnotationWriter(out, self.info, self.options, fmt, tolerance)
+
+    @classmethod
+    def check_writer_format(cls, fmt: str) -> None:
+        return None  # every pre-annotation format is a segmentation format
+
+    def serve_reply(self, image: np.ndarray, probs: np.ndarray,
+                    fmt: str) -> dict[str, Any] | bytes:
+        from segkit.viz import overlay, palette_png, png_base64
+
+        info, mask = self.info, self.decode(probs)
+        if fmt == "png":
+            buf = io.BytesIO()
+            palette_png(mask, info.palette).save(buf, format="PNG")
+            return buf.getvalue()
+        counts = np.bincount(mask.ravel(), minlength=info.num_classes)
+        total = max(int(counts.sum()), 1)
+        classes = [{"index": i, "name": n, "color": list(info.palette[i]),
+                    "pixels": int(counts[i]), "percent": 100.0 * counts[i] / total}
+                   for i, n in enumerate(info.classes) if counts[i] > 0]
+        return {"task": self.task, "width": int(mask.shape[1]), "height": int(mask.shape[0]),
+                "classes": classes, "overlay_png": png_base64(overlay(image, mask, info.palette)),
+                "mask_png": png_base64(palette_png(mask, info.palette))}
+
+    @classmethod
+    def summary_line(cls, metrics: dict[str, Any]) -> str:
+        return (f"val mIoU {metrics['mIoU']:.4f} | pixel accuracy "
+                f"{metrics['pixel_accuracy']:.4f} | dice {metrics['dice']:.4f}")
+
+    @classmethod
+    def report_lines(cls, metrics: dict[str, Any], run_dir: Path) -> list[str]:
+        lines = [f"- validation (best checkpoint): mIoU {metrics['mIoU']:.4f} (macro), "
+                 f"pixel accuracy {metrics['pixel_accuracy']:.4f} (micro), dice "
+                 f"{metrics['dice']:.4f} ({metrics['dice_kind']})", "",
+                 "| class | IoU | Dice | pixels |", "|---|---|---|---|"]
+        lines += [f"| {name} | {row['iou']:.4f} | {row['dice']:.4f} | {row['pixels']} |"
+                  for name, row in metrics["per_class"].items()]
+        lines += ["", "![validation predictions: image | target | prediction](val_grid.png)",
+                  "", "![worst validation images](worst_images.png)"]
+        return lines
+
+
 class SegmentationTask(Task):
     """Trains any registered segmentation model on uint8 batches, normalised on the device."""
 
@@ -125,6 +201,7 @@ class SegmentationTask(Task):
                   "val/mean_accuracy", "train/examples_per_s")
     spatial = True
     extra_keys: ClassVar[tuple[str, ...]] = ("class_weights",)
+    outputs = SegmentOutputs
 
     @property
     def binary(self) -> bool:
@@ -314,75 +391,6 @@ class SegmentationTask(Task):
     def check_stats(cls) -> type:
         return PixelStats
 
-    # ---- inference ---------------------------------------------------------------------
-    @classmethod
-    def probabilities(cls, logits: Logits, pixels: torch.Tensor, info: DatasetInfo,
-                      options: InferenceOptions) -> torch.Tensor:
-        return tta_probabilities(logits, lambda z: to_probabilities(z, info.binary), pixels,
-                                 options)
-
-    @classmethod
-    def logits_to_probabilities(cls, logits: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
-        return to_probabilities(logits, info.binary)
-
-    @classmethod
-    def decode(cls, probs: np.ndarray, info: DatasetInfo, options: InferenceOptions) -> np.ndarray:
-        """HxW uint8 class indices from CxHxW probabilities."""
-        classes = classes_from_probs(torch.from_numpy(probs)[None], info.binary, options.threshold)
-        return classes[0].to(torch.uint8).numpy()
-
-    # ---- outputs -----------------------------------------------------------------------
-    @classmethod
-    def evaluator(cls, info: DatasetInfo, options: InferenceOptions) -> SegmentationEvaluator:
-        return SegmentationEvaluator(info, options)
-
-    @classmethod
-    def prediction_writer(cls, out: Path, info: DatasetInfo, options: InferenceOptions,
-                          save_probs: bool = False, fmt: str = "default",
-                          tolerance: float = 0.0, rank: int = 0
-                          ) -> MaskWriter | RleWriter | AnnotationWriter:
-        if fmt == "default":
-            return MaskWriter(out, info, options, save_probs)
-        if fmt == "rle":
-            return RleWriter(out, info, options, rank)
-        return AnnotationWriter(out, info, options, fmt, tolerance)
-
-    @classmethod
-    def serve_reply(cls, image: np.ndarray, probs: np.ndarray, info: DatasetInfo,
-                    options: InferenceOptions, fmt: str) -> dict[str, Any] | bytes:
-        from segkit.viz import overlay, palette_png, png_base64
-
-        mask = cls.decode(probs, info, options)
-        if fmt == "png":
-            buf = io.BytesIO()
-            palette_png(mask, info.palette).save(buf, format="PNG")
-            return buf.getvalue()
-        counts = np.bincount(mask.ravel(), minlength=info.num_classes)
-        total = max(int(counts.sum()), 1)
-        classes = [{"index": i, "name": n, "color": list(info.palette[i]),
-                    "pixels": int(counts[i]), "percent": 100.0 * counts[i] / total}
-                   for i, n in enumerate(info.classes) if counts[i] > 0]
-        return {"task": cls.name, "width": int(mask.shape[1]), "height": int(mask.shape[0]),
-                "classes": classes, "overlay_png": png_base64(overlay(image, mask, info.palette)),
-                "mask_png": png_base64(palette_png(mask, info.palette))}
-
-    @classmethod
-    def summary_line(cls, metrics: dict[str, Any]) -> str:
-        return (f"val mIoU {metrics['mIoU']:.4f} | pixel accuracy "
-                f"{metrics['pixel_accuracy']:.4f} | dice {metrics['dice']:.4f}")
-
-    @classmethod
-    def report_lines(cls, metrics: dict[str, Any], run_dir: Path) -> list[str]:
-        lines = [f"- validation (best checkpoint): mIoU {metrics['mIoU']:.4f} (macro), "
-                 f"pixel accuracy {metrics['pixel_accuracy']:.4f} (micro), dice "
-                 f"{metrics['dice']:.4f} ({metrics['dice_kind']})", "",
-                 "| class | IoU | Dice | pixels |", "|---|---|---|---|"]
-        lines += [f"| {name} | {row['iou']:.4f} | {row['dice']:.4f} | {row['pixels']} |"
-                  for name, row in metrics["per_class"].items()]
-        lines += ["", "![validation predictions: image | target | prediction](val_grid.png)",
-                  "", "![worst validation images](worst_images.png)"]
-        return lines
-
 
 class SegmentationEvaluator:
     """Confusion matrix, per-image mIoU for the worst images, and a threshold sweep (binary)."""
@@ -496,7 +504,7 @@ class MaskWriter:
         probabilities, ``probs / 255`` restores them to within 0.002]."""
         from segkit.viz import overlay, palette_png, png_bytes
 
-        mask = SegmentationTask.decode(probs, self.info, self.options)
+        mask = class_map(probs, self.info.binary, self.options.threshold)
         files = self.files(path)
         self.out.mkdir(parents=True, exist_ok=True)
         if self.save_probs:
@@ -557,7 +565,7 @@ class RleWriter:
         """Append the image's line to this process's shard."""
         from segkit.data.annotations.rle import coco_rle_encode
 
-        mask = SegmentationTask.decode(probs, self.info, self.options)
+        mask = class_map(probs, self.info.binary, self.options.threshold)
         classes = {self.info.classes[c]: coco_rle_encode(mask == c)
                    for c in np.unique(mask).tolist() if c < len(self.info.classes)}
         self.lines.append({"index": index, "key": str(path), "image": str(path),
@@ -609,7 +617,7 @@ class AnnotationWriter:
 
     def add(self, path: Path, image: np.ndarray, probs: np.ndarray, index: int = 0) -> None:
         """Keep the image's predicted class mask."""
-        self.items.append((path, SegmentationTask.decode(probs, self.info, self.options)))
+        self.items.append((path, class_map(probs, self.info.binary, self.options.threshold)))
         self.scores.append(float(probs.max(0).mean()))
 
     def close(self) -> None:
