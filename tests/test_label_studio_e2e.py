@@ -32,8 +32,8 @@ LS_BIN = Path(os.environ.get("SEGKIT_LABEL_STUDIO", ROOT / ".venv-ls" / "bin" / 
 TOKEN = "5e9a1c0d7b3f4e2a8c6d0b1f3a5e7c9d2b4f6a8e"  # Label Studio's token: 40 hex digits
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e,
-              pytest.mark.skipif(not LS_BIN.is_file(),
-                                 reason="label-studio not installed (make test puts it in .venv-ls)")]
+              pytest.mark.skipif(not LS_BIN.is_file(), reason="label-studio not installed "
+                                 "(make test puts it in .venv-ls)")]
 
 
 def free_port() -> int:

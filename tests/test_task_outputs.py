@@ -21,6 +21,8 @@ def test_each_task_names_its_outputs_and_no_task_hook_takes_info_or_options(name
     kind = task_class(name)
     assert issubclass(kind.outputs, TaskOutputs) and kind.outputs is not TaskOutputs
     assert kind.outputs.task == kind.name and kind.outputs.headline == kind.headline
+    if hasattr(kind, "multilabel_aug"):  # the baked graph resizes as the evaluation transform
+        assert kind.outputs.crops_at_evaluation == kind.multilabel_aug
     for hook in HOOKS:
         assert not hasattr(kind, hook), f"{name}.{hook} belongs to its outputs"
     for attr, member in inspect.getmembers(kind, callable):

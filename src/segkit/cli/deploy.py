@@ -34,6 +34,8 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"main.py); deploy it with: nuctl deploy --project-name cvat --path {folder} "
               "--platform local")
         return 0
+    if args.bake or args.flip:
+        return bake(args)
     result = export_model(args.run, args.out, args.format, not args.static, args.opset,
                           args.tolerance, int8=args.int8, fp16=args.fp16,
                           calibration=args.calibration, max_drop=args.max_drop,
@@ -75,6 +77,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def bake(args: argparse.Namespace) -> int:
+    """segkit export --bake."""
+    from segkit.bake import bake_model
+
+    if not args.bake:
+        raise SegkitError("--flip puts flip TTA inside a baked graph; add --bake")
+    if args.format != "onnx" or args.int8 or args.fp16 or args.static:
+        raise SegkitError("--bake writes one FP32 ONNX file with free sizes; drop --format, "
+                          "--int8, --fp16 and --static")
+    result = bake_model(args.run, args.out, flip=args.flip, opset=args.opset)
+    print(f"wrote {result.path} (a uint8 HxWxC image in, the prediction out) and "
+          f"{result.sidecar}")
+    print("against segkit predict: " + "; ".join(
+        "x".join(map(str, c["size"])) + ": " + ", ".join(
+            f"{k.replace('_', ' ')} {v:.4f}" for k, v in c.items() if k != "size")
+        for c in result.checks))
+    return 0
+
+
 def add_export_parser(sub: Subparsers) -> None:
     """Register export."""
     x = sub.add_parser("export", help="ONNX / OpenVINO / TorchScript export (FP32, FP16, INT8), "
@@ -100,6 +121,12 @@ def add_export_parser(sub: Subparsers) -> None:
     x.add_argument("--opset", type=int, default=17)
     x.add_argument("--tolerance", type=float, default=1e-3,
                    help="max allowed difference of logits (relative to the largest above 1)")
+    x.add_argument("--bake", action="store_true",
+                   help="one ONNX file taking a uint8 HxWxC image of any size and returning the "
+                   "class map (or scores and labels): padding, normalisation and the decision "
+                   "inside the graph; checked against segkit predict at three sizes")
+    x.add_argument("--flip", action="store_true",
+                   help="--bake, segmentation: horizontal flip TTA inside the graph")
     x.set_defaults(func=cmd_export)
 
 

@@ -62,6 +62,16 @@ class MultiScaleCrop(A.ImageOnlyTransform):
         return out if out.ndim == img.ndim else out[..., None]
 
 
+def evaluation_resize(aug: AugConfig, size: tuple[int, int],
+                      multilabel: bool) -> tuple[tuple[int, int], tuple[int, int] | None]:
+    """The size a recognition run's evaluation resizes to, and the centre crop taken after
+    (multi-label runs trained on crops: size/0.875, then the training size; else none)."""
+    h, w = size
+    if multilabel and list(aug.crop_scales) != [1.0] and not aug.box_crops:
+        return (int(h / 0.875), int(w / 0.875)), (h, w)
+    return (h, w), None
+
+
 def build_classification_augmentation(aug: AugConfig, size: tuple[int, int], train: bool,
                                       multilabel: bool) -> A.Compose:
     """Classification pipelines: random multi-scale crops (multilabel) or resize, flips;
@@ -70,9 +80,8 @@ def build_classification_augmentation(aug: AugConfig, size: tuple[int, int], tra
     h, w = size
     crops = multilabel and list(aug.crop_scales) != [1.0] and not aug.box_crops
     if not train:
-        if crops:  # crops in training: centre crop
-            return A.Compose([A.Resize(int(h / 0.875), int(w / 0.875)), A.CenterCrop(h, w)])
-        return A.Compose([A.Resize(h, w)])
+        resize, crop = evaluation_resize(aug, size, multilabel)
+        return A.Compose([A.Resize(*resize)] + ([A.CenterCrop(*crop)] if crop else []))
     ops: list[A.BasicTransform] = [MultiScaleCrop(size, aug.crop_scales) if crops
                                    else A.Resize(h, w)]
     if aug.preset != "none" and aug.hflip:

@@ -17,11 +17,12 @@ from segkit.config import Config
 from segkit.data.base import DatasetInfo, Source
 from segkit.data.check import LabelStats
 from segkit.data.fingerprint import Fingerprint
-from segkit.data.transforms import build_classification_augmentation
+from segkit.data.transforms import build_classification_augmentation, evaluation_resize
 from segkit.errors import SegkitError
 from segkit.losses import build_loss
 from segkit.metrics import ClassificationMetrics, accuracy_scores
 from segkit.models import build_model
+from segkit.tasks.baked import BakedRecognizer
 from segkit.tasks.base import Task
 from segkit.tasks.outputs import TaskOutputs
 from segkit.tasks.tta import InferenceOptions, Logits
@@ -58,6 +59,7 @@ class ClassifyOutputs(TaskOutputs):
 
     task = "classify"
     headline = "accuracy"
+    crops_at_evaluation = False  # the evaluation transform's multilabel switch
 
     def probabilities(self, logits: Logits, pixels: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits(pixels).float(), dim=1)
@@ -68,6 +70,15 @@ class ClassifyOutputs(TaskOutputs):
 
     def evaluator(self) -> CollectingEvaluator:
         return ClassificationEvaluator(self.info, self.options)
+
+    def baked(self, network: torch.nn.Module, multiple: int, config: Config) -> BakedRecognizer:
+        h, w = config.data.image_size
+        resize, crop = evaluation_resize(config.aug, (h, w), self.crops_at_evaluation)
+        return BakedRecognizer(network, resize, crop, self.baked_thresholds())
+
+    def baked_thresholds(self) -> list[float] | None:
+        """Multi-label: each class's threshold inside the graph; None: softmax scores."""
+        return None
 
     def writer(self, out: Path, save_probs: bool = False, fmt: str = "default",
                tolerance: float = 0.0, rank: int = 0) -> LabelWriter:

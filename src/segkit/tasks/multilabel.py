@@ -29,6 +29,10 @@ class MultiLabelOutputs(ClassifyOutputs):
 
     task = "multilabel"
     headline = "mAP"
+    crops_at_evaluation = True
+
+    def baked_thresholds(self) -> list[float] | None:
+        return [float(v) for v in operating_thresholds(self.options, len(self.info.classes))]
 
     def probabilities(self, logits: Logits, pixels: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits(pixels).float())

@@ -16,9 +16,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
+from segkit.config import Config
 from segkit.data.base import DatasetInfo
 from segkit.errors import SegkitError
+from segkit.tasks.baked import BakedGraph
 from segkit.tasks.tta import InferenceOptions, Logits
 
 
@@ -77,6 +80,12 @@ class TaskOutputs:
                     fmt: str) -> dict[str, Any] | bytes:
         """The web service's answer for one image: JSON-able dict, or PNG bytes."""
         raise NotImplementedError
+
+    def baked(self, network: nn.Module, multiple: int, config: Config) -> BakedGraph:
+        """The self-contained graph ``segkit export --bake`` writes (``tasks.baked``): a uint8
+        HxWxC image in, this task's prediction out; ``network`` is normalisation + the
+        network, ``multiple`` the side multiple it needs, ``config`` the run's."""
+        raise SegkitError(f"--bake has no graph for {self.task} models")
 
     @classmethod
     def summary_line(cls, metrics: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from segkit.metrics import (
     scores_from_confusion,
 )
 from segkit.models import build_model
+from segkit.tasks.baked import BakedSegmenter
 from segkit.tasks.base import Task
 from segkit.tasks.outputs import TaskOutputs
 from segkit.tasks.tta import InferenceOptions, Logits, sliding_window_logits, tta_probabilities
@@ -139,6 +140,13 @@ class SegmentOutputs(TaskOutputs):
 
     def evaluator(self) -> SegmentationEvaluator:
         return SegmentationEvaluator(self.info, self.options)
+
+    def baked(self, network: torch.nn.Module, multiple: int, config: Config) -> BakedSegmenter:
+        if self.options.scales != (1.0,) or self.options.window is not None:
+            raise SegkitError("--bake puts flip TTA in the graph, not multi-scale TTA or "
+                              "sliding windows; use --tta none or flip")
+        return BakedSegmenter(network, multiple, self.info.binary, self.options.threshold,
+                              self.options.flip)
 
     def writer(self, out: Path, save_probs: bool = False, fmt: str = "default",
                tolerance: float = 0.0, rank: int = 0
