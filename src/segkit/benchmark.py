@@ -106,7 +106,7 @@ def ensure_exports(run_dir: Path, progress: bool = False) -> list[str]:
     from segkit.export import export_model
 
     have = {(r.format, r.precision) for r in run_exports(run_dir)}
-    formats = ["onnx"] + (["openvino"] if backend_installed("openvino") else [])
+    formats = ["onnx"] + [f for f in ("openvino", "executorch") if backend_installed(f)]
     lines = []
     for fmt in formats:
         for precision in ("fp32", "int8"):

@@ -28,6 +28,7 @@ from torch import nn
 from segkit.checkpoint_io import resolve_checkpoint, write_atomic
 from segkit.engine.backends import (
     EXPORT_DIR,
+    ExecuTorchPredictor,
     OnnxPredictor,
     OpenVinoPredictor,
     TorchScriptPredictor,
@@ -38,13 +39,14 @@ from segkit.engine.backends import (
 from segkit.engine.inference import Predictor, TorchPredictor
 from segkit.engine.restore import load_task
 from segkit.errors import SegkitError
+from segkit.export_edge import EDGE_EXTRA, executorch_installed, write_executorch
 from segkit.models import model_label
 from segkit.models.wrappers import PadToMultiple, pad_for, pad_to_size
 
-EXPORTERS = ("onnx", "openvino", "torchscript")
-SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}
+EXPORTERS = ("onnx", "openvino", "torchscript", "executorch")
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "executorch": ".pte"}
 RUNTIMES = {"onnx": ["onnxruntime", "openvino"], "openvino": ["openvino"],
-            "torchscript": ["torch"]}
+            "torchscript": ["torch"], "executorch": ["executorch"]}
 
 
 class ExportWrapper(nn.Module):
@@ -132,7 +134,7 @@ class ExportJob:
     Attributes:
         task: the restored run's task.
         checkpoint: the checkpoint it was restored from.
-        fmt: ``onnx``, ``openvino`` or ``torchscript``.
+        fmt: ``onnx``, ``openvino``, ``torchscript`` or ``executorch``.
         precision: ``fp32``, ``fp16`` or ``int8``.
         out: the file to write.
         wrapper: normalisation + the bare network (padding stays outside the graph).
@@ -166,6 +168,11 @@ def export_precision(fmt: str, int8: bool, fp16: bool) -> str:
     if fmt == "torchscript" and precision != "fp32":
         raise SegkitError(f"--{precision} needs --format onnx or openvino (TorchScript stays "
                           "FP32 here)")
+    if fmt == "executorch" and precision == "fp16":
+        raise SegkitError("--fp16 needs --format onnx or openvino (ExecuTorch's XNNPACK "
+                          "export here is FP32 or --int8)")
+    if fmt == "executorch" and not executorch_installed():
+        raise SegkitError(f"--format executorch needs ExecuTorch: {EDGE_EXTRA}")
     if fmt == "openvino" and not backend_installed("openvino"):
         raise SegkitError("--format openvino needs OpenVINO: pip install 'segkit[openvino]'")
     return precision
@@ -192,11 +199,21 @@ def export_job(run: str | Path, out: str | Path | None, fmt: str, precision: str
                      torch.rand(1, task.in_channels, h, w) * 255, step, meta)
 
 
-def write_fp32(job: ExportJob, dynamic: bool, opset: int,
-               written: list[Path]) -> tuple[Predictor, Path]:
+def write_fp32(job: ExportJob, dynamic: bool, opset: int, written: list[Path],
+               calibration: int = 64) -> tuple[Predictor, Path]:
     """The FP32 graph (the file itself, or a temporary ONNX the other precisions and
-    OpenVINO start from) and a predictor that runs it."""
+    OpenVINO start from) and a predictor that runs it; ExecuTorch's program in its final
+    precision (its INT8 quantisation happens before lowering)."""
     h, w = job.example.shape[-2:]
+    if job.fmt == "executorch":  # one image of one size: predictors pad and slide windows
+        job.meta["fixed_size"] = json.dumps([h, w])
+        images = (calibration_images(job.task, calibration, job.meta)
+                  if job.precision == "int8" else None)
+        written.append(job.out)
+        write_executorch(job.wrapper, job.example, job.out, images)
+        program = ExecuTorchPredictor(job.out, meta=job.meta)
+        program.precision = job.precision
+        return program, job.out
     if job.fmt == "torchscript":
         if job.spatial and not dynamic:
             job.meta["fixed_size"] = json.dumps([h, w])
@@ -244,7 +261,7 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
     Args:
         run: run directory or checkpoint.
         out: the file to write; default ``RUN/export/FORMAT/model[-int8|-fp16].SUFFIX``.
-        fmt: ``onnx``, ``openvino`` or ``torchscript``.
+        fmt: ``onnx``, ``openvino``, ``torchscript`` or ``executorch``.
         dynamic: dynamic batch (and, for segmentation, height and width).
         opset: ONNX opset.
         tolerance: FP32 only: largest allowed |exported - PyTorch| logit, in units of the
@@ -271,18 +288,19 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fp32, fp32_path = write_fp32(job, dynamic, opset, written)
+            fp32, fp32_path = write_fp32(job, dynamic, opset, written, calibration)
             diff = check_export(reference, fp32, job.example, job.spatial, job.step)
-            if diff > tolerance:
+            quantized_first = fmt == "executorch" and job.precision == "int8"
+            if diff > tolerance and not quantized_first:  # INT8 answers to --max-drop
                 raise SegkitError(f"{job.out}: exported model differs from PyTorch by "
                                   f"{diff:.2e} (> {tolerance:g}); the export is not trustworthy")
-            if fmt != "torchscript":
+            if fmt in ("onnx", "openvino"):
                 write_converted(job, fp32_path, calibration, written)
         result = ExportResult(job.out, diff if job.precision == "fp32" else None, job.meta,
                               job.precision)
         written.append(write_sidecar(result, fmt, job.checkpoint, diff))  # the runtimes read it
         exported = (OpenVinoPredictor(job.out) if fmt == "openvino" else
-                    OnnxPredictor(job.out) if fmt == "onnx" else fp32)
+                    OnnxPredictor(job.out) if fmt == "onnx" else fp32)  # ET, TorchScript: as is
         result.accuracy = accuracy_check(reference, exported, max_drop, check_images, progress)
     except BaseException:
         for path in written:

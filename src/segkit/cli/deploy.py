@@ -98,13 +98,17 @@ def bake(args: argparse.Namespace) -> int:
 
 def add_export_parser(sub: Subparsers) -> None:
     """Register export."""
-    x = sub.add_parser("export", help="ONNX / OpenVINO / TorchScript export (FP32, FP16, INT8), "
-                       "checked against PyTorch; or a Hugging Face-layout folder (--format hf)")
+    x = sub.add_parser("export", help="ONNX / OpenVINO / TorchScript / ExecuTorch export (FP32, "
+                       "FP16, INT8), checked against PyTorch; or a Hugging Face-layout folder "
+                       "(--format hf)")
     x.add_argument("run", help="run directory or checkpoint file")
-    x.add_argument("--format", choices=["onnx", "openvino", "torchscript", "hf", "cvat"],
-                   default="onnx", help="hf: model.safetensors + config.json + model card in a "
-                   "folder; cvat: a CVAT serverless detector function (ONNX + handler)")
-    x.add_argument("--out", help="output file (.onnx / .xml / .pt) or folder (hf, cvat); "
+    x.add_argument("--format", choices=["onnx", "openvino", "torchscript", "executorch", "hf",
+                                        "cvat"],
+                   default="onnx", help="executorch: a .pte program for ExecuTorch's XNNPACK "
+                   "delegate (pip install 'segkit[edge]'); hf: model.safetensors + config.json + "
+                   "model card in a folder; cvat: a CVAT serverless detector function (ONNX + "
+                   "handler)")
+    x.add_argument("--out", help="output file (.onnx / .xml / .pt / .pte) or folder (hf, cvat); "
                    "default RUN/export/FORMAT/model[-int8|-fp16].SUFFIX (hf, cvat: "
                    "RUN/export/FORMAT), where --backend auto looks")
     x.add_argument("--int8", action="store_true",

@@ -7,7 +7,8 @@ multi-label run the same on every backend:
 - ``torch``: the run's checkpoint in PyTorch (eager; ``channels_last`` / ``compile`` optional),
   or a TorchScript file;
 - ``onnxruntime``: an exported ``.onnx`` file (CPU, or CUDA / TensorRT providers on a GPU);
-- ``openvino``: an exported ``.onnx`` or OpenVINO ``.xml`` file (``pip install segkit[openvino]``).
+- ``openvino``: an exported ``.onnx`` or OpenVINO ``.xml`` file (``pip install segkit[openvino]``);
+- ``executorch``: an exported ``.pte`` program (XNNPACK delegate; ``pip install segkit[edge]``).
 
 ``auto`` (the default) picks, for a run directory, the fastest of its exports under
 ``RUN/export/`` that still match its checkpoint: the one ``segkit benchmark`` measured fastest,
@@ -37,6 +38,8 @@ BACKENDS = {
     "torch": "PyTorch: the checkpoint (eager, optional channels-last / compile) or TorchScript",
     "onnxruntime": "ONNX Runtime on an exported .onnx file (CPU; CUDA/TensorRT on a GPU)",
     "openvino": "OpenVINO on an exported .onnx or .xml file (pip install 'segkit[openvino]')",
+    "executorch": "ExecuTorch's XNNPACK delegate on an exported .pte file "
+                  "(pip install 'segkit[edge]')",
 }
 EXPORT_DIR = "export"
 # Without measurements: INT8 first (4.7x eager measured for ONNX Runtime on 2 CPU cores),
@@ -47,7 +50,8 @@ RUNTIME_ORDER = ("onnxruntime", "openvino")
 
 def backend_installed(name: str) -> bool:
     """True when the backend's Python package can be imported here."""
-    module = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}.get(name)
+    module = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino",
+              "executorch": "executorch"}.get(name)
     return module is not None and importlib.util.find_spec(module) is not None
 
 
@@ -158,10 +162,10 @@ def choose(run_dir: Path, backend: str, device: str) -> tuple[str, Path | None, 
             RUNTIME_ORDER.index(c[0]) if c[0] in RUNTIME_ORDER else 9,
             c[0] == "openvino" and c[1].format != "openvino"))  # its own IR before ONNX
         return name, rec.path, f"{rec.precision} export, not benchmarked yet"
-    if backend in ("onnxruntime", "openvino"):
+    if backend in ("onnxruntime", "openvino", "executorch"):
+        fmt = {"onnxruntime": "onnx"}.get(backend, backend)
         raise SegkitError(f"{run_dir}: no {backend} export of its current checkpoint; run "
-                          f"`segkit export {run_dir} --format "
-                          f"{'onnx' if backend == 'onnxruntime' else 'openvino'}`")
+                          f"`segkit export {run_dir} --format {fmt}`")
     return "torch", None, ("asked for" if backend == "torch" else
                            "the checkpoint (no export of it)")
 
@@ -204,9 +208,11 @@ def load_predictor(model: str | Path, device: str = "cpu",
         return predictor
     suffix = path.suffix.lower()
     runtime = {".onnx": "onnxruntime", ".xml": "openvino", ".pt": "torch", ".ts": "torch",
-               ".torchscript": "torch", ".ckpt": "torch", ".safetensors": "torch"}.get(suffix)
+               ".torchscript": "torch", ".ckpt": "torch", ".safetensors": "torch",
+               ".pte": "executorch"}.get(suffix)
     if runtime is None:
-        raise SegkitError(f"{path}: not a run, checkpoint or export (.ckpt, .onnx, .xml, .pt)")
+        raise SegkitError(f"{path}: not a run, checkpoint or export (.ckpt, .onnx, .xml, .pt, "
+                          ".pte)")
     wanted = runtime if backend == "auto" else backend
     if threads and runtime == "torch":
         torch.set_num_threads(threads)
@@ -221,6 +227,8 @@ def load_predictor(model: str | Path, device: str = "cpu",
         return OpenVinoPredictor(path, options, threads)
     if suffix in (".ckpt", ".safetensors"):
         return TorchPredictor.from_checkpoint(path, device, options, channels_last, compile)
+    if suffix == ".pte":
+        return ExecuTorchPredictor(path, options)
     return TorchScriptPredictor(path, options)
 
 
@@ -391,8 +399,38 @@ class TorchScriptPredictor(ExportedPredictor):
         return self.module(pixels.float().cpu())
 
 
+class ExecuTorchPredictor(ExportedPredictor):
+    """Runs a ``.pte`` program written by ``segkit export --format executorch`` with
+    ExecuTorch's runtime (XNNPACK delegate), one image at a time at its one size."""
+
+    backend = "executorch"
+
+    def __init__(self, path: str | Path, options: InferenceOptions | None = None,
+                 meta: dict[str, str] | None = None) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise SegkitError(f"ExecuTorch program not found: {path}")
+        if not backend_installed("executorch"):
+            raise SegkitError("the executorch backend needs ExecuTorch: "
+                              "pip install 'segkit[edge]'")
+        from executorch.runtime import Runtime
+
+        try:
+            self.method = Runtime.get().load_program(str(path)).load_method("forward")
+        except (RuntimeError, ValueError) as err:
+            raise SegkitError(f"{path}: ExecuTorch cannot load it "
+                              f"({str(err).strip().splitlines()[0][:160]})") from None
+        meta = meta or file_metadata(path)
+        super().__init__(path, meta, options, int(meta.get("in_channels", "3")))
+
+    def run(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.detach().float().cpu().contiguous()
+        return torch.cat([self.method.execute([x[i : i + 1]])[0].clone() for i in range(len(x))])
+
+
 __all__ = [
     "BACKENDS",
+    "ExecuTorchPredictor",
     "ExportedPredictor",
     "OnnxPredictor",
     "OpenVinoPredictor",

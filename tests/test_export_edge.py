@@ -1,0 +1,87 @@
+"""Edge runtimes through their own converters, checked like ONNX: ExecuTorch (.pte, XNNPACK
+delegate) FP32 and INT8, for segmentation, classification and multi-label, run by segkit's
+predictors (padding up to the program's one size, windows above it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import tiny_overrides
+from segkit.config import build_config
+from segkit.engine.backends import ExecuTorchPredictor, load_predictor
+from segkit.engine.train import train
+from segkit.errors import SegkitError
+from segkit.export import export_model
+
+pytest.importorskip("executorch")
+
+
+def image(seed: int, shape: tuple[int, int, int]) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+@pytest.fixture()
+def run_copy(trained_run, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    return run
+
+
+@pytest.mark.slow
+def test_an_executorch_segmenter_predicts_as_pytorch(run_copy) -> None:
+    result = export_model(run_copy, fmt="executorch", max_drop=1)
+    assert result.path == run_copy / "export" / "executorch" / "model.pte"
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-3
+    assert abs(result.accuracy["drop_points"]) <= 1
+    side = json.loads(result.sidecar.read_text())
+    assert side["backends"] == ["executorch"] and side["input"]["fixed_size"] == [32, 32]
+    program = load_predictor(run_copy, backend="executorch")
+    assert isinstance(program, ExecuTorchPredictor)
+    torch_pred = load_predictor(run_copy, backend="torch")
+    for shape in [(32, 32, 3), (27, 19, 3)]:  # the program's size, and padded up to it
+        mask, probs = program.predict_array(image(1, shape))
+        expected, expected_probs = torch_pred.predict_array(image(1, shape))
+        np.testing.assert_allclose(probs, expected_probs, atol=1e-4)
+        np.testing.assert_array_equal(mask, expected)
+    big = program.predict_array(image(2, (45, 70, 3)))[0]  # windows of 32x32 slide over it
+    assert big.shape == (45, 70)
+
+
+@pytest.mark.slow
+def test_an_int8_executorch_program_keeps_the_metric(run_copy) -> None:
+    result = export_model(run_copy, fmt="executorch", int8=True, max_drop=5)
+    assert result.path.name == "model-int8.pte" and result.precision == "int8"
+    assert result.accuracy["backend"] == "executorch" and result.accuracy["drop_points"] <= 5
+    assert load_predictor(result.path).precision == "int8"
+
+
+@pytest.mark.parametrize(("task", "data"), [("classify", "shapes-cls"),
+                                            ("multilabel", "shapes-multilabel")])
+def test_executorch_recognizers_answer_as_pytorch(tmp_path, task: str, data: str) -> None:
+    over = tiny_overrides(tmp_path / task, **{
+        "task": task, "data.name": data, "model.name": "lenet", "data.image_size": [28, 28],
+        "run.grid_images": 0})
+    run = train(build_config(overrides=over)).run_dir
+    export_model(run, fmt="executorch", max_drop=1)
+    program, reference = load_predictor(run, backend="executorch"), load_predictor(
+        run, backend="torch")
+    for shape in [(28, 28, 3), (40, 33, 3)]:
+        labels, probs = program.predict_array(image(3, shape))
+        expected, expected_probs = reference.predict_array(image(3, shape))
+        np.testing.assert_allclose(probs, expected_probs, atol=1e-5)
+        assert [n for n, _ in labels] == [n for n, _ in expected]
+
+
+def test_without_executorch_the_export_is_one_line(run_copy, monkeypatch) -> None:
+    import segkit.export as export_module
+
+    monkeypatch.setattr(export_module, "executorch_installed", lambda: False)
+    with pytest.raises(SegkitError, match=r"pip install 'segkit\[edge\]'"):
+        export_model(run_copy, fmt="executorch")
+    with pytest.raises(SegkitError, match="--fp16 needs --format onnx or openvino"):
+        export_model(run_copy, fmt="executorch", fp16=True)
