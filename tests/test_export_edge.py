@@ -85,3 +85,41 @@ def test_without_executorch_the_export_is_one_line(run_copy, monkeypatch) -> Non
         export_model(run_copy, fmt="executorch")
     with pytest.raises(SegkitError, match="--fp16 needs --format onnx or openvino"):
         export_model(run_copy, fmt="executorch", fp16=True)
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_a_core_ml_package_is_converted_and_its_spec_read_back(run_copy, fp16: bool) -> None:
+    import platform
+
+    import coremltools as ct
+
+    result = export_model(run_copy, fmt="coreml", fp16=fp16)
+    name = "model-fp16.mlpackage" if fp16 else "model.mlpackage"
+    assert result.path == run_copy / "export" / "coreml" / name and result.path.is_dir()
+    spec = ct.utils.load_spec(str(result.path))
+    assert spec.WhichOneof("Type") == "mlProgram"
+    assert json.loads(spec.description.metadata.userDefined["classes"]) == load_predictor(
+        run_copy, backend="torch").info.classes
+    side = json.loads(result.sidecar.read_text())
+    assert side["format"] == "coreml" and side["input"]["fixed_size"] == [32, 32]
+    assert side["checks"]["spec_checked"] and side["checks"]["input"]["shape"] == [1, 3, 32, 32]
+    assert side["size_bytes"] > 10_000  # the weights, inside the package folder
+    if platform.system() != "Darwin":  # said, not skipped silently
+        assert side["checks"]["outputs_checked"] is False
+        assert "no Core ML runtime" in side["checks"]["why"]
+    else:
+        assert side["checks"]["max_abs_diff"] < (0.05 if fp16 else 1e-3)
+
+
+def test_core_ml_refuses_int8_in_one_line(run_copy) -> None:
+    with pytest.raises(SegkitError, match="Core ML here is FP32 or --fp16"):
+        export_model(run_copy, fmt="coreml", int8=True)
+
+
+def test_a_core_ml_package_handed_to_predict_says_where_it_runs(run_copy, capsys) -> None:
+    from segkit.cli import main
+
+    package = export_model(run_copy, fmt="coreml").path
+    assert main(["predict", str(package), str(run_copy / "val_grid.png"), "--out",
+                 str(run_copy / "p")]) == 2
+    assert "runs where Core ML does" in capsys.readouterr().err

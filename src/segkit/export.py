@@ -16,6 +16,7 @@ them in INT8, so both runtimes share one calibration.
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,14 +40,22 @@ from segkit.engine.backends import (
 from segkit.engine.inference import Predictor, TorchPredictor
 from segkit.engine.restore import load_task
 from segkit.errors import SegkitError
-from segkit.export_edge import EDGE_EXTRA, executorch_installed, write_executorch
+from segkit.export_edge import (
+    EDGE_EXTRA,
+    coreml_installed,
+    executorch_installed,
+    folder_bytes,
+    write_coreml,
+    write_executorch,
+)
 from segkit.models import model_label
 from segkit.models.wrappers import PadToMultiple, pad_for, pad_to_size
 
-EXPORTERS = ("onnx", "openvino", "torchscript", "executorch")
-SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "executorch": ".pte"}
+EXPORTERS = ("onnx", "openvino", "torchscript", "executorch", "coreml")
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "executorch": ".pte",
+            "coreml": ".mlpackage"}
 RUNTIMES = {"onnx": ["onnxruntime", "openvino"], "openvino": ["openvino"],
-            "torchscript": ["torch"], "executorch": ["executorch"]}
+            "torchscript": ["torch"], "executorch": ["executorch"], "coreml": ["coreml"]}
 
 
 class ExportWrapper(nn.Module):
@@ -80,6 +89,7 @@ class ExportResult:
     precision: str = "fp32"
     accuracy: dict[str, Any] = field(default_factory=dict)
     sidecar: Path | None = None
+    checks: dict[str, Any] = field(default_factory=dict)  # Core ML: spec and outputs checks
 
 
 def export_metadata(task: Any, multiple: int) -> dict[str, str]:
@@ -173,6 +183,11 @@ def export_precision(fmt: str, int8: bool, fp16: bool) -> str:
                           "export here is FP32 or --int8)")
     if fmt == "executorch" and not executorch_installed():
         raise SegkitError(f"--format executorch needs ExecuTorch: {EDGE_EXTRA}")
+    if fmt == "coreml" and precision == "int8":
+        raise SegkitError("--int8 needs --format onnx, openvino or executorch (Core ML here is "
+                          "FP32 or --fp16)")
+    if fmt == "coreml" and not coreml_installed():
+        raise SegkitError(f"--format coreml needs coremltools: {EDGE_EXTRA}")
     if fmt == "openvino" and not backend_installed("openvino"):
         raise SegkitError("--format openvino needs OpenVINO: pip install 'segkit[openvino]'")
     return precision
@@ -261,7 +276,7 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
     Args:
         run: run directory or checkpoint.
         out: the file to write; default ``RUN/export/FORMAT/model[-int8|-fp16].SUFFIX``.
-        fmt: ``onnx``, ``openvino``, ``torchscript`` or ``executorch``.
+        fmt: ``onnx``, ``openvino``, ``torchscript``, ``executorch`` or ``coreml``.
         dynamic: dynamic batch (and, for segmentation, height and width).
         opset: ONNX opset.
         tolerance: FP32 only: largest allowed |exported - PyTorch| logit, in units of the
@@ -283,19 +298,13 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
             PyTorch beyond ``tolerance`` / ``max_drop`` (the file is then removed).
     """
     job = export_job(run, out, fmt, export_precision(fmt, int8, fp16))
+    if fmt == "coreml":
+        return export_coreml(job)
     reference = TorchPredictor(job.task)
     written: list[Path] = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fp32, fp32_path = write_fp32(job, dynamic, opset, written, calibration)
-            diff = check_export(reference, fp32, job.example, job.spatial, job.step)
-            quantized_first = fmt == "executorch" and job.precision == "int8"
-            if diff > tolerance and not quantized_first:  # INT8 answers to --max-drop
-                raise SegkitError(f"{job.out}: exported model differs from PyTorch by "
-                                  f"{diff:.2e} (> {tolerance:g}); the export is not trustworthy")
-            if fmt in ("onnx", "openvino"):
-                write_converted(job, fp32_path, calibration, written)
+        fp32, diff = write_checked(job, reference, (dynamic, opset, calibration, tolerance),
+                                   written)
         result = ExportResult(job.out, diff if job.precision == "fp32" else None, job.meta,
                               job.precision)
         written.append(write_sidecar(result, fmt, job.checkpoint, diff))  # the runtimes read it
@@ -311,6 +320,50 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
             if path.name.endswith(".tmp.onnx"):
                 path.unlink(missing_ok=True)
     result.sidecar = write_sidecar(result, fmt, job.checkpoint, diff)
+    return result
+
+
+def write_checked(job: ExportJob, reference: Predictor,
+                  settings: tuple[bool, int, int, float],
+                  written: list[Path]) -> tuple[Predictor, float]:
+    """The export in its precision, its FP32 graph compared with ``reference`` first:
+    ``settings`` are (dynamic, opset, calibration images, tolerance). A predictor of the FP32
+    graph (ExecuTorch INT8: of the program) and the difference measured."""
+    dynamic, opset, calibration, tolerance = settings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fp32, fp32_path = write_fp32(job, dynamic, opset, written, calibration)
+        diff = check_export(reference, fp32, job.example, job.spatial, job.step)
+        quantized_first = job.fmt == "executorch" and job.precision == "int8"
+        if diff > tolerance and not quantized_first:  # INT8 answers to --max-drop
+            raise SegkitError(f"{job.out}: exported model differs from PyTorch by "
+                              f"{diff:.2e} (> {tolerance:g}); the export is not trustworthy")
+        if job.fmt in ("onnx", "openvino"):
+            write_converted(job, fp32_path, calibration, written)
+    return fp32, diff
+
+
+def export_coreml(job: ExportJob) -> ExportResult:
+    """Core ML at the training size: converted and its spec checked here, its outputs compared
+    with PyTorch's where a Core ML runtime exists (``result.checks`` says which)."""
+    h, w = job.example.shape[-2:]
+    if job.spatial:
+        job.meta["fixed_size"] = json.dumps([h, w])
+    try:
+        checks = write_coreml(job.wrapper, job.example, job.out, job.meta,
+                              job.precision == "fp16")
+        diff = checks.get("max_abs_diff")
+        with torch.no_grad():
+            scale = max(1.0, float(job.wrapper(job.example).abs().max()))
+        if diff is not None and job.precision == "fp32" and diff > 1e-3 * scale:
+            raise SegkitError(f"{job.out}: Core ML's outputs differ from PyTorch's by "
+                              f"{diff:.2e}; the export is not trustworthy")
+    except BaseException:
+        shutil.rmtree(job.out, ignore_errors=True)
+        raise
+    result = ExportResult(job.out, diff, job.meta, job.precision, checks=checks)
+    result.sidecar = write_sidecar(result, "coreml", job.checkpoint,
+                                   float("nan") if diff is None else diff)
     return result
 
 
@@ -334,9 +387,10 @@ def write_sidecar(result: ExportResult, fmt: str, checkpoint: Path, diff: float)
                   "pad_multiple": int(meta["pad_multiple"]),
                   "fixed_size": json.loads(meta["fixed_size"]) if "fixed_size" in meta else None,
                   "training_size": json.loads(meta["image_size"])},
-        "fp32_max_abs_diff": diff,
+        "fp32_max_abs_diff": None if diff != diff else diff,  # NaN: not measured here
         "accuracy": result.accuracy,
-        "size_bytes": result.path.stat().st_size + (
+        "checks": result.checks,
+        "size_bytes": folder_bytes(result.path) + (
             result.path.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0),
         "source": checkpoint_stamp(checkpoint),
         "metadata": meta,

@@ -1,16 +1,25 @@
-"""Exports for phones and small boards through the runtime's own converter.
+"""Exports for phones and small boards through each runtime's own converter.
 
 ExecuTorch (``.pte``): ``torch.export`` of the same normalisation + network the ONNX export
 writes, lowered to ExecuTorch's XNNPACK delegate (``to_edge_transform_and_lower``); INT8 through
 the XNNPACK quantizer (PT2E: per-channel symmetric weights, activations calibrated on training
 images). The program takes one image of the training size (padded to the network's multiple):
 segkit's predictors pad smaller images to it and slide windows of it over larger ones.
+
+Core ML (``.mlpackage``): coremltools' PyTorch converter, an ML program (FP32, or FP16
+weights and compute) at the training size. Converted and its spec read back here; its outputs
+are compared with PyTorch's only where a Core ML runtime exists (Apple platforms), and
+``model.json`` says which.
 """
 
 from __future__ import annotations
 
+import logging
+import platform
+import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,3 +76,84 @@ def quantized(program: torch.export.ExportedProgram,
     for image in calibration:
         prepared(torch.from_numpy(image))
     return convert_pt2e(prepared)
+
+
+def coreml_installed() -> bool:
+    """True when coremltools (Core ML's converter) can be imported here."""
+    import importlib.util
+
+    return importlib.util.find_spec("coremltools") is not None
+
+
+def write_coreml(network: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, str],
+                 fp16: bool) -> dict[str, Any]:
+    """``network`` as a Core ML ML program (``.mlpackage``, a folder) at ``example``'s shape,
+    through coremltools' PyTorch converter, with segkit's metadata in it; the checks made."""
+    if not coreml_installed():
+        raise SegkitError(f"--format coreml needs coremltools: {EDGE_EXTRA}")
+    logging.getLogger("coremltools").setLevel(logging.ERROR)  # untested-version notes, on import
+    import coremltools as ct
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            traced = torch.jit.trace(network.eval(), example)
+            model = ct.convert(
+                traced, inputs=[ct.TensorType(name="image", shape=tuple(example.shape))],
+                outputs=[ct.TensorType(name="logits")], convert_to="mlprogram",
+                compute_precision=ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32,
+                minimum_deployment_target=ct.target.iOS16)
+        except Exception as err:  # the converter raises many kinds; each means this
+            raise SegkitError(f"{out}: coremltools cannot convert this network "
+                              f"({str(err).strip().splitlines()[0][:160]})") from None
+    model.user_defined_metadata.update(meta)
+    model.short_description = f"segkit {meta['segkit_task']} model: {meta['model']}"
+    tmp = out.with_name(f".{out.stem}.tmp.mlpackage")  # coremltools wants the suffix
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(str(tmp))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return {**coreml_spec_check(out, list(example.shape), meta),
+            **coreml_outputs_check(out, network, example)}
+
+
+def coreml_spec_check(path: Path, shape: list[int], meta: dict[str, str]) -> dict[str, Any]:
+    """The saved package's spec read back: an ML program taking ``image`` of ``shape`` and
+    giving ``logits``, carrying the classes; SegkitError naming what differs."""
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(path))
+    description = spec.description
+    inputs = [(i.name, list(i.type.multiArrayType.shape)) for i in description.input]
+    outputs = [o.name for o in description.output]
+    found = {"program": spec.WhichOneof("Type"), "inputs": inputs, "outputs": outputs,
+             "classes": description.metadata.userDefined.get("classes")}
+    wanted = {"program": "mlProgram", "inputs": [("image", shape)], "outputs": ["logits"],
+              "classes": meta["classes"]}
+    wrong = {k: found[k] for k in wanted if found[k] != wanted[k]}
+    if wrong:
+        raise SegkitError(f"{path}: the converted model's spec is not what was asked: {wrong}")
+    return {"spec_checked": True, "input": {"name": "image", "shape": shape},
+            "output": "logits", "spec_version": int(spec.specificationVersion)}
+
+
+def coreml_outputs_check(path: Path, network: nn.Module,
+                         example: torch.Tensor) -> dict[str, Any]:
+    """The package's outputs against PyTorch's where a Core ML runtime exists (Apple
+    platforms); said so where it does not."""
+    if platform.system() != "Darwin":
+        return {"outputs_checked": False,
+                "why": f"no Core ML runtime on {platform.system()}: run on macOS to compare"}
+    import coremltools as ct
+
+    got = ct.models.MLModel(str(path)).predict({"image": example.numpy()})["logits"]
+    with torch.no_grad():
+        expected = network(example).numpy()
+    return {"outputs_checked": True, "max_abs_diff": float(np.abs(got - expected).max())}
+
+
+def folder_bytes(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder (an ``.mlpackage``)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

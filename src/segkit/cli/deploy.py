@@ -41,6 +41,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                           calibration=args.calibration, max_drop=args.max_drop,
                           check_images=args.check_images or None, progress=True)
     print(f"wrote {result.path} ({args.format} {result.precision}) and {result.sidecar}")
+    if result.checks:
+        checked = result.checks
+        print(f"spec read back: input image {checked['input']['shape']}, output logits; outputs "
+              + (f"against PyTorch: max |diff| {checked['max_abs_diff']:.2e}"
+                 if checked["outputs_checked"] else f"not compared ({checked['why']})"))
     if result.max_abs_diff is not None:
         print(f"max |exported - PyTorch| logits = {result.max_abs_diff:.2e} (relative to the "
               "largest logit above 1)")
@@ -102,13 +107,15 @@ def add_export_parser(sub: Subparsers) -> None:
                        "FP16, INT8), checked against PyTorch; or a Hugging Face-layout folder "
                        "(--format hf)")
     x.add_argument("run", help="run directory or checkpoint file")
-    x.add_argument("--format", choices=["onnx", "openvino", "torchscript", "executorch", "hf",
-                                        "cvat"],
+    x.add_argument("--format", choices=["onnx", "openvino", "torchscript", "executorch",
+                                        "coreml", "hf", "cvat"],
                    default="onnx", help="executorch: a .pte program for ExecuTorch's XNNPACK "
-                   "delegate (pip install 'segkit[edge]'); hf: model.safetensors + config.json + "
+                   "delegate; coreml: a Core ML .mlpackage (both: pip install 'segkit[edge]'); "
+                   "hf: model.safetensors + config.json + "
                    "model card in a folder; cvat: a CVAT serverless detector function (ONNX + "
                    "handler)")
-    x.add_argument("--out", help="output file (.onnx / .xml / .pt / .pte) or folder (hf, cvat); "
+    x.add_argument("--out", help="output file (.onnx / .xml / .pt / .pte / .mlpackage) or folder "
+                   "(hf, cvat); "
                    "default RUN/export/FORMAT/model[-int8|-fp16].SUFFIX (hf, cvat: "
                    "RUN/export/FORMAT), where --backend auto looks")
     x.add_argument("--int8", action="store_true",

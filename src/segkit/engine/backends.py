@@ -197,7 +197,7 @@ def load_predictor(model: str | Path, device: str = "cpu",
     path = Path(model)
     if not path.exists():
         raise SegkitError(f"no such run directory, checkpoint or exported file: {path}")
-    if path.is_dir():
+    if path.is_dir() and path.suffix.lower() != ".mlpackage":
         backend, exported, reason = choose(path, backend, device)
         if exported is None:
             predictor: Predictor = load_predictor(resolve_checkpoint(path), device, options,
@@ -206,13 +206,7 @@ def load_predictor(model: str | Path, device: str = "cpu",
             predictor = load_predictor(exported, device, options, backend, threads=threads)
         predictor.choice = reason
         return predictor
-    suffix = path.suffix.lower()
-    runtime = {".onnx": "onnxruntime", ".xml": "openvino", ".pt": "torch", ".ts": "torch",
-               ".torchscript": "torch", ".ckpt": "torch", ".safetensors": "torch",
-               ".pte": "executorch"}.get(suffix)
-    if runtime is None:
-        raise SegkitError(f"{path}: not a run, checkpoint or export (.ckpt, .onnx, .xml, .pt, "
-                          ".pte)")
+    suffix, runtime = path.suffix.lower(), file_runtime(path)
     wanted = runtime if backend == "auto" else backend
     if threads and runtime == "torch":
         torch.set_num_threads(threads)
@@ -230,6 +224,23 @@ def load_predictor(model: str | Path, device: str = "cpu",
     if suffix == ".pte":
         return ExecuTorchPredictor(path, options)
     return TorchScriptPredictor(path, options)
+
+
+RUNTIME_OF = {".onnx": "onnxruntime", ".xml": "openvino", ".pt": "torch", ".ts": "torch",
+              ".torchscript": "torch", ".ckpt": "torch", ".safetensors": "torch",
+              ".pte": "executorch"}
+
+
+def file_runtime(path: Path) -> str:
+    """The runtime that runs a checkpoint or exported file, or a one-line error."""
+    if path.suffix.lower() == ".mlpackage":
+        raise SegkitError(f"{path}: a Core ML package runs where Core ML does (macOS, iOS): "
+                          "load it there with coremltools or in an app")
+    runtime = RUNTIME_OF.get(path.suffix.lower())
+    if runtime is None:
+        raise SegkitError(f"{path}: not a run, checkpoint or export (.ckpt, .onnx, .xml, .pt, "
+                          ".pte)")
+    return runtime
 
 
 # ---- runtimes ---------------------------------------------------------------------------------
