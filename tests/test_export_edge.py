@@ -80,7 +80,7 @@ def test_executorch_recognizers_answer_as_pytorch(tmp_path, task: str, data: str
 def test_without_executorch_the_export_is_one_line(run_copy, monkeypatch) -> None:
     import segkit.export as export_module
 
-    monkeypatch.setattr(export_module, "executorch_installed", lambda: False)
+    monkeypatch.setattr(export_module, "backend_installed", lambda name: name != "executorch")
     with pytest.raises(SegkitError, match=r"pip install 'segkit\[edge\]'"):
         export_model(run_copy, fmt="executorch")
     with pytest.raises(SegkitError, match="--fp16 needs --format onnx or openvino"):

@@ -22,7 +22,7 @@ from segkit.checkpoint_io import write_atomic
 from segkit.engine.backends import sidecar_of
 from segkit.engine.inference import Predictor, TorchPredictor
 from segkit.errors import SegkitError
-from segkit.export import add_onnx_metadata, export_job
+from segkit.export import add_onnx_metadata, default_output, export_job
 from segkit.tasks import InferenceOptions
 from segkit.tasks.baked import BakedGraph
 
@@ -51,7 +51,8 @@ def bake_model(run: str | Path, out: str | Path | None = None, flip: bool = Fals
 
     Args:
         run: run directory or checkpoint.
-        out: the file; default ``RUN/export/onnx/model-baked.onnx``.
+        out: the file; default ``model-baked.onnx`` where the plain ONNX export goes
+            (``RUN/export/onnx/``).
         flip: segmentation: average a horizontal flip inside the graph (flip TTA).
         opset: ONNX opset.
 
@@ -62,8 +63,7 @@ def bake_model(run: str | Path, out: str | Path | None = None, flip: bool = Fals
         SegkitError: a network whose sizes cannot stay free in the graph, or a graph that
             answers differently from ``segkit predict`` (the file is then removed).
     """
-    default = Path(run) / "export" / "onnx" / "model-baked.onnx" if Path(run).is_dir() else None
-    job = export_job(run, out or default or Path(run).with_suffix(".baked.onnx"), "onnx", "fp32")
+    job = export_job(run, out or default_output(run, "onnx", "baked"), "onnx", "fp32")
     if job.meta.get("min_side") or job.meta.get("fixed_size"):
         raise SegkitError(f"{job.meta['model']}: its graph needs a minimum or fixed input size; "
                           "--bake needs one that takes any size (export without --bake)")

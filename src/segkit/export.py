@@ -41,9 +41,6 @@ from segkit.engine.inference import Predictor, TorchPredictor
 from segkit.engine.restore import load_task
 from segkit.errors import SegkitError
 from segkit.export_edge import (
-    EDGE_EXTRA,
-    coreml_installed,
-    executorch_installed,
     folder_bytes,
     write_coreml,
     write_executorch,
@@ -56,6 +53,9 @@ SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "executor
             "coreml": ".mlpackage"}
 RUNTIMES = {"onnx": ["onnxruntime", "openvino"], "openvino": ["openvino"],
             "torchscript": ["torch"], "executorch": ["executorch"], "coreml": ["coreml"]}
+# formats whose converter is an extra: (the package, the extra)
+CONVERTERS = {"openvino": ("OpenVINO", "openvino"), "executorch": ("ExecuTorch", "edge"),
+              "coreml": ("coremltools", "edge")}
 
 
 class ExportWrapper(nn.Module):
@@ -181,15 +181,12 @@ def export_precision(fmt: str, int8: bool, fp16: bool) -> str:
     if fmt == "executorch" and precision == "fp16":
         raise SegkitError("--fp16 needs --format onnx or openvino (ExecuTorch's XNNPACK "
                           "export here is FP32 or --int8)")
-    if fmt == "executorch" and not executorch_installed():
-        raise SegkitError(f"--format executorch needs ExecuTorch: {EDGE_EXTRA}")
     if fmt == "coreml" and precision == "int8":
         raise SegkitError("--int8 needs --format onnx, openvino or executorch (Core ML here is "
                           "FP32 or --fp16)")
-    if fmt == "coreml" and not coreml_installed():
-        raise SegkitError(f"--format coreml needs coremltools: {EDGE_EXTRA}")
-    if fmt == "openvino" and not backend_installed("openvino"):
-        raise SegkitError("--format openvino needs OpenVINO: pip install 'segkit[openvino]'")
+    if fmt in CONVERTERS and not backend_installed(fmt):
+        package, extra = CONVERTERS[fmt]
+        raise SegkitError(f"--format {fmt} needs {package}: pip install 'segkit[{extra}]'")
     return precision
 
 
@@ -353,9 +350,7 @@ def export_coreml(job: ExportJob) -> ExportResult:
         checks = write_coreml(job.wrapper, job.example, job.out, job.meta,
                               job.precision == "fp16")
         diff = checks.get("max_abs_diff")
-        with torch.no_grad():
-            scale = max(1.0, float(job.wrapper(job.example).abs().max()))
-        if diff is not None and job.precision == "fp32" and diff > 1e-3 * scale:
+        if diff is not None and job.precision == "fp32" and diff > 1e-3 * checks["scale"]:
             raise SegkitError(f"{job.out}: Core ML's outputs differ from PyTorch's by "
                               f"{diff:.2e}; the export is not trustworthy")
     except BaseException:

@@ -26,23 +26,17 @@ import torch
 from torch import nn
 
 from segkit.checkpoint_io import write_atomic
+from segkit.engine.backends import backend_installed
 from segkit.errors import SegkitError
 
 EDGE_EXTRA = "pip install 'segkit[edge]'"
-
-
-def executorch_installed() -> bool:
-    """True when ExecuTorch's exporter can be imported here."""
-    import importlib.util
-
-    return importlib.util.find_spec("executorch") is not None
 
 
 def write_executorch(network: nn.Module, example: torch.Tensor, out: Path,
                      calibration: list[np.ndarray] | None = None) -> None:
     """``network`` as an ExecuTorch program with the XNNPACK delegate, at ``example``'s
     shape; INT8 when ``calibration`` images are given."""
-    if not executorch_installed():
+    if not backend_installed("executorch"):
         raise SegkitError(f"--format executorch needs ExecuTorch: {EDGE_EXTRA}")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -78,18 +72,11 @@ def quantized(program: torch.export.ExportedProgram,
     return convert_pt2e(prepared)
 
 
-def coreml_installed() -> bool:
-    """True when coremltools (Core ML's converter) can be imported here."""
-    import importlib.util
-
-    return importlib.util.find_spec("coremltools") is not None
-
-
 def write_coreml(network: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, str],
                  fp16: bool) -> dict[str, Any]:
     """``network`` as a Core ML ML program (``.mlpackage``, a folder) at ``example``'s shape,
     through coremltools' PyTorch converter, with segkit's metadata in it; the checks made."""
-    if not coreml_installed():
+    if not backend_installed("coreml"):
         raise SegkitError(f"--format coreml needs coremltools: {EDGE_EXTRA}")
     logging.getLogger("coremltools").setLevel(logging.ERROR)  # untested-version notes, on import
     import coremltools as ct
@@ -149,7 +136,8 @@ def coreml_outputs_check(path: Path, network: nn.Module,
     got = ct.models.MLModel(str(path)).predict({"image": example.numpy()})["logits"]
     with torch.no_grad():
         expected = network(example).numpy()
-    return {"outputs_checked": True, "max_abs_diff": float(np.abs(got - expected).max())}
+    return {"outputs_checked": True, "max_abs_diff": float(np.abs(got - expected).max()),
+            "scale": max(1.0, float(np.abs(expected).max()))}
 
 
 def folder_bytes(path: Path) -> int:

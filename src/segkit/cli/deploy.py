@@ -164,7 +164,8 @@ def add_benchmark_serve_parsers(sub: Subparsers) -> None:
     sv.add_argument("--device", default="cpu")
     sv.add_argument("--max-upload-mb", type=float, default=10.0)
     sv.add_argument("--backend", default="auto", help="auto (the fastest of the run's "
-                    "exports, else PyTorch), torch, onnxruntime or openvino")
+                    "exports, else PyTorch), torch, onnxruntime, openvino or "
+                    "executorch")
     sv.add_argument("--max-batch", type=int, default=8,
                     help="concurrent requests run as one forward (1: no batching)")
     sv.add_argument("--max-wait-ms", type=float, default=5.0,

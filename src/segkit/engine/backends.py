@@ -49,9 +49,10 @@ RUNTIME_ORDER = ("onnxruntime", "openvino")
 
 
 def backend_installed(name: str) -> bool:
-    """True when the backend's Python package can be imported here."""
+    """True when the Python package of a runtime (a backend, or an export format's converter)
+    can be imported here."""
     module = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino",
-              "executorch": "executorch"}.get(name)
+              "executorch": "executorch", "coreml": "coremltools"}.get(name)
     return module is not None and importlib.util.find_spec(module) is not None
 
 

@@ -11,7 +11,7 @@ per-class thresholds (multi-label).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,7 @@ class BakedSegmenter(BakedGraph):
     Args:
         network: normalisation + the network: float pixels [B,C,H,W] -> logits.
         multiple: the side multiple the network needs (1: none).
+        to_probabilities: the task's logits -> per-class probabilities.
         binary: one foreground logit, decided by ``threshold``.
         threshold: the binary decision threshold.
         flip: average the probabilities of the image and its mirror image.
@@ -44,21 +45,22 @@ class BakedSegmenter(BakedGraph):
     output_names = ("classes",)
     spatial_outputs = ("classes",)
 
-    def __init__(self, network: nn.Module, multiple: int, binary: bool, threshold: float,
-                 flip: bool) -> None:
+    def __init__(self, network: nn.Module, multiple: int,
+                 to_probabilities: Callable[[torch.Tensor], torch.Tensor], binary: bool,
+                 threshold: float, flip: bool) -> None:
         super().__init__()
         self.network, self.multiple = network, max(1, multiple)
+        self.to_probabilities = to_probabilities
         self.binary, self.threshold, self.flip = binary, threshold, flip
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        # models.wrappers.pad_to_multiple decides in Python whether to pad, which a traced
+        # graph would freeze at the example's size; this pads by a computed (maybe zero) amount
         h, w = x.shape[-2], x.shape[-1]
         pad_h = (self.multiple - h % self.multiple) % self.multiple
         pad_w = (self.multiple - w % self.multiple) % self.multiple
         logits = self.network(F.pad(x, (0, pad_w, 0, pad_h), mode="reflect"))[:, :, :h, :w]
-        if self.binary:
-            p = torch.sigmoid(logits[:, :1])
-            return torch.cat([1 - p, p], dim=1)
-        return torch.softmax(logits, dim=1)
+        return self.to_probabilities(logits)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image_batch(image)

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -145,8 +146,9 @@ class SegmentOutputs(TaskOutputs):
         if self.options.scales != (1.0,) or self.options.window is not None:
             raise SegkitError("--bake puts flip TTA in the graph, not multi-scale TTA or "
                               "sliding windows; use --tta none or flip")
-        return BakedSegmenter(network, multiple, self.info.binary, self.options.threshold,
-                              self.options.flip)
+        binary = self.info.binary
+        return BakedSegmenter(network, multiple, partial(to_probabilities, binary=binary),
+                              binary, self.options.threshold, self.options.flip)
 
     def writer(self, out: Path, save_probs: bool = False, fmt: str = "default",
                tolerance: float = 0.0, rank: int = 0
