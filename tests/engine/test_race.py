@@ -102,9 +102,10 @@ def test_race_trains_on_fewer_images_when_whole_epochs_do_not_fit() -> None:
           "imbalance": {"largest_share": 0.9, "largest_class": "bg"}, "channels": {"3": 1}}
     fp = Fingerprint.from_dict(fp)
     # 10 ms a sample: a whole epoch of 850 images is 8.5 s; the race has 10 s
-    race, why = plan_race(cfg, cfg, fp, set(), Probe(sample_seconds=0.01), 1000,
-                          Path("/nonexistent"))
-    assert race is not None, why
+    planned = plan_race(cfg, cfg, fp, set(), Probe(sample_seconds=0.01), 1000,
+                        Path("/nonexistent"))
+    race = planned.race
+    assert race is not None, planned.reason
     assert not set(race.training) & set(race.selection)
     per_epoch = 0.01 * (len(race.training) + len(race.selection) / 3)
     assert 64 <= len(race.training) < 850 and race.first_epochs >= 1
@@ -112,21 +113,90 @@ def test_race_trains_on_fewer_images_when_whole_epochs_do_not_fit() -> None:
 
     assert halving_units(len(race.candidates)) * race.first_epochs * per_epoch <= 10.0
     # with the whole data fitting, the race trains on every image outside the selection
-    roomy, _ = plan_race(build_config(overrides={"run.race": "on", "run.time_budget": "60m"}),
-                         cfg, fp, set(), Probe(sample_seconds=0.01), 1000, Path("/nonexistent"))
+    roomy = plan_race(build_config(overrides={"run.race": "on", "run.time_budget": "60m"}),
+                      cfg, fp, set(), Probe(sample_seconds=0.01), 1000, Path("/nonexistent")).race
     assert roomy is not None and len(roomy.training) == 1000 - len(roomy.selection)
     assert len(roomy.candidates) == 4
     # unasked, a race whose rungs give each candidate too few steps to learn is not run
     auto = build_config(overrides={"run.time_budget": "40s"})
-    none, why = plan_race(auto, auto, fp, set(), Probe(sample_seconds=0.01), 1000,
-                          Path("/nonexistent"))
+    none = plan_race(auto, auto, fp, set(), Probe(sample_seconds=0.01), 1000,
+                     Path("/nonexistent"))
     steps = race.first_epochs * (len(race.training) // cfg.data.batch_size)
-    assert none is None and steps < RUNG_MIN_STEPS and "too few to rank" in why
+    assert none.race is None and steps < RUNG_MIN_STEPS and "too few to rank" in none.reason
     ample = build_config(overrides={"run.time_budget": "5m"})  # 75 s: enough steps each
-    raced, _ = plan_race(ample, ample, fp, set(), Probe(sample_seconds=0.01), 1000,
-                         Path("/nonexistent"))
+    raced = plan_race(ample, ample, fp, set(), Probe(sample_seconds=0.01), 1000,
+                      Path("/nonexistent")).race
     assert raced is not None
     assert raced.first_epochs * (len(raced.training) // ample.data.batch_size) >= RUNG_MIN_STEPS
+
+
+def test_halving_seconds_counts_the_dearest_survivors() -> None:
+    from segkit.plan.race import halving_seconds, halving_units
+
+    assert halving_seconds([2.0] * 4) == pytest.approx(halving_units(4) * 2.0)
+    # 4 + 3 + 2 + 1 in the first rung, then the dearest two (4 + 3) for one length more
+    assert halving_seconds([1.0, 4.0, 2.0, 3.0]) == pytest.approx(10.0 + 7.0)
+    assert halving_seconds([5.0]) == 5.0
+
+
+def speed_candidates() -> list[Candidate]:
+    return [Candidate(name, {"model.name": name}) for name in ("resnet101", "smallcnn",
+                                                                 "resnet18")]
+
+
+def test_a_timed_race_drops_its_slowest_candidate_first() -> None:
+    from segkit.plan.configure import size_race
+
+    speeds = {"resnet101": 0.05, "smallcnn": 0.001, "resnet18": 0.004}
+    selection = list(range(100))
+    # 20 s: resnet101's epochs (900 images, 45 s each) cannot fit; the other two race
+    sized = size_race(speed_candidates(), speeds, 20.0, 1000, selection, 16, 0,
+                      by_speed=True, forced=False)
+    assert sized is not None
+    entrants, training, epochs = sized
+    assert [c.label for c in entrants] == ["smallcnn", "resnet18"] and len(training) == 900
+    assert epochs == 20 // ((0.001 + 0.004) * (900 + 100 / 3))
+    # without --time the rules' order decides who leaves: the last (resnet18), then smallcnn
+    assert size_race(speed_candidates(), speeds, 20.0, 1000, selection, 16, 0,
+                     by_speed=False, forced=False) is None
+
+
+def test_without_a_race_a_network_too_slow_for_the_budget_gives_way() -> None:
+    from segkit.plan.configure import MIN_PASSES, RacePlan, faster_network
+
+    fp = Fingerprint.from_dict({"splits": {"train": 1000, "val": 0},
+                                "image_size": {"height": {"median": 64},
+                                               "width": {"median": 64}}})
+    cfg = build_config(overrides={"task": "multilabel", "model.name": "resnet101",
+                                  "run.time_budget": "60s", "data.batch_size": 32})
+    # 95% of 60 s at 57 ms a sample: one pass over 1000 images, 31 steps of 32
+    planned = RacePlan(None, "too short", speed_candidates(),
+                       {"resnet101": 0.057, "smallcnn": 0.0002, "resnet18": 0.004})
+    faster = faster_network(planned, cfg, fp)
+    assert faster is not None and faster[0].label == "smallcnn"
+    assert "resnet101 would train 31 steps, 1.0 passes" in faster[1]
+    # both sides of each line: RUNG_MIN_STEPS steps (at batch 64: 15 steps a pass, so the
+    # steps come after MIN_PASSES passes)...
+    one_pass = 57.0 / 1000  # seconds a sample giving exactly one pass
+    big_batches = build_config(overrides={"task": "multilabel", "model.name": "resnet101",
+                                          "run.time_budget": "60s", "data.batch_size": 64})
+    steps_line = one_pass * 15 / RUNG_MIN_STEPS
+    planned.speeds["resnet101"] = steps_line * 0.999
+    assert faster_network(planned, big_batches, fp) is None
+    planned.speeds["resnet101"] = steps_line * 1.002
+    assert faster_network(planned, big_batches, fp)[0].label == "smallcnn"
+    # ...and MIN_PASSES passes (at batch 4, where one pass is 250 steps already)
+    small_batches = build_config(overrides={"task": "multilabel", "model.name": "resnet101",
+                                            "run.time_budget": "60s", "data.batch_size": 4})
+    planned.speeds["resnet101"] = one_pass / MIN_PASSES * 0.999
+    assert faster_network(planned, small_batches, fp) is None
+    planned.speeds["resnet101"] = one_pass / MIN_PASSES * 1.002
+    assert faster_network(planned, small_batches, fp)[0].label == "smallcnn"
+    # with no candidate fast enough, or without --time, the rules' pick stays
+    assert faster_network(RacePlan(None, "", speed_candidates(), dict.fromkeys(
+        planned.speeds, 1.0)), cfg, fp) is None
+    untimed = build_config(overrides={"task": "multilabel", "model.name": "resnet101"})
+    assert faster_network(planned, untimed, fp) is None
 
 
 def fake_race(scores: dict[str, list[float]], budget: float = 100.0) -> Race:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from segkit.data.fingerprint import Fingerprint, fingerprint_dataset
 from segkit.errors import SegkitError
 from segkit.models import MODELS
 from segkit.plan.planfile import read_plan, write_plan
-from segkit.plan.probe import probe_machine
+from segkit.plan.probe import probe_machine, sample_seconds_each
 from segkit.plan.race import (
     MAX_CANDIDATES,
     RACE_MIN_IMAGES,
@@ -29,20 +31,27 @@ from segkit.plan.race import (
     Candidate,
     FitRung,
     Race,
-    first_rung_epochs,
-    halving_units,
+    halving_seconds,
     load_state,
     race_training,
     run_race,
     selection_split,
 )
-from segkit.plan.rules import Decision, Probe, apply_plan, explicit_keys, plan_recipe
+from segkit.plan.rules import (
+    BUDGET_SHARE,
+    Decision,
+    Probe,
+    apply_plan,
+    explicit_keys,
+    plan_recipe,
+)
 from segkit.rundir import RunDir
 from segkit.tasks import task_class
 from segkit.viz import plot_race
 
 FINGERPRINT_IMAGES = 500  # training images the plan's fingerprint reads at most
 RECIPE_RATES = (1.0, 1 / 3, 3.0)  # learning rates a recipe race tries, times the planned one
+MIN_PASSES = 2.0  # passes over the training images a network must get in the budget to learn
 
 
 @dataclass
@@ -76,19 +85,26 @@ def self_configure(cfg: Config, train_src: Source, run_dir: Path, started: float
         probe = probe_machine(first, train_src, run_dir, budget, explicit, timed=not blocker)
     probe.spent_seconds = time.time() - (started or time.time())
     decisions = plan_recipe(cfg, fingerprint, explicit, probe)
-    race = None
+    planned = RacePlan(None, blocker)
     if not blocker and fit_rung is not None:
-        race, blocker = plan_race(cfg, first, fingerprint, explicit, probe, len(train_src),
-                                  run_dir)
-        if race is not None:
-            run_race(race, fit_rung, RunDir(run_dir).race)
-            plot_race([asdict(r) for r in race.rows], race.winner,
-                      task_class(cfg.task).headline, RunDir(run_dir).race_plot)
-            probe.spent_seconds = time.time() - (started or time.time())
-            decisions = winner_decisions(cfg, race, fingerprint, explicit, probe)
-    write_plan(RunDir(run_dir).plan, decisions, fingerprint,
-               race.to_dict() if race else {"ran": False, "reason": blocker})
-    return Planned(apply_plan(cfg, decisions), race, fingerprint, probe.sample_seconds)
+        planned = plan_race(cfg, first, fingerprint, explicit, probe, len(train_src), run_dir,
+                            lambda c: measured_speeds(first, c, probe, train_src, run_dir))
+    if planned.race is not None and fit_rung is not None:
+        race = run_race(planned.race, fit_rung, RunDir(run_dir).race)
+        plot_race([asdict(r) for r in race.rows], race.winner,
+                  task_class(cfg.task).headline, RunDir(run_dir).race_plot)
+        probe.spent_seconds = time.time() - (started or time.time())
+        decisions = winner_decisions(cfg, race, fingerprint, explicit, probe)
+    elif (faster := faster_network(planned, first, fingerprint)) is not None:
+        candidate, why = faster
+        probe = dataclasses.replace(probe, sample_seconds=planned.speeds[candidate.label])
+        decisions = network_decisions(cfg, candidate, "network", why, fingerprint, explicit,
+                                      probe)
+        planned.reason += f"; {why}"
+    write_plan(RunDir(run_dir).plan, decisions, fingerprint, planned.race.to_dict()
+               if planned.race else {"ran": False, "reason": planned.reason,
+                                     **({"speeds": planned.speeds} if planned.speeds else {})})
+    return Planned(apply_plan(cfg, decisions), planned.race, fingerprint, probe.sample_seconds)
 
 
 def race_blocker(cfg: Config, train_src: Source, one_device: bool) -> str:
@@ -105,43 +121,140 @@ def race_blocker(cfg: Config, train_src: Source, one_device: bool) -> str:
     return ""
 
 
+@dataclass
+class RacePlan:
+    """The race to run (None: none, and why), its candidates and their measured speeds."""
+
+    race: Race | None
+    reason: str = ""
+    candidates: list[Candidate] = dataclasses.field(default_factory=list)
+    speeds: dict[str, float] = dataclasses.field(default_factory=dict)  # s a training sample
+
+
+# candidates -> measured seconds a training sample of each
+MeasureSpeeds = Callable[[list[Candidate]], dict[str, float]]
+
+
 def plan_race(cfg: Config, first: Config, fingerprint: Fingerprint, explicit: set[str],
-              probe: Probe, n_train: int, run_dir: Path) -> tuple[Race | None, str]:
-    """The race to run (a killed one's saved state when there is one), or why there is none."""
+              probe: Probe, n_train: int, run_dir: Path,
+              measure: MeasureSpeeds | None = None) -> RacePlan:
+    """The race to run (a killed one's saved state when there is one), or why there is none.
+
+    ``measure`` times each candidate's training step here; without it every candidate is
+    taken to be as fast as the rules' pick. With ``--time`` the slowest candidates leave first
+    when the race does not fit its share; otherwise the rules' last ones do.
+    """
     saved = load_state(RunDir(run_dir).race)
     if saved is not None:
-        return saved, ""
+        return RacePlan(saved, "", saved.candidates, saved.speeds)
     kind, candidates = race_candidates(cfg, first, fingerprint, explicit, probe)
     if len(candidates) < 2:
-        return None, "you set the network and its recipe: nothing left to race"
+        return RacePlan(None, "you set the network and its recipe: nothing left to race")
     selection = selection_split(n_train, cfg.run.seed, cfg.run.race == "on")
-    sample = probe.sample_seconds or 0.0
+    began = time.perf_counter()
+    speeds = (measure(candidates) if measure and kind == "network" else
+              {c.label: probe.sample_seconds or 0.0 for c in candidates})
     if cfg.run.time_budget:
         budget = RACE_SHARE * budget_seconds(cfg.run.time_budget)
     else:
-        budget = RACE_SHARE * first.run.epochs * sample * (n_train + fingerprint.n_val / 3)
-    # a rung epoch: its training images, plus scoring the selection at a third of the cost
-    per_image, scoring = sample, sample * len(selection) / 3
-    for count in range(len(candidates), 1, -1):  # the rules' last candidates go first
-        room = budget / halving_units(count) - scoring  # one epoch each must fit
-        images = min(n_train - len(selection), int(room / max(per_image, 1e-9)))
-        if images < min(RUNG_MIN_IMAGES, n_train - len(selection)):
-            continue
-        training = race_training(n_train, selection, cfg.run.seed, images)
-        epochs = first_rung_epochs(count, per_image * len(training) + scoring, budget)
-        steps = epochs * max(len(training) // first.data.batch_size, 1)
-        if steps >= RUNG_MIN_STEPS or cfg.run.race == "on":
-            return Race(kind, candidates[:count], round(budget, 1), epochs, selection,
-                        training), ""
-    return None, (f"the race's share of the time ({budget:.0f} s) gives two candidates fewer "
-                  f"than {RUNG_MIN_STEPS} training steps each, too few to rank them: the rules "
-                  "decided alone (--race runs it all the same)")
+        budget = RACE_SHARE * first.run.epochs * (probe.sample_seconds or 0.0) * (
+            n_train + fingerprint.n_val / 3)
+    budget -= time.perf_counter() - began  # timing the candidates came out of the race's share
+    sized = size_race(candidates, speeds, budget, n_train, selection, first.data.batch_size,
+                      cfg.run.seed, by_speed=bool(cfg.run.time_budget),
+                      forced=cfg.run.race == "on")
+    if sized is not None:
+        entrants, training, epochs = sized
+        return RacePlan(Race(kind, entrants, round(budget, 1), epochs, selection, training,
+                             speeds={c.label: speeds[c.label] for c in entrants}),
+                        "", candidates, speeds)
+    return RacePlan(None, f"the race's share of the time ({budget:.0f} s) gives two candidates "
+                    f"fewer than {RUNG_MIN_STEPS} training steps each, too few to rank them: "
+                    "the rules decided alone (--race runs it all the same)", candidates, speeds)
+
+
+def size_race(candidates: list[Candidate], speeds: dict[str, float], budget: float,
+              n_train: int, selection: list[int], batch: int, seed: int, by_speed: bool,
+              forced: bool) -> tuple[list[Candidate], list[int], int] | None:
+    """The entrants, the training images and the first rung's epochs of a halving that fits
+    ``budget`` seconds at the candidates' measured ``speeds``; None when no two fit.
+
+    A rung epoch costs its training images plus scoring the selection (a third of a training
+    step's work a sample). When the whole halving does not fit with every rung giving each
+    entrant ``RUNG_MIN_STEPS`` steps (``forced``: one step), a candidate leaves: the slowest
+    (``by_speed``) or the rules' last.
+    """
+    entrants = list(candidates)
+    while len(entrants) >= 2:
+        per_image = halving_seconds([speeds[c.label] for c in entrants])
+        scoring = per_image * len(selection) / 3
+        images = min(n_train - len(selection), int((budget - scoring) / max(per_image, 1e-12)))
+        if images >= min(RUNG_MIN_IMAGES, n_train - len(selection)):
+            training = race_training(n_train, selection, seed, images)
+            epochs = math.floor(budget / max(per_image * (len(training) + len(selection) / 3),
+                                             1e-12))
+            steps = epochs * max(len(training) // batch, 1)
+            if epochs >= 1 and (steps >= RUNG_MIN_STEPS or forced):
+                return entrants, training, epochs
+        slowest = max(range(len(entrants)), key=lambda i: (speeds[entrants[i].label], i))
+        entrants.pop(slowest if by_speed else -1)
+    return None
+
+
+def measured_speeds(first: Config, candidates: list[Candidate], probe: Probe,
+                    train_src: Source, run_dir: Path) -> dict[str, float]:
+    """Seconds a training sample of each candidate network here: each timed on a few samples,
+    scaled by what the probe's full batch measured for the rules' pick."""
+    configs = {c.label: build_config(first.to_dict(), c.overrides, "plan") for c in candidates}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*self.trainer. reference is not registered.*")
+        small = sample_seconds_each(configs, train_src, run_dir)
+    pick = first.model.name
+    scale = (probe.sample_seconds / small[pick] if pick in small and probe.sample_seconds
+             and small[pick] > 0 else 1.0)
+    return {label: seconds * scale for label, seconds in small.items()}
+
+
+def faster_network(planned: RacePlan, first: Config,
+                   fingerprint: Fingerprint) -> tuple[Candidate, str] | None:
+    """With ``--time`` and no race: the first candidate the rules rank that can learn in the
+    budget at its measured speed, when the rules' pick cannot (None: the pick stays).
+
+    Learning here means at least ``RUNG_MIN_STEPS`` optimiser steps and ``MIN_PASSES`` passes
+    over the training images: a network trained from random weights on one pass has seen
+    no image twice, and ends near the baseline whatever its size promises.
+    """
+    if not (first.run.time_budget and planned.speeds and planned.candidates):
+        return None
+    budget = budget_seconds(first.run.time_budget) * BUDGET_SHARE
+    per_epoch = fingerprint.n_train + fingerprint.n_val / 3
+
+    def passes(c: Candidate) -> float:
+        return budget / max(planned.speeds[c.label] * per_epoch, 1e-12)
+
+    def steps(c: Candidate) -> int:
+        batch = int(c.overrides.get("data.batch_size", first.data.batch_size))
+        return int(passes(c) * max(fingerprint.n_train // batch, 1))
+
+    def learns(c: Candidate) -> bool:
+        return steps(c) >= RUNG_MIN_STEPS and passes(c) >= MIN_PASSES
+
+    pick = next((c for c in planned.candidates if c.label == first.model.name), None)
+    faster = next((c for c in planned.candidates if learns(c)), None)
+    if pick is None or learns(pick) or faster is None:
+        return None
+    said = {c.label: f"{steps(c)} steps, {passes(c):.1f} passes over the training images, at "
+            f"{planned.speeds[c.label] * 1000:.1f} ms a sample measured here"
+            for c in (pick, faster)}
+    return faster, (f"{pick.label} would train {said[pick.label]}: too little to learn from "
+                    f"random weights; {faster.label}, the next the rules rank that can, trains "
+                    f"{said[faster.label]}")
 
 
 def race_candidates(cfg: Config, first: Config, fingerprint: Fingerprint,
                     explicit: set[str], probe: Probe) -> tuple[str, list[Candidate]]:
-    """The race's contenders in the rules' order: registry networks tagged for the race (the
-    rules' pick first) when the user named none, else learning rates for the user's."""
+    """The race's contenders in the rules' order: the rules' pick, then registry networks
+    tagged for the race, when the user named none; else learning rates for the user's."""
     named = ({"name", "encoder", "weights"} & cfg.model.model_fields_set
              or cfg.model.decoder_channels is not None)
     if named:
@@ -152,9 +265,10 @@ def race_candidates(cfg: Config, first: Config, fingerprint: Fingerprint,
                       "the planned rate" if f == 1 else f"{f:.2g}x the planned rate")
             for f in RECIPE_RATES]
     side = fingerprint.short_side
-    entrants = [e for e in MODELS if cfg.task in e.tags.get("tasks", ()) and "race" in e.tags
-                and int(e.tags.get("min_side", 0)) <= side]
-    entrants.sort(key=lambda e: (e.name != first.model.name, int(e.tags["race"])))
+    entrants = [e for e in MODELS if cfg.task in e.tags.get("tasks", ()) and (
+        "race" in e.tags or e.name == first.model.name) and int(e.tags.get("min_side", 0)) <= side]
+    # the rules' pick first (an entrant or not), then the entrants in their registry order
+    entrants.sort(key=lambda e: (e.name != first.model.name, int(e.tags.get("race", 0))))
     candidates = []
     for entry in entrants[:MAX_CANDIDATES]:
         overrides = network_overrides(cfg, entry.name, fingerprint, explicit, probe)
@@ -186,22 +300,32 @@ def winner_decisions(cfg: Config, race: Race, fingerprint: Fingerprint, explicit
     per_sample = race.epoch_seconds(winner.label) / max(len(race.training) + len(
         race.selection) / 3, 1)
     measured = dataclasses.replace(probe, sample_seconds=per_sample or probe.sample_seconds)
-    chosen = build_config(cfg.to_dict(), {k: v for k, v in winner.overrides.items()
-                                          if k.startswith("model.")}, "plan")
-    decisions = plan_recipe(chosen, fingerprint, explicit, measured)
-    out = [Decision(k, v, race.reason) for k, v in winner.overrides.items()
-           if k.startswith("model.") or (race.kind == "recipe" and k == "optim.lr")]
+    out = network_decisions(cfg, winner, race.kind, race.reason, fingerprint, explicit,
+                            measured, raced)
+    if not cfg.run.time_budget and raced >= cfg.run.epochs:
+        out.append(Decision("run.epochs", raced + 1, f"the winner trained {raced} epochs in "
+                            "the race, as many as planned: one more on all the training data"))
+    return out
+
+
+def network_decisions(cfg: Config, chosen: Candidate, kind: str, reason: str,
+                      fingerprint: Fingerprint, explicit: set[str], probe: Probe,
+                      raced: int = 0) -> list[Decision]:
+    """The plan for candidate ``chosen`` (for ``reason``): its network (or raced rate), and
+    the recipe the rules plan for it, its ``raced`` epochs counted in the run's."""
+    chosen_cfg = build_config(cfg.to_dict(), {k: v for k, v in chosen.overrides.items()
+                                              if k.startswith("model.")}, "plan")
+    decisions = plan_recipe(chosen_cfg, fingerprint, explicit, probe)
+    out = [Decision(k, v, reason) for k, v in chosen.overrides.items()
+           if k.startswith("model.") or (kind == "recipe" and k == "optim.lr")]
     raced_keys = {d.key for d in out}
     for d in decisions:
         if d.key in raced_keys:
             continue
-        if d.key == "run.epochs" and not d.user_set:  # planned from the time the race left
+        if d.key == "run.epochs" and not d.user_set and raced:  # from the time the race left
             d = Decision(d.key, raced + d.value, f"{raced} raced epochs, then {d.value} more: "
                          f"{d.reason}")
         out.append(d)
-    if not cfg.run.time_budget and raced >= cfg.run.epochs:
-        out.append(Decision("run.epochs", raced + 1, f"the winner trained {raced} epochs in "
-                            "the race, as many as planned: one more on all the training data"))
     return out
 
 

@@ -19,6 +19,7 @@ from segkit.tasks import Task, build_task
 from segkit.tasks.base import build_optimizer
 
 SLOW_FIRST_STEP = 2.0  # a probed option whose first step is this much slower is not timed on
+SPEED_SAMPLES = 4  # samples a step of each race candidate is timed on
 
 
 def accelerator_for(device: str) -> str:
@@ -59,12 +60,7 @@ def probe_machine(cfg: Config, train_src: Source, run_dir: Path, budget: float |
     and (long budgets) torch.compile."""
     task = build_task(cfg, train_src, run_dir)
     device = training_device(cfg)
-    task.to(device).train()
-    source = Augmented(type(task).training_source(cfg, train_src, run_dir),
-                       type(task).transform(cfg, True))
-    n = min(len(source), cfg.data.batch_size)
-    batch = torch.utils.data.default_collate([source[i % len(source)] for i in range(n)])
-    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    batch, n = training_batch(task, cfg, train_src, run_dir, device, cfg.data.batch_size)
     saved = [0]
 
     def count(t: torch.Tensor) -> torch.Tensor:
@@ -93,6 +89,34 @@ def probe_machine(cfg: Config, train_src: Source, run_dir: Path, budget: float |
         return probe
     probe_speedups(probe, task, optimizer, batch, device, eager, budget, explicit)
     return probe
+
+
+def training_batch(task: Task, cfg: Config, train_src: Source, run_dir: Path,
+                   device: torch.device, size: int) -> tuple[dict[str, Any], int]:
+    """``task`` on ``device`` in training mode, and a batch of up to ``size`` augmented
+    training samples for it there (with the number of samples)."""
+    task.to(device).train()
+    source = Augmented(type(task).training_source(cfg, train_src, run_dir),
+                       type(task).transform(cfg, True))
+    n = min(len(source), size)
+    batch = torch.utils.data.default_collate([source[i % len(source)] for i in range(n)])
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}, n
+
+
+def sample_seconds_each(configs: dict[str, Config], train_src: Source, run_dir: Path,
+                        samples: int = SPEED_SAMPLES) -> dict[str, float]:
+    """Seconds of training per sample of each config's network, from one step on ``samples``
+    samples after one warm-up step: cheap enough to time every candidate of a race, and
+    compared with each other (the probe's full-batch step calibrates them)."""
+    speeds = {}
+    for label, cfg in configs.items():
+        task = build_task(cfg, train_src, run_dir)
+        device = training_device(cfg)
+        batch, n = training_batch(task, cfg, train_src, run_dir, device, samples)
+        optimizer = build_optimizer(cfg.optim.model_copy(update={"lr": 1e-6}),
+                                    list(task.parameters()))
+        speeds[label] = timed_steps(task, optimizer, batch, device, steps=1, warmup=1) / n
+    return speeds
 
 
 def probe_speedups(probe: Probe, task: Any, optimizer: torch.optim.Optimizer,

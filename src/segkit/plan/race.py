@@ -77,6 +77,7 @@ class Race:
     rows: list[RaceRow] = field(default_factory=list)
     ranking: list[str] = field(default_factory=list)  # best first, once finished
     reason: str = ""
+    speeds: dict[str, float] = field(default_factory=dict)  # measured s a training sample
 
     def row(self, label: str, rung: int) -> RaceRow | None:
         """The finished rung ``rung`` of ``label``, if any."""
@@ -153,6 +154,17 @@ def halving_units(count: int) -> int:
         units += alive * (1 if rung == 0 else 2 ** (rung - 1))
         alive, rung = math.ceil(alive / 2), rung + 1
     return max(units, 1)
+
+
+def halving_seconds(costs: list[float]) -> float:
+    """Seconds a whole halving trains when a first-rung length costs each candidate what
+    ``costs`` says; the dearest are assumed to survive each rung (the race's upper bound)."""
+    dearest = sorted(costs, reverse=True)
+    total, alive, rung = 0.0, len(dearest), 0
+    while alive > 1:
+        total += sum(dearest[:alive]) * (1 if rung == 0 else 2 ** (rung - 1))
+        alive, rung = math.ceil(alive / 2), rung + 1
+    return total or (dearest[0] if dearest else 0.0)
 
 
 def first_rung_epochs(count: int, epoch_seconds: float, budget: float) -> int:
