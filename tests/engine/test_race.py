@@ -199,6 +199,34 @@ def test_without_a_race_a_network_too_slow_for_the_budget_gives_way() -> None:
     assert faster_network(planned, untimed, fp) is None
 
 
+def test_plan_gives_the_pick_s_place_to_a_network_that_can_learn_in_the_time(
+        tmp_path, two_entrants, monkeypatch) -> None:
+    """Through ``segkit plan --time``: the candidates' speeds (here given) are measured, the
+    pick too slow for the budget gives way, and plan.yaml says why with the figures."""
+    import segkit.plan.configure as configure
+    from segkit.engine.train import plan_only
+
+    measured: list[list[str]] = []
+
+    def speeds(first, candidates, probe, train_src, run_dir):  # noqa: ANN001, ANN202
+        measured.append([c.label for c in candidates])
+        return {"unet-classic": 5.0, "constant-test": 1e-5}
+
+    monkeypatch.setattr(configure, "measured_speeds", speeds)
+    over = race_overrides(tmp_path / "p", **{"run.time_budget": "30s"})
+    over.pop("run.epochs")
+    planned = plan_only(build_config(overrides=over))
+    assert measured == [["unet-classic", "constant-test"]]
+    assert planned.cfg.model.name == "constant-test" and planned.race is None
+    doc = plan_doc(tmp_path / "p")
+    name = next(d for d in doc["decisions"] if d["key"] == "model.name")
+    # 95% of 30 s at 5 s a sample over 48 + 8 / 3 images: 0.11 passes, 12 steps of 4 each
+    assert name["value"] == "constant-test"
+    assert "unet-classic would train 1 steps, 0.1 passes" in name["reason"]
+    assert doc["race"]["speeds"] == {"unet-classic": 5.0, "constant-test": 1e-5}
+    assert "constant-test, the next the rules rank that can" in doc["race"]["reason"]
+
+
 def fake_race(scores: dict[str, list[float]], budget: float = 100.0) -> Race:
     return Race("network", [Candidate(name, {"model.name": name}) for name in scores],
                 budget, 1, [0, 1, 2, 3], list(range(4, 20)))

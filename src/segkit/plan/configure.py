@@ -78,15 +78,14 @@ def self_configure(cfg: Config, train_src: Source, run_dir: Path, started: float
     explicit = explicit_keys(cfg)
     first = apply_plan(cfg, plan_recipe(cfg, fingerprint, explicit))
     budget = budget_seconds(cfg.run.time_budget) if cfg.run.time_budget else None
-    blocker = (race_blocker(cfg, train_src, one_device) if fit_rung else
-               "planned without training (segkit plan --race races the candidates)")
+    blocker = race_blocker(cfg, train_src, one_device)
     with warnings.catch_warnings():  # the probe's steps log outside a Trainer, on purpose
         warnings.filterwarnings("ignore", ".*self.trainer. reference is not registered.*")
         probe = probe_machine(first, train_src, run_dir, budget, explicit, timed=not blocker)
     probe.spent_seconds = time.time() - (started or time.time())
     decisions = plan_recipe(cfg, fingerprint, explicit, probe)
     planned = RacePlan(None, blocker)
-    if not blocker and fit_rung is not None:
+    if not blocker:  # sized (and the candidates timed) whether or not it runs here
         planned = plan_race(cfg, first, fingerprint, explicit, probe, len(train_src), run_dir,
                             lambda c: measured_speeds(first, c, probe, train_src, run_dir))
     if planned.race is not None and fit_rung is not None:
@@ -95,12 +94,18 @@ def self_configure(cfg: Config, train_src: Source, run_dir: Path, started: float
                   task_class(cfg.task).headline, RunDir(run_dir).race_plot)
         probe.spent_seconds = time.time() - (started or time.time())
         decisions = winner_decisions(cfg, race, fingerprint, explicit, probe)
+    elif planned.race is not None:
+        planned = dataclasses.replace(planned, race=None, reason=(
+            f"planned without training: a race of {len(planned.race.candidates)} candidates "
+            "fits (segkit plan --race runs it; segkit train does)"))
     elif (faster := faster_network(planned, first, fingerprint)) is not None:
         candidate, why = faster
         probe = dataclasses.replace(probe, sample_seconds=planned.speeds[candidate.label])
         decisions = network_decisions(cfg, candidate, "network", why, fingerprint, explicit,
                                       probe)
-        planned.reason += f"; {why}"
+        planned.reason += f": {why}"
+    elif planned.speeds:
+        planned.reason += ": the rules decided alone"
     write_plan(RunDir(run_dir).plan, decisions, fingerprint, planned.race.to_dict()
                if planned.race else {"ran": False, "reason": planned.reason,
                                      **({"speeds": planned.speeds} if planned.speeds else {})})
@@ -169,8 +174,8 @@ def plan_race(cfg: Config, first: Config, fingerprint: Fingerprint, explicit: se
                              speeds={c.label: speeds[c.label] for c in entrants}),
                         "", candidates, speeds)
     return RacePlan(None, f"the race's share of the time ({budget:.0f} s) gives two candidates "
-                    f"fewer than {RUNG_MIN_STEPS} training steps each, too few to rank them: "
-                    "the rules decided alone (--race runs it all the same)", candidates, speeds)
+                    f"fewer than {RUNG_MIN_STEPS} training steps each, too few to rank them "
+                    "(--race runs it all the same)", candidates, speeds)
 
 
 def size_race(candidates: list[Candidate], speeds: dict[str, float], budget: float,
