@@ -106,10 +106,10 @@ def ensure_exports(run_dir: Path, progress: bool = False) -> list[str]:
     from segkit.export import export_model
 
     have = {(r.format, r.precision) for r in run_exports(run_dir)}
-    formats = ["onnx"] + [f for f in ("openvino", "executorch") if backend_installed(f)]
+    formats = ["onnx"] + [f for f in ("openvino", "executorch", "ncnn") if backend_installed(f)]
     lines = []
     for fmt in formats:
-        for precision in ("fp32", "int8"):
+        for precision in ("fp32", "int8") if fmt != "ncnn" else ("fp32",):
             if (fmt, precision) in have:
                 continue
             try:

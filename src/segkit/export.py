@@ -30,6 +30,7 @@ from segkit.checkpoint_io import resolve_checkpoint, write_atomic
 from segkit.engine.backends import (
     EXPORT_DIR,
     ExecuTorchPredictor,
+    NcnnPredictor,
     OnnxPredictor,
     OpenVinoPredictor,
     TorchScriptPredictor,
@@ -44,18 +45,22 @@ from segkit.export_edge import (
     folder_bytes,
     write_coreml,
     write_executorch,
+    write_ncnn,
 )
 from segkit.models import model_label
 from segkit.models.wrappers import PadToMultiple, pad_for, pad_to_size
 
-EXPORTERS = ("onnx", "openvino", "torchscript", "executorch", "coreml")
+EXPORTERS = ("onnx", "openvino", "torchscript", "executorch", "coreml", "ncnn")
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "executorch": ".pte",
-            "coreml": ".mlpackage"}
+            "coreml": ".mlpackage", "ncnn": ".param"}
 RUNTIMES = {"onnx": ["onnxruntime", "openvino"], "openvino": ["openvino"],
-            "torchscript": ["torch"], "executorch": ["executorch"], "coreml": ["coreml"]}
-# formats whose converter is an extra: (the package, the extra)
-CONVERTERS = {"openvino": ("OpenVINO", "openvino"), "executorch": ("ExecuTorch", "edge"),
-              "coreml": ("coremltools", "edge")}
+            "torchscript": ["torch"], "executorch": ["executorch"], "coreml": ["coreml"],
+            "ncnn": ["ncnn"]}
+# formats whose converter is an extra: (what it needs, the extra, its packages)
+CONVERTERS = {"openvino": ("OpenVINO", "openvino", ("openvino",)),
+              "executorch": ("ExecuTorch", "edge", ("executorch",)),
+              "coreml": ("coremltools", "edge", ("coreml",)),
+              "ncnn": ("pnnx and ncnn", "edge", ("pnnx", "ncnn"))}
 
 
 class ExportWrapper(nn.Module):
@@ -184,8 +189,11 @@ def export_precision(fmt: str, int8: bool, fp16: bool) -> str:
     if fmt == "coreml" and precision == "int8":
         raise SegkitError("--int8 needs --format onnx, openvino or executorch (Core ML here is "
                           "FP32 or --fp16)")
-    if fmt in CONVERTERS and not backend_installed(fmt):
-        package, extra = CONVERTERS[fmt]
+    if fmt == "ncnn" and precision == "int8":
+        raise SegkitError("--int8 needs --format onnx, openvino or executorch (NCNN here is "
+                          "FP32 or --fp16)")
+    if fmt in CONVERTERS and not all(backend_installed(p) for p in CONVERTERS[fmt][2]):
+        package, extra, _ = CONVERTERS[fmt]
         raise SegkitError(f"--format {fmt} needs {package}: pip install 'segkit[{extra}]'")
     return precision
 
@@ -226,6 +234,14 @@ def write_fp32(job: ExportJob, dynamic: bool, opset: int, written: list[Path],
         program = ExecuTorchPredictor(job.out, meta=job.meta)
         program.precision = job.precision
         return program, job.out
+    if job.fmt == "ncnn":  # written at the training size, as ExecuTorch's program
+        if job.spatial:
+            job.meta["fixed_size"] = json.dumps([h, w])
+        written += [job.out, job.out.with_suffix(".bin")]
+        write_ncnn(job.wrapper, job.example, job.out, job.precision == "fp16")
+        model = NcnnPredictor(job.out, meta=job.meta, fp16=job.precision == "fp16")
+        model.precision = job.precision
+        return model, job.out
     if job.fmt == "torchscript":
         if job.spatial and not dynamic:
             job.meta["fixed_size"] = json.dumps([h, w])
@@ -273,14 +289,15 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
     Args:
         run: run directory or checkpoint.
         out: the file to write; default ``RUN/export/FORMAT/model[-int8|-fp16].SUFFIX``.
-        fmt: ``onnx``, ``openvino``, ``torchscript``, ``executorch`` or ``coreml``.
+        fmt: ``onnx``, ``openvino``, ``torchscript``, ``executorch``, ``coreml`` or ``ncnn``.
         dynamic: dynamic batch (and, for segmentation, height and width).
         opset: ONNX opset.
         tolerance: FP32 only: largest allowed |exported - PyTorch| logit, in units of the
             largest PyTorch logit when that exceeds 1 (float32 rounding grows with them).
         int8: post-training static INT8 quantisation (ONNX and OpenVINO).
         fp16: half-precision weights (ONNX: FP16 graph with FP32 inputs and outputs; OpenVINO:
-            FP16-compressed weights).
+            FP16-compressed weights; Core ML: FP16 compute; NCNN: FP16 weights, and FP16
+            storage and arithmetic where the CPU has them).
         calibration: INT8: how many training images calibrate the activation ranges.
         max_drop: fail when the validation headline metric drops by more than this many
             points (1 point = 0.01) against PyTorch; negative: skip the accuracy check.
@@ -306,7 +323,7 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
                               job.precision)
         written.append(write_sidecar(result, fmt, job.checkpoint, diff))  # the runtimes read it
         exported = (OpenVinoPredictor(job.out) if fmt == "openvino" else
-                    OnnxPredictor(job.out) if fmt == "onnx" else fp32)  # ET, TorchScript: as is
+                    OnnxPredictor(job.out) if fmt == "onnx" else fp32)  # the others: as written
         result.accuracy = accuracy_check(reference, exported, max_drop, check_images, progress)
     except BaseException:
         for path in written:
@@ -331,8 +348,8 @@ def write_checked(job: ExportJob, reference: Predictor,
         warnings.simplefilter("ignore")
         fp32, fp32_path = write_fp32(job, dynamic, opset, written, calibration)
         diff = check_export(reference, fp32, job.example, job.spatial, job.step)
-        quantized_first = job.fmt == "executorch" and job.precision == "int8"
-        if diff > tolerance and not quantized_first:  # INT8 answers to --max-drop
+        final_first = job.fmt in ("executorch", "ncnn") and job.precision != "fp32"
+        if diff > tolerance and not final_first:  # INT8 and FP16 answer to --max-drop
             raise SegkitError(f"{job.out}: exported model differs from PyTorch by "
                               f"{diff:.2e} (> {tolerance:g}); the export is not trustworthy")
         if job.fmt in ("onnx", "openvino"):
@@ -386,7 +403,8 @@ def write_sidecar(result: ExportResult, fmt: str, checkpoint: Path, diff: float)
         "accuracy": result.accuracy,
         "checks": result.checks,
         "size_bytes": folder_bytes(result.path) + (
-            result.path.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0),
+            result.path.with_suffix(".bin").stat().st_size if fmt in ("openvino", "ncnn")
+            else 0),
         "source": checkpoint_stamp(checkpoint),
         "metadata": meta,
     }

@@ -6,6 +6,10 @@ the XNNPACK quantizer (PT2E: per-channel symmetric weights, activations calibrat
 images). The program takes one image of the training size (padded to the network's multiple):
 segkit's predictors pad smaller images to it and slide windows of it over larger ones.
 
+NCNN (``.param`` with its ``.bin`` beside it): pnnx traces the same normalisation + network
+and writes NCNN's model (FP32, or FP16 weights); the ncnn runtime runs it here, so it is
+checked like ONNX. It too is written at the training size.
+
 Core ML (``.mlpackage``): coremltools' PyTorch converter, an ML program (FP32, or FP16
 weights and compute) at the training size. Converted and its spec read back here; its outputs
 are compared with PyTorch's only where a Core ML runtime exists (Apple platforms), and
@@ -14,10 +18,15 @@ are compared with PyTorch's only where a Core ML runtime exists (Apple platforms
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import platform
 import shutil
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +111,53 @@ def write_coreml(network: nn.Module, example: torch.Tensor, out: Path, meta: dic
     tmp.rename(out)
     return {**coreml_spec_check(out, list(example.shape), meta),
             **coreml_outputs_check(out, network, example)}
+
+
+def write_ncnn(network: nn.Module, example: torch.Tensor, out: Path, fp16: bool) -> None:
+    """``network`` as an NCNN model through pnnx at ``example``'s shape: ``out`` (``.param``)
+    and its weights beside it (``.bin``; FP16 weights when ``fp16``)."""
+    if not (backend_installed("ncnn") and backend_installed("pnnx")):
+        raise SegkitError(f"--format ncnn needs pnnx and ncnn: {EDGE_EXTRA}")
+    import pnnx
+
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".pnnx-") as tmp:
+        work = Path(tmp)
+        names = {key: str(work / name) for key, name in (
+            ("pnnxparam", "m.pnnx.param"), ("pnnxbin", "m.pnnx.bin"), ("pnnxpy", "m_pnnx.py"),
+            ("pnnxonnx", "m.pnnx.onnx"), ("ncnnparam", "m.param"), ("ncnnbin", "m.bin"),
+            ("ncnnpy", "m_ncnn.py"))}
+        log = work / "pnnx.log"
+        with warnings.catch_warnings(), torch.no_grad(), fds_to(log):
+            warnings.simplefilter("ignore")
+            try:
+                pnnx.export(network.eval(), str(work / "m.pt"), (example,), fp16=fp16, **names)
+            except Exception as err:  # tracing and conversion raise many kinds
+                raise SegkitError(f"{out}: pnnx cannot convert this network "
+                                  f"({str(err).strip().splitlines()[0][:160]})") from None
+        if not (work / "m.param").is_file():
+            said = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise SegkitError(f"{out}: pnnx wrote no NCNN model ({said[0][:160]})")
+        os.replace(work / "m.bin", out.with_suffix(".bin"))
+        os.replace(work / "m.param", out)
+
+
+@contextlib.contextmanager
+def fds_to(path: Path) -> Iterator[None]:
+    """Standard output and error, at the file-descriptor level, into ``path``: pnnx's C++
+    converter prints every pass there."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with path.open("wb") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def coreml_spec_check(path: Path, shape: list[int], meta: dict[str, str]) -> dict[str, Any]:

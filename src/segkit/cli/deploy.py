@@ -103,18 +103,20 @@ def bake(args: argparse.Namespace) -> int:
 
 def add_export_parser(sub: Subparsers) -> None:
     """Register export."""
-    x = sub.add_parser("export", help="ONNX / OpenVINO / TorchScript / ExecuTorch export (FP32, "
-                       "FP16, INT8), checked against PyTorch; or a Hugging Face-layout folder "
-                       "(--format hf)")
+    x = sub.add_parser("export", help="ONNX / OpenVINO / TorchScript / ExecuTorch / Core ML / "
+                       "NCNN export (FP32, FP16, INT8), checked against PyTorch; or a Hugging "
+                       "Face-layout folder (--format hf)")
     x.add_argument("run", help="run directory or checkpoint file")
     x.add_argument("--format", choices=["onnx", "openvino", "torchscript", "executorch",
-                                        "coreml", "hf", "cvat"],
+                                        "coreml", "ncnn", "hf", "cvat"],
                    default="onnx", help="executorch: a .pte program for ExecuTorch's XNNPACK "
-                   "delegate; coreml: a Core ML .mlpackage (both: pip install 'segkit[edge]'); "
+                   "delegate; coreml: a Core ML .mlpackage; ncnn: NCNN's .param + .bin through "
+                   "pnnx (all three: pip install 'segkit[edge]'); "
                    "hf: model.safetensors + config.json + "
                    "model card in a folder; cvat: a CVAT serverless detector function (ONNX + "
                    "handler)")
-    x.add_argument("--out", help="output file (.onnx / .xml / .pt / .pte / .mlpackage) or folder "
+    x.add_argument("--out", help="output file (.onnx / .xml / .pt / .pte / .mlpackage / .param) "
+                   "or folder "
                    "(hf, cvat); "
                    "default RUN/export/FORMAT/model[-int8|-fp16].SUFFIX (hf, cvat: "
                    "RUN/export/FORMAT), where --backend auto looks")
@@ -164,8 +166,8 @@ def add_benchmark_serve_parsers(sub: Subparsers) -> None:
     sv.add_argument("--device", default="cpu")
     sv.add_argument("--max-upload-mb", type=float, default=10.0)
     sv.add_argument("--backend", default="auto", help="auto (the fastest of the run's "
-                    "exports, else PyTorch), torch, onnxruntime, openvino or "
-                    "executorch")
+                    "exports, else PyTorch), torch, onnxruntime, openvino, "
+                    "executorch or ncnn")
     sv.add_argument("--max-batch", type=int, default=8,
                     help="concurrent requests run as one forward (1: no batching)")
     sv.add_argument("--max-wait-ms", type=float, default=5.0,

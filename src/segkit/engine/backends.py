@@ -9,6 +9,7 @@ multi-label run the same on every backend:
 - ``onnxruntime``: an exported ``.onnx`` file (CPU, or CUDA / TensorRT providers on a GPU);
 - ``openvino``: an exported ``.onnx`` or OpenVINO ``.xml`` file (``pip install segkit[openvino]``);
 - ``executorch``: an exported ``.pte`` program (XNNPACK delegate; ``pip install segkit[edge]``).
+- ``ncnn``: an exported NCNN ``.param`` + ``.bin`` model (``pip install segkit[edge]``).
 
 ``auto`` (the default) picks, for a run directory, the fastest of its exports under
 ``RUN/export/`` that still match its checkpoint: the one ``segkit benchmark`` measured fastest,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ BACKENDS = {
     "openvino": "OpenVINO on an exported .onnx or .xml file (pip install 'segkit[openvino]')",
     "executorch": "ExecuTorch's XNNPACK delegate on an exported .pte file "
                   "(pip install 'segkit[edge]')",
+    "ncnn": "NCNN on an exported .param + .bin model (pip install 'segkit[edge]')",
 }
 EXPORT_DIR = "export"
 # Without measurements: INT8 first (4.7x eager measured for ONNX Runtime on 2 CPU cores),
@@ -52,7 +55,8 @@ def backend_installed(name: str) -> bool:
     """True when the Python package of a runtime (a backend, or an export format's converter)
     can be imported here."""
     module = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino",
-              "executorch": "executorch", "coreml": "coremltools"}.get(name)
+              "executorch": "executorch", "coreml": "coremltools", "ncnn": "ncnn",
+              "pnnx": "pnnx"}.get(name)
     return module is not None and importlib.util.find_spec(module) is not None
 
 
@@ -163,7 +167,7 @@ def choose(run_dir: Path, backend: str, device: str) -> tuple[str, Path | None, 
             RUNTIME_ORDER.index(c[0]) if c[0] in RUNTIME_ORDER else 9,
             c[0] == "openvino" and c[1].format != "openvino"))  # its own IR before ONNX
         return name, rec.path, f"{rec.precision} export, not benchmarked yet"
-    if backend in ("onnxruntime", "openvino", "executorch"):
+    if backend in ("onnxruntime", "openvino", "executorch", "ncnn"):
         fmt = {"onnxruntime": "onnx"}.get(backend, backend)
         raise SegkitError(f"{run_dir}: no {backend} export of its current checkpoint; run "
                           f"`segkit export {run_dir} --format {fmt}`")
@@ -224,12 +228,14 @@ def load_predictor(model: str | Path, device: str = "cpu",
         return TorchPredictor.from_checkpoint(path, device, options, channels_last, compile)
     if suffix == ".pte":
         return ExecuTorchPredictor(path, options)
+    if suffix == ".param":
+        return NcnnPredictor(path, options, threads=threads)
     return TorchScriptPredictor(path, options)
 
 
 RUNTIME_OF = {".onnx": "onnxruntime", ".xml": "openvino", ".pt": "torch", ".ts": "torch",
               ".torchscript": "torch", ".ckpt": "torch", ".safetensors": "torch",
-              ".pte": "executorch"}
+              ".pte": "executorch", ".param": "ncnn"}
 
 
 def file_runtime(path: Path) -> str:
@@ -240,7 +246,7 @@ def file_runtime(path: Path) -> str:
     runtime = RUNTIME_OF.get(path.suffix.lower())
     if runtime is None:
         raise SegkitError(f"{path}: not a run, checkpoint or export (.ckpt, .onnx, .xml, .pt, "
-                          ".pte)")
+                          ".pte, .param)")
     return runtime
 
 
@@ -440,10 +446,61 @@ class ExecuTorchPredictor(ExportedPredictor):
         return torch.cat([self.method.execute([x[i : i + 1]])[0].clone() for i in range(len(x))])
 
 
+class NcnnPredictor(ExportedPredictor):
+    """Runs an NCNN model written by ``segkit export --format ncnn`` (``.param``, its ``.bin``
+    beside it) with the ncnn runtime, one image at a time at its one size.
+
+    Args:
+        path: the ``.param`` file.
+        options: TTA, windows, thresholds, top-k.
+        meta: the export's metadata (default: its sidecar's).
+        threads: CPU threads (default: all cores).
+        fp16: FP16 storage and arithmetic where the CPU has them (default: the sidecar's
+            precision says).
+    """
+
+    backend = "ncnn"
+
+    def __init__(self, path: str | Path, options: InferenceOptions | None = None,
+                 meta: dict[str, str] | None = None, threads: int | None = None,
+                 fp16: bool | None = None) -> None:
+        path = Path(path)
+        if not (path.is_file() and path.with_suffix(".bin").is_file()):
+            raise SegkitError(f"NCNN model not found: {path} with {path.stem}.bin beside it")
+        if not backend_installed("ncnn"):
+            raise SegkitError("the ncnn backend needs ncnn: pip install 'segkit[edge]'")
+        meta = meta or file_metadata(path)
+        super().__init__(path, meta, options, int(meta.get("in_channels", "3")))
+        import ncnn
+
+        self.net = ncnn.Net()
+        half = self.precision == "fp16" if fp16 is None else fp16
+        opt = self.net.opt
+        opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = half
+        opt.num_threads = threads or os.cpu_count() or 1
+        if self.net.load_param(str(path)) or self.net.load_model(str(path.with_suffix(".bin"))):
+            raise SegkitError(f"{path}: ncnn cannot load it (not an NCNN model, or its .bin "
+                              "does not match)")
+        self.names = (self.net.input_names()[0], self.net.output_names()[0])
+
+    def run(self, pixels: torch.Tensor) -> torch.Tensor:
+        import ncnn
+
+        x = pixels.detach().float().cpu().numpy()
+        out = []
+        for image in x:
+            extractor = self.net.create_extractor()
+            extractor.input(self.names[0], ncnn.Mat(np.ascontiguousarray(image)).clone())
+            _, answer = extractor.extract(self.names[1])
+            out.append(torch.from_numpy(np.array(answer)).clone())
+        return torch.stack(out)
+
+
 __all__ = [
     "BACKENDS",
     "ExecuTorchPredictor",
     "ExportedPredictor",
+    "NcnnPredictor",
     "OnnxPredictor",
     "OpenVinoPredictor",
     "TorchScriptPredictor",
