@@ -42,8 +42,9 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy src/segkit
 
+# the slowest tests are listed at the end: where the suite's time goes
 test: $(STAMP) browser label-studio lint
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=25
 
 test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest tests -m "not slow"
