@@ -159,6 +159,9 @@ def test_benchmark_measures_each_backend_and_auto_follows_it(run_copy, capsys) -
         assert 0 < row["latency_p50_ms"] <= row["latency_p95_ms"]
         assert row["throughput"] > 0 and row["peak_rss_mb"] > 50
     assert rows[("torch", "eager")]["speedup_vs_eager"] == 1.0
+    side = json.loads((run_copy / "export" / "onnx" / "model.json").read_text())
+    assert rows[("onnxruntime", "onnx")]["size_mb"] == side["size_bytes"] / 2**20
+    assert "size_mb" not in rows[("torch", "eager")] and "| file MiB |" in out
     fastest = max((r for r in saved["rows"] if r["variant"] != "channels-last"),
                   key=lambda r: r["throughput"])
     assert load_predictor(run_copy).backend == fastest["backend"]

@@ -153,12 +153,15 @@ def benchmark_run(run: str | Path, batch: int = 8, size: tuple[int, int] | None 
     threads = threads or max(1, torch.get_num_threads())
     base = {"batch": batch, "size": list(size) if size else None, "runs": runs,
             "seconds": seconds, "threads": threads}
-    specs, accuracy = benchmark_specs(run_dir)
+    specs, sidecars = benchmark_specs(run_dir)
     rows = []
     for spec in specs:
         got = measure_isolated({**base, **spec})
         row = {k: spec[k] for k in ("backend", "precision", "variant", "file")} | got
-        acc = accuracy.get(spec["file"], {})
+        side = sidecars.get(spec["file"], {})
+        if side.get("size_bytes"):
+            row["size_mb"] = side["size_bytes"] / 2**20
+        acc = side.get("accuracy") or {}
         if acc:
             row["metric"] = acc.get("metric")
             row["metric_value"] = acc.get("exported")
@@ -183,21 +186,21 @@ def benchmark_run(run: str | Path, batch: int = 8, size: tuple[int, int] | None 
 
 def benchmark_specs(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """What to time: PyTorch eager and channels-last, then every installed runtime of every
-    export in the run; and the accuracy each export's ``model.json`` recorded, by file."""
+    export in the run; and each export's ``model.json`` (accuracy kept, size), by file."""
     specs: list[dict[str, Any]] = [
         {"backend": "torch", "model": str(run_dir), "file": "", "precision": "fp32",
          "variant": "eager"},
         {"backend": "torch", "model": str(run_dir), "file": "channels-last",
          "precision": "fp32", "variant": "channels-last", "channels_last": True}]
-    accuracy: dict[str, Any] = {}
+    sidecars: dict[str, Any] = {}
     for record in run_exports(run_dir):
         rel = str(record.path.relative_to(run_dir))
-        accuracy[rel] = record.sidecar.get("accuracy", {})
+        sidecars[rel] = record.sidecar
         for name in record.backends:
             if backend_installed(name) and name != "torch":
                 specs.append({"backend": name, "model": str(record.path), "file": rel,
                               "precision": record.precision, "variant": record.format})
-    return specs, accuracy
+    return specs, sidecars
 
 
 def format_row(row: dict[str, Any]) -> str:
@@ -211,19 +214,21 @@ def format_row(row: dict[str, Any]) -> str:
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The rows as a markdown table."""
-    lines = [f"| backend | precision | variant | p50 ms (batch 1) | p95 ms | img/s (batch "
-             f"{result['batch']}) | vs eager | peak MiB | metric vs PyTorch (points) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| backend | precision | variant | file MiB | p50 ms (batch 1) | p95 ms | img/s "
+             f"(batch {result['batch']}) | vs eager | peak MiB | metric vs PyTorch (points) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
+        size = f"{r['size_mb']:.1f}" if r.get("size_mb") else "-"
         if "error" in r:
-            lines.append(f"| {r['backend']} | {r['precision']} | {r['variant']} | failed: "
-                         f"{r['error']} | | | | | |")
+            lines.append(f"| {r['backend']} | {r['precision']} | {r['variant']} | {size} | "
+                         f"failed: {r['error']} | | | | | |")
             continue
         drop = r.get("metric_drop_points")
         drop_text = f"{-drop:+.2f} {r['metric']}" if drop is not None else "0 (reference)" if (
             r["backend"] == "torch") else "not checked"
         lines.append(
-            f"| {r['backend']} | {r['precision']} | {r['variant']} | {r['latency_p50_ms']:.1f} | "
+            f"| {r['backend']} | {r['precision']} | {r['variant']} | {size} | "
+            f"{r['latency_p50_ms']:.1f} | "
             f"{r['latency_p95_ms']:.1f} | {r['throughput']:.1f} | "
             f"{r.get('speedup_vs_eager', float('nan')):.2f}x | {r['peak_rss_mb']:.0f} | "
             f"{drop_text} |")
