@@ -156,16 +156,8 @@ def benchmark_run(run: str | Path, batch: int = 8, size: tuple[int, int] | None 
     specs, sidecars = benchmark_specs(run_dir)
     rows = []
     for spec in specs:
-        got = measure_isolated({**base, **spec})
-        row = {k: spec[k] for k in ("backend", "precision", "variant", "file")} | got
-        side = sidecars.get(spec["file"], {})
-        if side.get("size_bytes"):
-            row["size_mb"] = side["size_bytes"] / 2**20
-        acc = side.get("accuracy") or {}
-        if acc:
-            row["metric"] = acc.get("metric")
-            row["metric_value"] = acc.get("exported")
-            row["metric_drop_points"] = acc.get("drop_points")
+        row = benchmark_row(spec, measure_isolated({**base, **spec}),
+                            sidecars.get(spec["file"], {}))
         rows.append(row)
         say(format_row(row))
     eager = next((r["throughput"] for r in rows if r["variant"] == "eager" and "throughput" in r),
@@ -182,6 +174,21 @@ def benchmark_run(run: str | Path, batch: int = 8, size: tuple[int, int] | None 
     out.write_text(json.dumps(result, indent=2))
     (out.with_suffix(".md")).write_text(markdown_table(result) + "\n")
     return result
+
+
+def benchmark_row(spec: dict[str, Any], got: dict[str, Any],
+                  sidecar: dict[str, Any]) -> dict[str, Any]:
+    """One measured row: what ran, what it measured, and the file's size and the metric its
+    ``model.json`` recorded."""
+    row = {k: spec[k] for k in ("backend", "precision", "variant", "file")} | got
+    if sidecar.get("size_bytes"):
+        row["size_mb"] = sidecar["size_bytes"] / 2**20
+    accuracy = sidecar.get("accuracy") or {}
+    if accuracy:
+        row["metric"] = accuracy.get("metric")
+        row["metric_value"] = accuracy.get("exported")
+        row["metric_drop_points"] = accuracy.get("drop_points")
+    return row
 
 
 def benchmark_specs(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
