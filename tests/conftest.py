@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -49,3 +50,18 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = build_config(overrides=tiny_overrides(out, **{"run.epochs": 2, "data.num_train": 32}))
     train(cfg)
     return out
+
+
+def noise_image(seed: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """A seeded uint8 image of uniform noise."""
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+@pytest.fixture()
+def trained_run_copy(trained_run: Path, tmp_path: Path) -> Path:
+    """A copy of ``trained_run`` a test may export into and change."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    return run

@@ -5,12 +5,11 @@ predictors (padding up to the program's one size, windows above it)."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import noise_image as image
 from conftest import tiny_overrides
 from segkit.config import build_config
 from segkit.engine.backends import ExecuTorchPredictor, load_predictor
@@ -21,28 +20,17 @@ from segkit.export import export_model
 pytest.importorskip("executorch")
 
 
-def image(seed: int, shape: tuple[int, int, int]) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
-
-
-@pytest.fixture()
-def run_copy(trained_run, tmp_path) -> Path:
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
-    return run
-
-
 @pytest.mark.slow
-def test_an_executorch_segmenter_predicts_as_pytorch(run_copy) -> None:
-    result = export_model(run_copy, fmt="executorch", max_drop=1)
-    assert result.path == run_copy / "export" / "executorch" / "model.pte"
+def test_an_executorch_segmenter_predicts_as_pytorch(trained_run_copy) -> None:
+    result = export_model(trained_run_copy, fmt="executorch", max_drop=1)
+    assert result.path == trained_run_copy / "export" / "executorch" / "model.pte"
     assert result.max_abs_diff is not None and result.max_abs_diff < 1e-3
     assert abs(result.accuracy["drop_points"]) <= 1
     side = json.loads(result.sidecar.read_text())
     assert side["backends"] == ["executorch"] and side["input"]["fixed_size"] == [32, 32]
-    program = load_predictor(run_copy, backend="executorch")
+    program = load_predictor(trained_run_copy, backend="executorch")
     assert isinstance(program, ExecuTorchPredictor)
-    torch_pred = load_predictor(run_copy, backend="torch")
+    torch_pred = load_predictor(trained_run_copy, backend="torch")
     for shape in [(32, 32, 3), (27, 19, 3)]:  # the program's size, and padded up to it
         mask, probs = program.predict_array(image(1, shape))
         expected, expected_probs = torch_pred.predict_array(image(1, shape))
@@ -53,8 +41,8 @@ def test_an_executorch_segmenter_predicts_as_pytorch(run_copy) -> None:
 
 
 @pytest.mark.slow
-def test_an_int8_executorch_program_keeps_the_metric(run_copy) -> None:
-    result = export_model(run_copy, fmt="executorch", int8=True, max_drop=5)
+def test_an_int8_executorch_program_keeps_the_metric(trained_run_copy) -> None:
+    result = export_model(trained_run_copy, fmt="executorch", int8=True, max_drop=5)
     assert result.path.name == "model-int8.pte" and result.precision == "int8"
     assert result.accuracy["backend"] == "executorch" and result.accuracy["drop_points"] <= 5
     assert load_predictor(result.path).precision == "int8"
@@ -77,29 +65,30 @@ def test_executorch_recognizers_answer_as_pytorch(tmp_path, task: str, data: str
         assert [n for n, _ in labels] == [n for n, _ in expected]
 
 
-def test_without_executorch_the_export_is_one_line(run_copy, monkeypatch) -> None:
+def test_without_executorch_the_export_is_one_line(trained_run_copy, monkeypatch) -> None:
     import segkit.export as export_module
 
     monkeypatch.setattr(export_module, "backend_installed", lambda name: name != "executorch")
     with pytest.raises(SegkitError, match=r"pip install 'segkit\[edge\]'"):
-        export_model(run_copy, fmt="executorch")
+        export_model(trained_run_copy, fmt="executorch")
     with pytest.raises(SegkitError, match="--fp16 needs --format onnx or openvino"):
-        export_model(run_copy, fmt="executorch", fp16=True)
+        export_model(trained_run_copy, fmt="executorch", fp16=True)
 
 
 @pytest.mark.parametrize("fp16", [False, True])
-def test_a_core_ml_package_is_converted_and_its_spec_read_back(run_copy, fp16: bool) -> None:
+def test_a_core_ml_package_is_converted_and_its_spec_read_back(trained_run_copy,
+                                                              fp16: bool) -> None:
     import platform
 
     import coremltools as ct
 
-    result = export_model(run_copy, fmt="coreml", fp16=fp16)
+    result = export_model(trained_run_copy, fmt="coreml", fp16=fp16)
     name = "model-fp16.mlpackage" if fp16 else "model.mlpackage"
-    assert result.path == run_copy / "export" / "coreml" / name and result.path.is_dir()
+    assert result.path == trained_run_copy / "export" / "coreml" / name and result.path.is_dir()
     spec = ct.utils.load_spec(str(result.path))
     assert spec.WhichOneof("Type") == "mlProgram"
     assert json.loads(spec.description.metadata.userDefined["classes"]) == load_predictor(
-        run_copy, backend="torch").info.classes
+        trained_run_copy, backend="torch").info.classes
     side = json.loads(result.sidecar.read_text())
     assert side["format"] == "coreml" and side["input"]["fixed_size"] == [32, 32]
     assert side["checks"]["spec_checked"] and side["checks"]["input"]["shape"] == [1, 3, 32, 32]
@@ -111,15 +100,15 @@ def test_a_core_ml_package_is_converted_and_its_spec_read_back(run_copy, fp16: b
         assert side["checks"]["max_abs_diff"] < (0.05 if fp16 else 1e-3)
 
 
-def test_core_ml_refuses_int8_in_one_line(run_copy) -> None:
+def test_core_ml_refuses_int8_in_one_line(trained_run_copy) -> None:
     with pytest.raises(SegkitError, match="Core ML here is FP32 or --fp16"):
-        export_model(run_copy, fmt="coreml", int8=True)
+        export_model(trained_run_copy, fmt="coreml", int8=True)
 
 
-def test_a_core_ml_package_handed_to_predict_says_where_it_runs(run_copy, capsys) -> None:
+def test_a_core_ml_package_handed_to_predict_says_where_it_runs(trained_run_copy, capsys) -> None:
     from segkit.cli import main
 
-    package = export_model(run_copy, fmt="coreml").path
-    assert main(["predict", str(package), str(run_copy / "val_grid.png"), "--out",
-                 str(run_copy / "p")]) == 2
+    package = export_model(trained_run_copy, fmt="coreml").path
+    assert main(["predict", str(package), str(trained_run_copy / "val_grid.png"), "--out",
+                 str(trained_run_copy / "p")]) == 2
     assert "runs where Core ML does" in capsys.readouterr().err

@@ -26,7 +26,7 @@ from segkit.plan.race import (
     RUNG_MIN_STEPS,
     Candidate,
     Race,
-    first_rung_epochs,
+    halving_seconds,
     load_state,
     run_race,
     selection_split,
@@ -74,10 +74,10 @@ def plan_doc(run: Path) -> dict:
 
 def test_first_rung_fits_the_whole_halving_in_the_budget() -> None:
     # 4 candidates: 4 first rungs, then 2 of them as long again = 6 rung-lengths
-    assert first_rung_epochs(4, 1.0, 60.0) == 10
-    assert first_rung_epochs(3, 1.0, 60.0) == 12  # 3 + 2
-    assert first_rung_epochs(2, 1.0, 60.0) == 30
-    assert first_rung_epochs(2, 1.0, 1.9) == 0  # not one epoch each
+    assert 60.0 // halving_seconds([1.0] * 4) == 10
+    assert 60.0 // halving_seconds([1.0] * 3) == 12  # 3 + 2
+    assert 60.0 // halving_seconds([1.0] * 2) == 30
+    assert 1.9 // halving_seconds([1.0] * 2) == 0  # not one epoch each
 
 
 def test_selection_split_is_a_seeded_held_out_share() -> None:
@@ -109,9 +109,7 @@ def test_race_trains_on_fewer_images_when_whole_epochs_do_not_fit() -> None:
     assert not set(race.training) & set(race.selection)
     per_epoch = 0.01 * (len(race.training) + len(race.selection) / 3)
     assert 64 <= len(race.training) < 850 and race.first_epochs >= 1
-    from segkit.plan.race import halving_units
-
-    assert halving_units(len(race.candidates)) * race.first_epochs * per_epoch <= 10.0
+    assert halving_seconds([per_epoch] * len(race.candidates)) * race.first_epochs <= 10.0
     # with the whole data fitting, the race trains on every image outside the selection
     roomy = plan_race(build_config(overrides={"run.race": "on", "run.time_budget": "60m"}),
                       cfg, fp, set(), Probe(sample_seconds=0.01), 1000, Path("/nonexistent")).race
@@ -131,9 +129,7 @@ def test_race_trains_on_fewer_images_when_whole_epochs_do_not_fit() -> None:
 
 
 def test_halving_seconds_counts_the_dearest_survivors() -> None:
-    from segkit.plan.race import halving_seconds, halving_units
-
-    assert halving_seconds([2.0] * 4) == pytest.approx(halving_units(4) * 2.0)
+    assert halving_seconds([2.0] * 4) == pytest.approx(6 * 2.0)  # 4 first rungs, 2 more
     # 4 + 3 + 2 + 1 in the first rung, then the dearest two (4 + 3) for one length more
     assert halving_seconds([1.0, 4.0, 2.0, 3.0]) == pytest.approx(10.0 + 7.0)
     assert halving_seconds([5.0]) == 5.0

@@ -146,16 +146,6 @@ def race_training(n_train: int, selection: list[int], seed: int, cap: int) -> li
     return sorted(int(i) for i in rng.choice(rest, size=cap, replace=False))
 
 
-def halving_units(count: int) -> int:
-    """First-rung lengths a whole halving over ``count`` candidates trains: rung k trains
-    ceil(count / 2**k) of them for 2**(k-1) first-rung lengths more, until one is left."""
-    units, alive, rung = 0, count, 0
-    while alive > 1:
-        units += alive * (1 if rung == 0 else 2 ** (rung - 1))
-        alive, rung = math.ceil(alive / 2), rung + 1
-    return max(units, 1)
-
-
 def halving_seconds(costs: list[float]) -> float:
     """Seconds a whole halving trains when a first-rung length costs each candidate what
     ``costs`` says; the dearest are assumed to survive each rung (the race's upper bound)."""
@@ -165,12 +155,6 @@ def halving_seconds(costs: list[float]) -> float:
         total += sum(dearest[:alive]) * (1 if rung == 0 else 2 ** (rung - 1))
         alive, rung = math.ceil(alive / 2), rung + 1
     return total or (dearest[0] if dearest else 0.0)
-
-
-def first_rung_epochs(count: int, epoch_seconds: float, budget: float) -> int:
-    """Epochs of the first rung so that the whole halving fits ``budget``; 0 when even one
-    epoch each does not."""
-    return max(0, math.floor(budget / max(halving_units(count) * epoch_seconds, 1e-9)))
 
 
 def run_race(race: Race, fit_rung: FitRung, race_dir: Path,
