@@ -42,12 +42,17 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy src/segkit
 
-# the slowest tests are listed at the end: where the suite's time goes
-test: $(STAMP) browser label-studio lint
-	$(BIN)/python -m pytest tests --durations=25
+# the three environments install side by side, then lint; the suite runs on WORKERS processes
+# (pytest-xdist, one torch thread each; a test file stays on one worker, so its fixtures are
+# built once) and lists its slowest tests at the end: where the suite's time goes
+WORKERS ?= 2
+test:
+	$(MAKE) -j3 install browser label-studio
+	$(MAKE) lint
+	$(BIN)/python -m pytest tests -n $(WORKERS) --dist loadfile --durations=25
 
 test-fast: $(STAMP) lint
-	$(BIN)/python -m pytest tests -m "not slow"
+	$(BIN)/python -m pytest tests -m "not slow" -n $(WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -13,6 +13,12 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 # Lightning binds its log handler to sys.stderr at import; import it here, before any test's
 # capsys swaps stderr, so CLI tests run in-process see clean output.
 import lightning.pytorch  # noqa: E402,F401
+import torch  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the workers share the machine's cores: one thread each, their subprocesses too
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def tiny_overrides(out: Path, **extra: object) -> dict[str, object]:

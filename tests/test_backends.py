@@ -109,7 +109,8 @@ def test_bad_backend_names_and_files_are_one_line(run_copy, capsys) -> None:
     assert main(["predict", str(run_copy), str(run_copy), "--out", "x", "--backend",
                  "openvino"]) == 2
     assert "no openvino export" in capsys.readouterr().err
-    with pytest.raises(SegkitError, match="--int8 needs --format onnx or openvino"):
+    with pytest.raises(SegkitError, match=r"--int8 needs --format onnx, openvino, executorch "
+                       r"or litert \(torchscript here is FP32\)"):
         export_model(run_copy, fmt="torchscript", int8=True)
 
 
@@ -200,3 +201,27 @@ def test_multilabel_runs_on_every_backend_with_the_runs_class_thresholds(tmp_pat
         labels, probs = pred.predict_array(image)
         np.testing.assert_allclose(probs, expected[1], atol=1e-5)
         assert [name for name, _ in labels] == [name for name, _ in expected[0]]
+
+
+def test_benchmark_exports_each_installed_runtime_in_each_precision_it_has(run_copy,
+                                                                            monkeypatch) -> None:
+    import segkit.benchmark as bench
+    import segkit.export as export_module
+
+    made: list[tuple[str, bool]] = []
+
+    def fake_export(run, fmt: str, int8: bool, progress: bool):
+        made.append((fmt, int8))
+        return export_module.ExportResult(run / f"{fmt}{'-int8' if int8 else ''}", None, {})
+
+    monkeypatch.setattr(export_module, "export_model", fake_export)
+    monkeypatch.setattr(bench, "backend_installed", lambda name: name not in ("ncnn", "pnnx"))
+    lines = bench.ensure_exports(run_copy)
+    assert made == [("onnx", False), ("onnx", True), ("openvino", False), ("openvino", True),
+                    ("executorch", False), ("executorch", True), ("litert", False),
+                    ("litert", True)]
+    assert len(lines) == 8 and lines[0].startswith("exported ")
+    made.clear()
+    monkeypatch.setattr(bench, "backend_installed", lambda name: name in ("ncnn", "pnnx"))
+    bench.ensure_exports(run_copy)
+    assert made == [("onnx", False), ("onnx", True), ("ncnn", False)]  # NCNN: FP32 only

@@ -103,13 +103,14 @@ def measure_isolated(spec: dict[str, Any], timeout: float = 600.0) -> dict[str, 
 def ensure_exports(run_dir: Path, progress: bool = False) -> list[str]:
     """Export FP32 and INT8 for every installed runtime that has none yet; what was made (and
     what failed its accuracy check) as lines."""
-    from segkit.export import export_model
+    from segkit.export import CONVERTERS, PRECISIONS, export_model
 
     have = {(r.format, r.precision) for r in run_exports(run_dir)}
-    formats = ["onnx"] + [f for f in ("openvino", "executorch", "ncnn") if backend_installed(f)]
+    formats = ["onnx"] + [f for f in ("openvino", "executorch", "ncnn", "litert")
+                          if all(backend_installed(p) for p in CONVERTERS[f][2])]
     lines = []
     for fmt in formats:
-        for precision in ("fp32", "int8") if fmt != "ncnn" else ("fp32",):
+        for precision in (p for p in ("fp32", "int8") if p in PRECISIONS[fmt]):
             if (fmt, precision) in have:
                 continue
             try:

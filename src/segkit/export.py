@@ -30,6 +30,7 @@ from segkit.checkpoint_io import resolve_checkpoint, write_atomic
 from segkit.engine.backends import (
     EXPORT_DIR,
     ExecuTorchPredictor,
+    LiteRtPredictor,
     NcnnPredictor,
     OnnxPredictor,
     OpenVinoPredictor,
@@ -45,22 +46,28 @@ from segkit.export_edge import (
     folder_bytes,
     write_coreml,
     write_executorch,
+    write_litert,
     write_ncnn,
 )
 from segkit.models import model_label
 from segkit.models.wrappers import PadToMultiple, pad_for, pad_to_size
 
-EXPORTERS = ("onnx", "openvino", "torchscript", "executorch", "coreml", "ncnn")
+EXPORTERS = ("onnx", "openvino", "torchscript", "executorch", "coreml", "ncnn", "litert")
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "executorch": ".pte",
-            "coreml": ".mlpackage", "ncnn": ".param"}
+            "coreml": ".mlpackage", "ncnn": ".param", "litert": ".tflite"}
 RUNTIMES = {"onnx": ["onnxruntime", "openvino"], "openvino": ["openvino"],
             "torchscript": ["torch"], "executorch": ["executorch"], "coreml": ["coreml"],
-            "ncnn": ["ncnn"]}
+            "ncnn": ["ncnn"], "litert": ["litert"]}
+PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "openvino": ("fp32", "fp16", "int8"),
+              "torchscript": ("fp32",), "executorch": ("fp32", "int8"),
+              "coreml": ("fp32", "fp16"), "ncnn": ("fp32", "fp16"),
+              "litert": ("fp32", "fp16", "int8")}
 # formats whose converter is an extra: (what it needs, the extra, its packages)
 CONVERTERS = {"openvino": ("OpenVINO", "openvino", ("openvino",)),
               "executorch": ("ExecuTorch", "edge", ("executorch",)),
               "coreml": ("coremltools", "edge", ("coreml",)),
-              "ncnn": ("pnnx and ncnn", "edge", ("pnnx", "ncnn"))}
+              "ncnn": ("pnnx and ncnn", "edge", ("pnnx", "ncnn")),
+              "litert": ("litert-torch", "litert", ("litert-torch", "litert"))}
 
 
 class ExportWrapper(nn.Module):
@@ -149,7 +156,7 @@ class ExportJob:
     Attributes:
         task: the restored run's task.
         checkpoint: the checkpoint it was restored from.
-        fmt: ``onnx``, ``openvino``, ``torchscript`` or ``executorch``.
+        fmt: one of ``EXPORTERS``.
         precision: ``fp32``, ``fp16`` or ``int8``.
         out: the file to write.
         wrapper: normalisation + the bare network (padding stays outside the graph).
@@ -180,18 +187,11 @@ def export_precision(fmt: str, int8: bool, fp16: bool) -> str:
     if int8 and fp16:
         raise SegkitError("choose one of --int8 and --fp16")
     precision = "int8" if int8 else "fp16" if fp16 else "fp32"
-    if fmt == "torchscript" and precision != "fp32":
-        raise SegkitError(f"--{precision} needs --format onnx or openvino (TorchScript stays "
-                          "FP32 here)")
-    if fmt == "executorch" and precision == "fp16":
-        raise SegkitError("--fp16 needs --format onnx or openvino (ExecuTorch's XNNPACK "
-                          "export here is FP32 or --int8)")
-    if fmt == "coreml" and precision == "int8":
-        raise SegkitError("--int8 needs --format onnx, openvino or executorch (Core ML here is "
-                          "FP32 or --fp16)")
-    if fmt == "ncnn" and precision == "int8":
-        raise SegkitError("--int8 needs --format onnx, openvino or executorch (NCNN here is "
-                          "FP32 or --fp16)")
+    if precision not in PRECISIONS[fmt]:
+        able = [f for f in EXPORTERS if precision in PRECISIONS[f]]
+        kept = " or ".join(f"--{p}" if p != "fp32" else "FP32" for p in PRECISIONS[fmt])
+        raise SegkitError(f"--{precision} needs --format {', '.join(able[:-1])} or {able[-1]} "
+                          f"({fmt} here is {kept})")
     if fmt in CONVERTERS and not all(backend_installed(p) for p in CONVERTERS[fmt][2]):
         package, extra, _ = CONVERTERS[fmt]
         raise SegkitError(f"--format {fmt} needs {package}: pip install 'segkit[{extra}]'")
@@ -234,6 +234,15 @@ def write_fp32(job: ExportJob, dynamic: bool, opset: int, written: list[Path],
         program = ExecuTorchPredictor(job.out, meta=job.meta)
         program.precision = job.precision
         return program, job.out
+    if job.fmt == "litert":  # one size too; INT8 quantised before conversion
+        job.meta["fixed_size"] = json.dumps([h, w])
+        images = (calibration_images(job.task, calibration, job.meta)
+                  if job.precision == "int8" else None)
+        written.append(job.out)
+        write_litert(job.wrapper, job.example, job.out, job.precision, images)
+        flat = LiteRtPredictor(job.out, meta=job.meta)
+        flat.precision = job.precision
+        return flat, job.out
     if job.fmt == "ncnn":  # written at the training size, as ExecuTorch's program
         if job.spatial:
             job.meta["fixed_size"] = json.dumps([h, w])
@@ -289,15 +298,17 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
     Args:
         run: run directory or checkpoint.
         out: the file to write; default ``RUN/export/FORMAT/model[-int8|-fp16].SUFFIX``.
-        fmt: ``onnx``, ``openvino``, ``torchscript``, ``executorch``, ``coreml`` or ``ncnn``.
+        fmt: one of ``EXPORTERS`` (``onnx``, ``openvino``, ``torchscript``, ``executorch``,
+            ``coreml``, ``ncnn``, ``litert``); ``PRECISIONS`` says which precisions each has.
         dynamic: dynamic batch (and, for segmentation, height and width).
         opset: ONNX opset.
         tolerance: FP32 only: largest allowed |exported - PyTorch| logit, in units of the
             largest PyTorch logit when that exceeds 1 (float32 rounding grows with them).
-        int8: post-training static INT8 quantisation (ONNX and OpenVINO).
+        int8: post-training static INT8 quantisation (ONNX and OpenVINO: ONNX Runtime's;
+            ExecuTorch and LiteRT: their PT2E quantizers).
         fp16: half-precision weights (ONNX: FP16 graph with FP32 inputs and outputs; OpenVINO:
             FP16-compressed weights; Core ML: FP16 compute; NCNN: FP16 weights, and FP16
-            storage and arithmetic where the CPU has them).
+            storage and arithmetic where the CPU has them; LiteRT: FP16 weights).
         calibration: INT8: how many training images calibrate the activation ranges.
         max_drop: fail when the validation headline metric drops by more than this many
             points (1 point = 0.01) against PyTorch; negative: skip the accuracy check.
@@ -348,7 +359,7 @@ def write_checked(job: ExportJob, reference: Predictor,
         warnings.simplefilter("ignore")
         fp32, fp32_path = write_fp32(job, dynamic, opset, written, calibration)
         diff = check_export(reference, fp32, job.example, job.spatial, job.step)
-        final_first = job.fmt in ("executorch", "ncnn") and job.precision != "fp32"
+        final_first = job.fmt in ("executorch", "ncnn", "litert") and job.precision != "fp32"
         if diff > tolerance and not final_first:  # INT8 and FP16 answer to --max-drop
             raise SegkitError(f"{job.out}: exported model differs from PyTorch by "
                               f"{diff:.2e} (> {tolerance:g}); the export is not trustworthy")

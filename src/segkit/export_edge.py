@@ -10,6 +10,13 @@ NCNN (``.param`` with its ``.bin`` beside it): pnnx traces the same normalisatio
 and writes NCNN's model (FP32, or FP16 weights); the ncnn runtime runs it here, so it is
 checked like ONNX. It too is written at the training size.
 
+LiteRT (``.tflite``, formerly TensorFlow Lite): Google's PyTorch-to-LiteRT converter
+(``litert-torch``, no TensorFlow) at the training size; FP16 casts the weights of
+convolutions and fully connected layers (ai-edge-quantizer's float casting), INT8 is the
+converter's PT2E static quantisation (per-channel symmetric weights, activations calibrated on
+training images; the file then takes and gives INT8 tensors, with their scales in it). The
+LiteRT interpreter runs here, so it is checked like ONNX.
+
 Core ML (``.mlpackage``): coremltools' PyTorch converter, an ML program (FP32, or FP16
 weights and compute) at the training size. Converted and its spec read back here; its outputs
 are compared with PyTorch's only where a Core ML runtime exists (Apple platforms), and
@@ -39,6 +46,7 @@ from segkit.engine.backends import backend_installed
 from segkit.errors import SegkitError
 
 EDGE_EXTRA = "pip install 'segkit[edge]'"
+LITERT_EXTRA = "pip install 'segkit[litert]'"
 
 
 def write_executorch(network: nn.Module, example: torch.Tensor, out: Path,
@@ -79,6 +87,91 @@ def quantized(program: torch.export.ExportedProgram,
     for image in calibration:
         prepared(torch.from_numpy(image))
     return convert_pt2e(prepared)
+
+
+def write_litert(network: nn.Module, example: torch.Tensor, out: Path, precision: str,
+                 calibration: list[np.ndarray] | None = None) -> None:
+    """``network`` as a LiteRT flatbuffer at ``example``'s shape, in ``precision``
+    (``fp32``, ``fp16`` weights, or ``int8`` calibrated on ``calibration`` images)."""
+    if not backend_installed("litert-torch"):
+        raise SegkitError(f"--format litert needs litert-torch: {LITERT_EXTRA}")
+    import litert_torch
+
+    with warnings.catch_warnings(), torch.no_grad(), quiet_converter(out.parent) as log:
+        warnings.simplefilter("ignore")
+        try:
+            if precision == "int8":
+                quantizer, module = litert_int8(network.eval(), example, calibration or [])
+                from litert_torch.quantize.quant_config import QuantConfig
+
+                model = litert_torch.convert(module, (example,),
+                                             quant_config=QuantConfig(pt2e_quantizer=quantizer))
+            else:
+                model = litert_torch.convert(network.eval(), (example,))
+            flat = bytes(model.model_content())
+            if precision == "fp16":
+                flat = litert_fp16(flat)
+        except Exception as err:  # the converter raises many kinds; each means this
+            said = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            raise SegkitError(f"{out}: litert-torch cannot convert this network "
+                              f"({(str(err).strip() or said[0]).splitlines()[0][:160]})") from None
+    write_atomic(out, flat)
+
+
+def litert_int8(network: nn.Module, example: torch.Tensor,
+                calibration: list[np.ndarray]) -> tuple[Any, nn.Module]:
+    """The converter's PT2E quantizer and ``network`` quantised with it, activation ranges
+    calibrated on ``calibration``."""
+    from litert_torch.quantize.pt2e_quantizer import (
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = PT2EQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    prepared = prepare_pt2e(torch.export.export(network, (example,)).module(), quantizer)
+    for image in calibration:
+        prepared(torch.from_numpy(image))
+    return quantizer, convert_pt2e(prepared, fold_quantize=False)
+
+
+FP16_WEIGHTS = [{"regex": ".*", "operation": "*", "algorithm_key": "float_casting",
+                 "op_config": {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
+                               "compute_precision": "FLOAT", "explicit_dequantize": True}}]
+
+
+def litert_fp16(flat: bytes) -> bytes:
+    """The flatbuffer with FP16 weights in its convolutions and fully connected layers
+    (dequantised to FP32 at load), through ai-edge-quantizer's float casting recipe."""
+    from ai_edge_quantizer import quantizer
+
+    return bytes(quantizer.Quantizer(bytearray(flat), FP16_WEIGHTS).quantize().quantized_model)
+
+
+@contextlib.contextmanager
+def quiet_converter(folder: Path) -> Iterator[Path]:
+    """The converter's progress off, and what it and the quantizer print (Python and native)
+    into a temporary file in ``folder``, whose path is yielded."""
+    loggers = [logging.getLogger(name) for name in ("", "absl", "litert_torch")]
+    levels = [lg.level for lg in loggers]
+    shown = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".litert-") as tmp:
+        log = Path(tmp) / "converter.log"
+        try:
+            for lg in loggers:
+                lg.setLevel(logging.ERROR)
+            with fds_to(log), open(log, "a") as said, contextlib.redirect_stdout(said), \
+                    contextlib.redirect_stderr(said):
+                yield log
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
+            if shown is None:
+                os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+            else:
+                os.environ["LITERT_TORCH_SHOW_PROGRESS"] = shown
 
 
 def write_coreml(network: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, str],

@@ -10,6 +10,7 @@ multi-label run the same on every backend:
 - ``openvino``: an exported ``.onnx`` or OpenVINO ``.xml`` file (``pip install segkit[openvino]``);
 - ``executorch``: an exported ``.pte`` program (XNNPACK delegate; ``pip install segkit[edge]``).
 - ``ncnn``: an exported NCNN ``.param`` + ``.bin`` model (``pip install segkit[edge]``).
+- ``litert``: an exported LiteRT ``.tflite`` flatbuffer (``pip install segkit[litert]``).
 
 ``auto`` (the default) picks, for a run directory, the fastest of its exports under
 ``RUN/export/`` that still match its checkpoint: the one ``segkit benchmark`` measured fastest,
@@ -43,6 +44,7 @@ BACKENDS = {
     "executorch": "ExecuTorch's XNNPACK delegate on an exported .pte file "
                   "(pip install 'segkit[edge]')",
     "ncnn": "NCNN on an exported .param + .bin model (pip install 'segkit[edge]')",
+    "litert": "LiteRT's interpreter on an exported .tflite file (pip install 'segkit[litert]')",
 }
 EXPORT_DIR = "export"
 # Without measurements: INT8 first (4.7x eager measured for ONNX Runtime on 2 CPU cores),
@@ -56,7 +58,8 @@ def backend_installed(name: str) -> bool:
     can be imported here."""
     module = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino",
               "executorch": "executorch", "coreml": "coremltools", "ncnn": "ncnn",
-              "pnnx": "pnnx"}.get(name)
+              "pnnx": "pnnx", "litert": "ai_edge_litert", "litert-torch": "litert_torch",
+              }.get(name)
     return module is not None and importlib.util.find_spec(module) is not None
 
 
@@ -167,7 +170,7 @@ def choose(run_dir: Path, backend: str, device: str) -> tuple[str, Path | None, 
             RUNTIME_ORDER.index(c[0]) if c[0] in RUNTIME_ORDER else 9,
             c[0] == "openvino" and c[1].format != "openvino"))  # its own IR before ONNX
         return name, rec.path, f"{rec.precision} export, not benchmarked yet"
-    if backend in ("onnxruntime", "openvino", "executorch", "ncnn"):
+    if backend in ("onnxruntime", "openvino", "executorch", "ncnn", "litert"):
         fmt = {"onnxruntime": "onnx"}.get(backend, backend)
         raise SegkitError(f"{run_dir}: no {backend} export of its current checkpoint; run "
                           f"`segkit export {run_dir} --format {fmt}`")
@@ -182,10 +185,11 @@ def load_predictor(model: str | Path, device: str = "cpu",
     """A predictor for a run directory, checkpoint or exported file, on ``backend``.
 
     Args:
-        model: run directory, ``.ckpt``, ``.onnx``, OpenVINO ``.xml`` or TorchScript ``.pt``.
+        model: run directory, ``.ckpt``, or an exported file (``.onnx``, OpenVINO ``.xml``,
+            TorchScript ``.pt``, ExecuTorch ``.pte``, NCNN ``.param``, LiteRT ``.tflite``).
         device: ``cpu``, ``cuda``, ``cuda:1`` ...
         options: TTA, windows, thresholds, top-k.
-        backend: ``auto``, ``torch``, ``onnxruntime`` or ``openvino``.
+        backend: ``auto`` or one of ``BACKENDS``.
         channels_last: PyTorch backend: run NHWC.
         compile: PyTorch backend: ``torch.compile`` the network.
         threads: CPU threads the runtime may use (default: its own choice, all cores);
@@ -230,12 +234,14 @@ def load_predictor(model: str | Path, device: str = "cpu",
         return ExecuTorchPredictor(path, options)
     if suffix == ".param":
         return NcnnPredictor(path, options, threads=threads)
+    if suffix == ".tflite":
+        return LiteRtPredictor(path, options, threads=threads)
     return TorchScriptPredictor(path, options)
 
 
 RUNTIME_OF = {".onnx": "onnxruntime", ".xml": "openvino", ".pt": "torch", ".ts": "torch",
               ".torchscript": "torch", ".ckpt": "torch", ".safetensors": "torch",
-              ".pte": "executorch", ".param": "ncnn"}
+              ".pte": "executorch", ".param": "ncnn", ".tflite": "litert"}
 
 
 def file_runtime(path: Path) -> str:
@@ -246,7 +252,7 @@ def file_runtime(path: Path) -> str:
     runtime = RUNTIME_OF.get(path.suffix.lower())
     if runtime is None:
         raise SegkitError(f"{path}: not a run, checkpoint or export (.ckpt, .onnx, .xml, .pt, "
-                          ".pte, .param)")
+                          ".pte, .param, .tflite)")
     return runtime
 
 
@@ -496,10 +502,77 @@ class NcnnPredictor(ExportedPredictor):
         return torch.stack(out)
 
 
+class LiteRtPredictor(ExportedPredictor):
+    """Runs a LiteRT flatbuffer written by ``segkit export --format litert`` with LiteRT's
+    interpreter (XNNPACK on the CPU), one image at a time at its one size; an INT8 file's
+    input is quantised and its output dequantised with the scales it carries.
+
+    Args:
+        path: the ``.tflite`` file.
+        options: TTA, windows, thresholds, top-k.
+        meta: the export's metadata (default: its sidecar's).
+        threads: CPU threads (default: all cores).
+    """
+
+    backend = "litert"
+
+    def __init__(self, path: str | Path, options: InferenceOptions | None = None,
+                 meta: dict[str, str] | None = None, threads: int | None = None) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise SegkitError(f"LiteRT file not found: {path}")
+        if not backend_installed("litert"):
+            raise SegkitError("the litert backend needs LiteRT: pip install 'segkit[litert]'")
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=str(path),
+                                           num_threads=threads or os.cpu_count() or 1)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            raise SegkitError(f"{path}: LiteRT cannot load it "
+                              f"({str(err).strip().splitlines()[0][:160]})") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        meta = meta or file_metadata(path)
+        super().__init__(path, meta, options, int(meta.get("in_channels", "3")))
+
+    def run(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.detach().float().cpu().numpy()
+        out = []
+        for image in x:
+            self.interpreter.set_tensor(self.input["index"], to_tensor_type(image[None],
+                                                                            self.input))
+            self.interpreter.invoke()
+            answer = self.interpreter.get_tensor(self.output["index"])
+            out.append(torch.from_numpy(from_tensor_type(answer, self.output))[0])
+        return torch.stack(out)
+
+
+def to_tensor_type(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """``x`` as the interpreter's tensor takes it: FP32 as is, integers through its scale and
+    zero point."""
+    dtype = detail["dtype"]
+    if dtype == np.float32:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    scale, zero = detail["quantization"]
+    limits = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), limits.min, limits.max).astype(dtype)
+
+
+def from_tensor_type(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """An interpreter's output tensor as FP32 (dequantised when it is integer)."""
+    if detail["dtype"] == np.float32:
+        return np.array(y, dtype=np.float32)
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * scale
+
+
 __all__ = [
     "BACKENDS",
     "ExecuTorchPredictor",
     "ExportedPredictor",
+    "LiteRtPredictor",
     "NcnnPredictor",
     "OnnxPredictor",
     "OpenVinoPredictor",
