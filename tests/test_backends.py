@@ -109,8 +109,8 @@ def test_bad_backend_names_and_files_are_one_line(run_copy, capsys) -> None:
     assert main(["predict", str(run_copy), str(run_copy), "--out", "x", "--backend",
                  "openvino"]) == 2
     assert "no openvino export" in capsys.readouterr().err
-    with pytest.raises(SegkitError, match=r"--int8 needs --format onnx, openvino, executorch "
-                       r"or litert \(torchscript here is FP32\)"):
+    with pytest.raises(SegkitError, match=r"--int8 needs --format onnx, openvino, executorch"
+                       r", litert or tensorrt \(torchscript here is FP32\)"):
         export_model(run_copy, fmt="torchscript", int8=True)
 
 

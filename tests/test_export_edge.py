@@ -71,8 +71,8 @@ def test_without_executorch_the_export_is_one_line(trained_run_copy, monkeypatch
     monkeypatch.setattr(export_module, "backend_installed", lambda name: name != "executorch")
     with pytest.raises(SegkitError, match=r"pip install 'segkit\[edge\]'"):
         export_model(trained_run_copy, fmt="executorch")
-    with pytest.raises(SegkitError, match=r"--fp16 needs --format onnx, openvino, coreml, ncnn "
-                       r"or litert \(executorch here is FP32 or --int8\)"):
+    with pytest.raises(SegkitError, match=r"--fp16 needs --format onnx, openvino, coreml, ncnn"
+                       r", litert or tensorrt \(executorch here is FP32 or --int8\)"):
         export_model(trained_run_copy, fmt="executorch", fp16=True)
 
 
@@ -102,8 +102,8 @@ def test_a_core_ml_package_is_converted_and_its_spec_read_back(trained_run_copy,
 
 
 def test_core_ml_refuses_int8_in_one_line(trained_run_copy) -> None:
-    with pytest.raises(SegkitError, match=r"--int8 needs --format onnx, openvino, executorch "
-                       r"or litert \(coreml here is FP32 or --fp16\)"):
+    with pytest.raises(SegkitError, match=r"--int8 needs --format onnx, openvino, executorch"
+                       r", litert or tensorrt \(coreml here is FP32 or --fp16\)"):
         export_model(trained_run_copy, fmt="coreml", int8=True)
 
 

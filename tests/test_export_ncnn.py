@@ -79,7 +79,7 @@ def test_ncnn_refusals_are_one_line(trained_run_copy, monkeypatch) -> None:
     import segkit.export as export_module
 
     with pytest.raises(SegkitError,
-                       match="--int8 needs --format onnx, openvino, executorch or litert"):
+                       match="--int8 needs --format onnx, openvino, executorch, litert or"):
         export_model(trained_run_copy, fmt="ncnn", int8=True)
     monkeypatch.setattr(export_module, "backend_installed", lambda name: name != "pnnx")
     with pytest.raises(SegkitError, match=r"needs pnnx and ncnn: pip install 'segkit\[edge\]'"):

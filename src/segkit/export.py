@@ -34,6 +34,7 @@ from segkit.engine.backends import (
     NcnnPredictor,
     OnnxPredictor,
     OpenVinoPredictor,
+    TensorRtPredictor,
     TorchScriptPredictor,
     backend_installed,
     checkpoint_stamp,
@@ -49,25 +50,29 @@ from segkit.export_edge import (
     write_litert,
     write_ncnn,
 )
+from segkit.export_tensorrt import tensorrt_ready, write_tensorrt
 from segkit.models import model_label
 from segkit.models.wrappers import PadToMultiple, pad_for, pad_to_size
 
-EXPORTERS = ("onnx", "openvino", "torchscript", "executorch", "coreml", "ncnn", "litert")
+EXPORTERS = ("onnx", "openvino", "torchscript", "executorch", "coreml", "ncnn", "litert",
+             "tensorrt")
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "executorch": ".pte",
-            "coreml": ".mlpackage", "ncnn": ".param", "litert": ".tflite"}
+            "coreml": ".mlpackage", "ncnn": ".param", "litert": ".tflite",
+            "tensorrt": ".engine"}
 RUNTIMES = {"onnx": ["onnxruntime", "openvino"], "openvino": ["openvino"],
             "torchscript": ["torch"], "executorch": ["executorch"], "coreml": ["coreml"],
-            "ncnn": ["ncnn"], "litert": ["litert"]}
+            "ncnn": ["ncnn"], "litert": ["litert"], "tensorrt": ["tensorrt"]}
 PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "openvino": ("fp32", "fp16", "int8"),
               "torchscript": ("fp32",), "executorch": ("fp32", "int8"),
               "coreml": ("fp32", "fp16"), "ncnn": ("fp32", "fp16"),
-              "litert": ("fp32", "fp16", "int8")}
+              "litert": ("fp32", "fp16", "int8"), "tensorrt": ("fp32", "fp16", "int8")}
 # formats whose converter is an extra: (what it needs, the extra, its packages)
 CONVERTERS = {"openvino": ("OpenVINO", "openvino", ("openvino",)),
               "executorch": ("ExecuTorch", "edge", ("executorch",)),
               "coreml": ("coremltools", "edge", ("coreml",)),
               "ncnn": ("pnnx and ncnn", "edge", ("pnnx", "ncnn")),
-              "litert": ("litert-torch", "litert", ("litert-torch", "litert"))}
+              "litert": ("litert-torch", "litert", ("litert-torch", "litert")),
+              "tensorrt": ("TensorRT", "tensorrt", ("tensorrt",))}
 
 
 class ExportWrapper(nn.Module):
@@ -195,6 +200,8 @@ def export_precision(fmt: str, int8: bool, fp16: bool) -> str:
     if fmt in CONVERTERS and not all(backend_installed(p) for p in CONVERTERS[fmt][2]):
         package, extra, _ = CONVERTERS[fmt]
         raise SegkitError(f"--format {fmt} needs {package}: pip install 'segkit[{extra}]'")
+    if fmt == "tensorrt":
+        tensorrt_ready()
     return precision
 
 
@@ -271,13 +278,14 @@ def write_fp32(job: ExportJob, dynamic: bool, opset: int, written: list[Path],
 
 def write_converted(job: ExportJob, fp32_path: Path, calibration: int,
                     written: list[Path]) -> None:
-    """From the FP32 ONNX graph: the INT8 or FP16 ONNX graph, then OpenVINO's IR."""
+    """From the FP32 ONNX graph: the INT8 or FP16 ONNX graph, then OpenVINO's IR or
+    TensorRT's engine (at the training size: ``fixed_size``)."""
     out = job.out
     onnx_path = out if job.fmt == "onnx" else out.with_name(f".{out.stem}.tmp.onnx")
     if job.precision == "int8":
         written.append(onnx_path)
         quantize_int8(fp32_path, onnx_path, calibration_images(
-            job.task, calibration, job.meta), job.meta)
+            job.task, calibration, job.meta), job.meta, symmetric=job.fmt == "tensorrt")
     elif job.precision == "fp16" and job.fmt == "onnx":
         written.append(onnx_path)
         convert_fp16(fp32_path, onnx_path, job.meta)
@@ -286,6 +294,11 @@ def write_converted(job: ExportJob, fp32_path: Path, calibration: int,
     if job.fmt == "openvino":
         written += [out, out.with_suffix(".bin")]
         write_openvino(onnx_path, out, compress_fp16=job.precision == "fp16")
+    if job.fmt == "tensorrt":
+        if job.spatial:
+            job.meta["fixed_size"] = json.dumps(list(job.example.shape[-2:]))
+        written.append(out)
+        write_tensorrt(onnx_path, out, tuple(job.example.shape), job.precision)
 
 
 def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onnx",
@@ -333,8 +346,10 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
         result = ExportResult(job.out, diff if job.precision == "fp32" else None, job.meta,
                               job.precision)
         written.append(write_sidecar(result, fmt, job.checkpoint, diff))  # the runtimes read it
-        exported = (OpenVinoPredictor(job.out) if fmt == "openvino" else
-                    OnnxPredictor(job.out) if fmt == "onnx" else fp32)  # the others: as written
+        exported = reloaded(job, fp32)
+        if fmt == "tensorrt" and job.precision == "fp32":  # the engine itself, as ONNX was
+            diff = max(diff, checked_diff(job, reference, exported, tolerance))
+            result.max_abs_diff = diff
         result.accuracy = accuracy_check(reference, exported, max_drop, check_images, progress)
     except BaseException:
         for path in written:
@@ -348,6 +363,29 @@ def export_model(run: str | Path, out: str | Path | None = None, fmt: str = "onn
     return result
 
 
+def reloaded(job: ExportJob, fp32: Predictor) -> Predictor:
+    """A predictor of the written file in its final precision (the formats written in it
+    directly: the one that checked it)."""
+    if job.fmt == "openvino":
+        return OpenVinoPredictor(job.out)
+    if job.fmt == "onnx":
+        return OnnxPredictor(job.out)
+    if job.fmt == "tensorrt":
+        return TensorRtPredictor(job.out, device="cuda")
+    return fp32
+
+
+def checked_diff(job: ExportJob, reference: Predictor, exported: Predictor,
+                 tolerance: float) -> float:
+    """``exported``'s largest logit difference from ``reference`` (``check_export``);
+    SegkitError above ``tolerance``."""
+    diff = check_export(reference, exported, job.example, job.spatial, job.step)
+    if diff > tolerance:
+        raise SegkitError(f"{job.out}: exported model differs from PyTorch by {diff:.2e} "
+                          f"(> {tolerance:g}); the export is not trustworthy")
+    return diff
+
+
 def write_checked(job: ExportJob, reference: Predictor,
                   settings: tuple[bool, int, int, float],
                   written: list[Path]) -> tuple[Predictor, float]:
@@ -358,11 +396,9 @@ def write_checked(job: ExportJob, reference: Predictor,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fp32, fp32_path = write_fp32(job, dynamic, opset, written, calibration)
-        diff = check_export(reference, fp32, job.example, job.spatial, job.step)
         final_first = job.fmt in ("executorch", "ncnn", "litert") and job.precision != "fp32"
-        if diff > tolerance and not final_first:  # INT8 and FP16 answer to --max-drop
-            raise SegkitError(f"{job.out}: exported model differs from PyTorch by "
-                              f"{diff:.2e} (> {tolerance:g}); the export is not trustworthy")
+        diff = (check_export(reference, fp32, job.example, job.spatial, job.step) if final_first
+                else checked_diff(job, reference, fp32, tolerance))  # INT8, FP16: --max-drop
         if job.fmt in ("onnx", "openvino"):
             write_converted(job, fp32_path, calibration, written)
     return fp32, diff
@@ -482,9 +518,11 @@ def calibration_images(task: Any, count: int, meta: dict[str, str]) -> list[np.n
     return images
 
 
-def quantize_int8(fp32: Path, out: Path, images: list[np.ndarray], meta: dict[str, str]) -> None:
+def quantize_int8(fp32: Path, out: Path, images: list[np.ndarray], meta: dict[str, str],
+                  symmetric: bool = False) -> None:
     """ONNX Runtime static INT8 quantisation: QDQ format, per-channel INT8 weights, UINT8
-    activations with MinMax ranges from ``images``."""
+    activations with MinMax ranges from ``images`` (``symmetric``: INT8 activations with zero
+    points of 0, the only QDQ TensorRT takes)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -509,8 +547,9 @@ def quantize_int8(fp32: Path, out: Path, images: list[np.ndarray], meta: dict[st
         except Exception:  # noqa: BLE001 - some graphs do not pre-process; quantise as is
             source = fp32
         quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
+                        per_channel=True, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                        extra_options={"ActivationSymmetric": symmetric})
     finally:
         prepared.unlink(missing_ok=True)
     add_onnx_metadata(out, meta)

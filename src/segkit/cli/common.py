@@ -104,7 +104,7 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--backend", default="auto",
                    help="auto (the fastest of the run's exports, else PyTorch), torch, "
-                   "onnxruntime, openvino, executorch, ncnn or litert")
+                   "onnxruntime, openvino, executorch, ncnn, litert or tensorrt")
     p.add_argument("--channels-last", action="store_true", help="torch backend: NHWC")
     p.add_argument("--compile", action="store_true", help="torch backend: torch.compile")
 

@@ -104,20 +104,23 @@ def bake(args: argparse.Namespace) -> int:
 def add_export_parser(sub: Subparsers) -> None:
     """Register export."""
     x = sub.add_parser("export", help="ONNX / OpenVINO / TorchScript / ExecuTorch / Core ML / "
-                       "NCNN / LiteRT export (FP32, FP16, INT8), checked against PyTorch; or a "
+                       "NCNN / LiteRT / TensorRT export (FP32, FP16, INT8), checked against "
+                       "PyTorch; or a "
                        "Hugging Face-layout folder (--format hf)")
     x.add_argument("run", help="run directory or checkpoint file")
     x.add_argument("--format", choices=["onnx", "openvino", "torchscript", "executorch",
-                                        "coreml", "ncnn", "litert", "hf", "cvat"],
+                                        "coreml", "ncnn", "litert", "tensorrt", "hf",
+                                        "cvat"],
                    default="onnx", help="executorch: a .pte program for ExecuTorch's XNNPACK "
                    "delegate; coreml: a Core ML .mlpackage; ncnn: NCNN's .param + .bin through "
                    "pnnx (all three: pip install 'segkit[edge]'); litert: a LiteRT .tflite "
-                   "through litert-torch (pip install 'segkit[litert]'); "
+                   "through litert-torch (pip install 'segkit[litert]'); tensorrt: an engine "
+                   "for this machine's NVIDIA GPU (pip install 'segkit[tensorrt]'); "
                    "hf: model.safetensors + config.json + "
                    "model card in a folder; cvat: a CVAT serverless detector function (ONNX + "
                    "handler)")
     x.add_argument("--out", help="output file (.onnx / .xml / .pt / .pte / .mlpackage / .param "
-                   "/ .tflite) "
+                   "/ .tflite / .engine) "
                    "or folder "
                    "(hf, cvat); "
                    "default RUN/export/FORMAT/model[-int8|-fp16].SUFFIX (hf, cvat: "
@@ -169,7 +172,7 @@ def add_benchmark_serve_parsers(sub: Subparsers) -> None:
     sv.add_argument("--max-upload-mb", type=float, default=10.0)
     sv.add_argument("--backend", default="auto", help="auto (the fastest of the run's "
                     "exports, else PyTorch), torch, onnxruntime, openvino, "
-                    "executorch, ncnn or litert")
+                    "executorch, ncnn, litert or tensorrt")
     sv.add_argument("--max-batch", type=int, default=8,
                     help="concurrent requests run as one forward (1: no batching)")
     sv.add_argument("--max-wait-ms", type=float, default=5.0,

@@ -11,6 +11,8 @@ multi-label run the same on every backend:
 - ``executorch``: an exported ``.pte`` program (XNNPACK delegate; ``pip install segkit[edge]``).
 - ``ncnn``: an exported NCNN ``.param`` + ``.bin`` model (``pip install segkit[edge]``).
 - ``litert``: an exported LiteRT ``.tflite`` flatbuffer (``pip install segkit[litert]``).
+- ``tensorrt``: a TensorRT ``.engine`` built on this machine's GPU (``pip install
+  segkit[tensorrt]``).
 
 ``auto`` (the default) picks, for a run directory, the fastest of its exports under
 ``RUN/export/`` that still match its checkpoint: the one ``segkit benchmark`` measured fastest,
@@ -45,6 +47,8 @@ BACKENDS = {
                   "(pip install 'segkit[edge]')",
     "ncnn": "NCNN on an exported .param + .bin model (pip install 'segkit[edge]')",
     "litert": "LiteRT's interpreter on an exported .tflite file (pip install 'segkit[litert]')",
+    "tensorrt": "TensorRT on a .engine built on this machine's NVIDIA GPU "
+                "(pip install 'segkit[tensorrt]')",
 }
 EXPORT_DIR = "export"
 # Without measurements: INT8 first (4.7x eager measured for ONNX Runtime on 2 CPU cores),
@@ -59,7 +63,7 @@ def backend_installed(name: str) -> bool:
     module = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino",
               "executorch": "executorch", "coreml": "coremltools", "ncnn": "ncnn",
               "pnnx": "pnnx", "litert": "ai_edge_litert", "litert-torch": "litert_torch",
-              }.get(name)
+              "tensorrt": "tensorrt"}.get(name)
     return module is not None and importlib.util.find_spec(module) is not None
 
 
@@ -151,9 +155,11 @@ def measured_speeds(run_dir: Path) -> dict[tuple[str, str], float]:
 def choose(run_dir: Path, backend: str, device: str) -> tuple[str, Path | None, str]:
     """(backend, exported file or None for the checkpoint, reason) for a run directory."""
     on_gpu = device != "cpu"
+    if backend == "tensorrt" and not on_gpu:
+        raise SegkitError("the tensorrt backend runs engines on an NVIDIA GPU: add --device cuda")
     candidates = [(b, rec) for rec in run_exports(run_dir) for b in rec.backends
                   if backend in ("auto", b) and backend_installed(b)
-                  and not (on_gpu and b == "openvino")]
+                  and not (on_gpu and b == "openvino") and (on_gpu or b != "tensorrt")]
     speeds = measured_speeds(run_dir)
     measured: list[tuple[float, str, ExportRecord | None]] = [
                 (speeds[(b, str(rec.path.relative_to(run_dir)))], b, rec)
@@ -170,7 +176,7 @@ def choose(run_dir: Path, backend: str, device: str) -> tuple[str, Path | None, 
             RUNTIME_ORDER.index(c[0]) if c[0] in RUNTIME_ORDER else 9,
             c[0] == "openvino" and c[1].format != "openvino"))  # its own IR before ONNX
         return name, rec.path, f"{rec.precision} export, not benchmarked yet"
-    if backend in ("onnxruntime", "openvino", "executorch", "ncnn", "litert"):
+    if backend in ("onnxruntime", "openvino", "executorch", "ncnn", "litert", "tensorrt"):
         fmt = {"onnxruntime": "onnx"}.get(backend, backend)
         raise SegkitError(f"{run_dir}: no {backend} export of its current checkpoint; run "
                           f"`segkit export {run_dir} --format {fmt}`")
@@ -224,24 +230,34 @@ def load_predictor(model: str | Path, device: str = "cpu",
     if wanted != runtime:
         raise SegkitError(f"{path}: the {backend} backend cannot run a {suffix} file; use "
                           f"--backend {runtime}")
+    if suffix in (".ckpt", ".safetensors"):
+        return TorchPredictor.from_checkpoint(path, device, options, channels_last, compile)
+    return open_export(path, options, device, threads)
+
+
+def open_export(path: Path, options: InferenceOptions | None, device: str,
+                threads: int | None) -> Predictor:
+    """The predictor of an exported file's own runtime."""
+    suffix = path.suffix.lower()
     if suffix == ".onnx":
         return OnnxPredictor(path, options, device=device, threads=threads)
     if suffix == ".xml":
         return OpenVinoPredictor(path, options, threads)
-    if suffix in (".ckpt", ".safetensors"):
-        return TorchPredictor.from_checkpoint(path, device, options, channels_last, compile)
     if suffix == ".pte":
         return ExecuTorchPredictor(path, options)
     if suffix == ".param":
         return NcnnPredictor(path, options, threads=threads)
     if suffix == ".tflite":
         return LiteRtPredictor(path, options, threads=threads)
+    if suffix == ".engine":
+        return TensorRtPredictor(path, options, device=device)
     return TorchScriptPredictor(path, options)
 
 
 RUNTIME_OF = {".onnx": "onnxruntime", ".xml": "openvino", ".pt": "torch", ".ts": "torch",
               ".torchscript": "torch", ".ckpt": "torch", ".safetensors": "torch",
-              ".pte": "executorch", ".param": "ncnn", ".tflite": "litert"}
+              ".pte": "executorch", ".param": "ncnn", ".tflite": "litert",
+              ".engine": "tensorrt"}
 
 
 def file_runtime(path: Path) -> str:
@@ -252,7 +268,7 @@ def file_runtime(path: Path) -> str:
     runtime = RUNTIME_OF.get(path.suffix.lower())
     if runtime is None:
         raise SegkitError(f"{path}: not a run, checkpoint or export (.ckpt, .onnx, .xml, .pt, "
-                          ".pte, .param, .tflite)")
+                          ".pte, .param, .tflite, .engine)")
     return runtime
 
 
@@ -549,6 +565,63 @@ class LiteRtPredictor(ExportedPredictor):
         return torch.stack(out)
 
 
+class TensorRtPredictor(ExportedPredictor):
+    """Runs a TensorRT engine written by ``segkit export --format tensorrt`` on the GPU it was
+    built for: batches of up to the engine's largest, at its one size, in and out of CUDA
+    memory through torch.
+
+    Args:
+        path: the ``.engine`` file.
+        options: TTA, windows, thresholds, top-k.
+        device: the CUDA device (``cpu`` means the first GPU: an engine runs nowhere else).
+    """
+
+    backend = "tensorrt"
+
+    def __init__(self, path: str | Path, options: InferenceOptions | None = None,
+                 device: str = "cuda") -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise SegkitError(f"TensorRT engine not found: {path}")
+        if not backend_installed("tensorrt"):
+            raise SegkitError("the tensorrt backend needs TensorRT: "
+                              "pip install 'segkit[tensorrt]'")
+        if not torch.cuda.is_available():
+            raise SegkitError(f"{path}: a TensorRT engine runs on the NVIDIA GPU it was built "
+                              "for, and CUDA sees none here; use the run's ONNX export")
+        import tensorrt as trt
+
+        self.device = torch.device("cuda" if device == "cpu" else device)
+        engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(
+            path.read_bytes())
+        if engine is None:
+            raise SegkitError(f"{path}: TensorRT cannot load it (built by another TensorRT "
+                              "version or for another GPU?); build it again here with "
+                              "`segkit export RUN --format tensorrt`")
+        self.engine, self.context = engine, engine.create_execution_context()
+        self.max_batch = int(engine.get_tensor_profile_shape("image", 0)[2][0])
+        meta = file_metadata(path)
+        super().__init__(path, meta, options, int(meta.get("in_channels", "3")))
+
+    @torch.inference_mode()
+    def run(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.detach().to(self.device, torch.float32).contiguous()
+        stream = torch.cuda.current_stream(self.device)
+        outs = []
+        for i in range(0, len(x), self.max_batch):
+            chunk = x[i : i + self.max_batch]
+            self.context.set_input_shape("image", tuple(chunk.shape))
+            out = torch.empty(tuple(self.context.get_tensor_shape("logits")),
+                              device=self.device, dtype=torch.float32)
+            self.context.set_tensor_address("image", chunk.data_ptr())
+            self.context.set_tensor_address("logits", out.data_ptr())
+            if not self.context.execute_async_v3(stream.cuda_stream):
+                raise SegkitError(f"{self.path}: TensorRT failed to run the engine")
+            outs.append(out)
+        stream.synchronize()
+        return torch.cat(outs).cpu()
+
+
 def to_tensor_type(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     """``x`` as the interpreter's tensor takes it: FP32 as is, integers through its scale and
     zero point."""
@@ -576,6 +649,7 @@ __all__ = [
     "NcnnPredictor",
     "OnnxPredictor",
     "OpenVinoPredictor",
+    "TensorRtPredictor",
     "TorchScriptPredictor",
     "load_predictor",
     "run_exports",
