@@ -332,6 +332,22 @@ def test_race_keeps_the_network_that_learns_and_carries_its_state(tmp_path,
         assert f"`{decision['key']}`" in report
 
 
+def test_a_recipe_race_trains_its_rates_with_the_planned_recipe_and_carries_it(tmp_path) -> None:
+    run = tmp_path / "named"
+    train(build_config(overrides=race_overrides(run, **{"model.name": "unet-classic"})))
+    doc = plan_doc(run)
+    assert doc["race"]["kind"] == "recipe" and len(doc["race"]["rows"]) >= 2
+    decisions = {d["key"]: d["value"] for d in doc["decisions"]}
+    assert decisions["optim.scheduler"] != build_config().optim.scheduler  # planned, not default
+    for candidate in doc["race"]["candidates"]:  # each rate with the whole planned recipe
+        assert candidate["overrides"]["optim.scheduler"] == decisions["optim.scheduler"]
+    winner = doc["race"]["ranking"][0]
+    raced, last = safe_load(run / "race" / f"{winner}.ckpt"), safe_load(
+        run / "checkpoints" / "last.ckpt")
+    assert raced["lr_schedulers"][0].keys() == last["lr_schedulers"][0].keys()
+    assert last["global_step"] > raced["global_step"] > 0
+
+
 @pytest.mark.slow
 def test_guard_hands_a_stuck_run_to_the_runner_up(tmp_path, two_entrants, monkeypatch) -> None:
     import segkit.plan.configure as configure

@@ -265,8 +265,12 @@ def race_candidates(cfg: Config, first: Config, fingerprint: Fingerprint,
     if named:
         if "optim.lr" in explicit:
             return "recipe", []
+        # each rate with the rest of the planned recipe: the winner's optimiser and schedule
+        # state carry into the main run, which trains with that recipe
+        planned = {d.key: d.value for d in plan_recipe(cfg, fingerprint, explicit, probe)
+                   if not d.user_set}
         return "recipe", [
-            Candidate(f"lr-{first.optim.lr * f:.2g}", {"optim.lr": first.optim.lr * f},
+            Candidate(f"lr-{first.optim.lr * f:.2g}", {**planned, "optim.lr": first.optim.lr * f},
                       "the planned rate" if f == 1 else f"{f:.2g}x the planned rate")
             for f in RECIPE_RATES]
     side = fingerprint.short_side
