@@ -71,3 +71,28 @@ def trained_run_copy(trained_run: Path, tmp_path: Path) -> Path:
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     return run
+
+
+RECOGNIZERS = [("classify", "shapes-cls"), ("multilabel", "shapes-multilabel")]
+
+
+def recognizer_export_matches_pytorch(tmp_path: Path, task: str, data: str, fmt: str,
+                                      backend: str) -> None:
+    """A LeNet recognizer trained for ``task``, exported to ``fmt`` and run on ``backend``,
+    gives PyTorch's labels and probabilities on images of its size and of another."""
+    from segkit.config import build_config
+    from segkit.engine.backends import load_predictor
+    from segkit.engine.train import train
+    from segkit.export import export_model
+
+    over = tiny_overrides(tmp_path / task, **{
+        "task": task, "data.name": data, "model.name": "lenet", "data.image_size": [28, 28],
+        "run.grid_images": 0})
+    run = train(build_config(overrides=over)).run_dir
+    export_model(run, fmt=fmt, max_drop=1)
+    model, reference = load_predictor(run, backend=backend), load_predictor(run, backend="torch")
+    for shape in [(28, 28, 3), (40, 33, 3)]:
+        labels, probs = model.predict_array(noise_image(3, shape))
+        expected, expected_probs = reference.predict_array(noise_image(3, shape))
+        np.testing.assert_allclose(probs, expected_probs, atol=1e-5)
+        assert [n for n, _ in labels] == [n for n, _ in expected]

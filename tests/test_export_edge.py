@@ -9,11 +9,9 @@ import json
 import numpy as np
 import pytest
 
+from conftest import RECOGNIZERS, recognizer_export_matches_pytorch
 from conftest import noise_image as image
-from conftest import tiny_overrides
-from segkit.config import build_config
 from segkit.engine.backends import ExecuTorchPredictor, load_predictor
-from segkit.engine.train import train
 from segkit.errors import SegkitError
 from segkit.export import export_model
 
@@ -48,21 +46,9 @@ def test_an_int8_executorch_program_keeps_the_metric(trained_run_copy) -> None:
     assert load_predictor(result.path).precision == "int8"
 
 
-@pytest.mark.parametrize(("task", "data"), [("classify", "shapes-cls"),
-                                            ("multilabel", "shapes-multilabel")])
+@pytest.mark.parametrize(("task", "data"), RECOGNIZERS)
 def test_executorch_recognizers_answer_as_pytorch(tmp_path, task: str, data: str) -> None:
-    over = tiny_overrides(tmp_path / task, **{
-        "task": task, "data.name": data, "model.name": "lenet", "data.image_size": [28, 28],
-        "run.grid_images": 0})
-    run = train(build_config(overrides=over)).run_dir
-    export_model(run, fmt="executorch", max_drop=1)
-    program, reference = load_predictor(run, backend="executorch"), load_predictor(
-        run, backend="torch")
-    for shape in [(28, 28, 3), (40, 33, 3)]:
-        labels, probs = program.predict_array(image(3, shape))
-        expected, expected_probs = reference.predict_array(image(3, shape))
-        np.testing.assert_allclose(probs, expected_probs, atol=1e-5)
-        assert [n for n, _ in labels] == [n for n, _ in expected]
+    recognizer_export_matches_pytorch(tmp_path, task, data, "executorch", "executorch")
 
 
 def test_without_executorch_the_export_is_one_line(trained_run_copy, monkeypatch) -> None:

@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import RECOGNIZERS, recognizer_export_matches_pytorch
 from conftest import noise_image as image
-from conftest import tiny_overrides
 from segkit.cli import main
-from segkit.config import build_config
 from segkit.engine.backends import LiteRtPredictor, from_tensor_type, load_predictor, to_tensor_type
-from segkit.engine.train import train
 from segkit.errors import SegkitError
 from segkit.export import export_model
 
@@ -76,20 +74,9 @@ def test_int8_tensors_go_through_their_scale_and_zero_point() -> None:
     np.testing.assert_array_equal(from_tensor_type(to_tensor_type(x, floats), floats), x)
 
 
-@pytest.mark.parametrize(("task", "data"), [("classify", "shapes-cls"),
-                                            ("multilabel", "shapes-multilabel")])
+@pytest.mark.parametrize(("task", "data"), RECOGNIZERS)
 def test_litert_recognizers_answer_as_pytorch(tmp_path, task: str, data: str) -> None:
-    over = tiny_overrides(tmp_path / task, **{
-        "task": task, "data.name": data, "model.name": "lenet", "data.image_size": [28, 28],
-        "run.grid_images": 0})
-    run = train(build_config(overrides=over)).run_dir
-    export_model(run, fmt="litert", max_drop=1)
-    model, reference = load_predictor(run, backend="litert"), load_predictor(run, backend="torch")
-    for shape in [(28, 28, 3), (40, 33, 3)]:
-        labels, probs = model.predict_array(image(3, shape))
-        expected, expected_probs = reference.predict_array(image(3, shape))
-        np.testing.assert_allclose(probs, expected_probs, atol=1e-5)
-        assert [n for n, _ in labels] == [n for n, _ in expected]
+    recognizer_export_matches_pytorch(tmp_path, task, data, "litert", "litert")
 
 
 def test_litert_refusals_are_one_line(trained_run_copy, monkeypatch) -> None:

@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import RECOGNIZERS, recognizer_export_matches_pytorch
 from conftest import noise_image as image
-from conftest import tiny_overrides
 from segkit.cli import main
-from segkit.config import build_config
 from segkit.engine.backends import NcnnPredictor, load_predictor
-from segkit.engine.train import train
 from segkit.errors import SegkitError
 from segkit.export import export_model
 
@@ -59,20 +57,9 @@ def test_fp16_ncnn_answers_to_max_drop_and_the_cli_runs_it(trained_run_copy, tmp
     assert written and all(name.startswith("in") for name in written)
 
 
-@pytest.mark.parametrize(("task", "data"), [("classify", "shapes-cls"),
-                                            ("multilabel", "shapes-multilabel")])
+@pytest.mark.parametrize(("task", "data"), RECOGNIZERS)
 def test_ncnn_recognizers_answer_as_pytorch(tmp_path, task: str, data: str) -> None:
-    over = tiny_overrides(tmp_path / task, **{
-        "task": task, "data.name": data, "model.name": "lenet", "data.image_size": [28, 28],
-        "run.grid_images": 0})
-    run = train(build_config(overrides=over)).run_dir
-    export_model(run, fmt="ncnn", max_drop=1)
-    model, reference = load_predictor(run, backend="ncnn"), load_predictor(run, backend="torch")
-    for shape in [(28, 28, 3), (40, 33, 3)]:
-        labels, probs = model.predict_array(image(3, shape))
-        expected, expected_probs = reference.predict_array(image(3, shape))
-        np.testing.assert_allclose(probs, expected_probs, atol=1e-5)
-        assert [n for n, _ in labels] == [n for n, _ in expected]
+    recognizer_export_matches_pytorch(tmp_path, task, data, "ncnn", "ncnn")
 
 
 def test_ncnn_refusals_are_one_line(trained_run_copy, monkeypatch) -> None:
