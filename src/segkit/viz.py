@@ -124,16 +124,21 @@ def plot_curves(history: list[dict[str, float]], path: str | Path) -> Path:
 
 def plot_race(rows: list[dict[str, float | int | str]], winner: str, metric: str,
               path: str | Path) -> Path:
-    """The race's candidates: selection score against epochs trained, one line each, the
-    winner drawn thicker."""
+    """The race's candidates: selection score against seconds trained (the race's resource:
+    each rung gives every candidate the same time), one line each, the winner drawn thicker
+    and each point labelled with the epochs it took."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name in dict.fromkeys(str(r["candidate"]) for r in rows):
-        mine = sorted((r for r in rows if r["candidate"] == name), key=lambda r: r["epochs"])
-        ax.plot([0, *[r["epochs"] for r in mine]], [np.nan, *[r["score"] for r in mine]],
+        mine = sorted((r for r in rows if r["candidate"] == name), key=lambda r: r["rung"])
+        seconds = np.cumsum([float(r["seconds"]) for r in mine])
+        ax.plot([0.0, *seconds], [np.nan, *[r["score"] for r in mine]],
                 marker="o", linewidth=3 if name == winner else 1.2,
                 label=f"{name} (winner)" if name == winner else name)
-    ax.set_xlabel("epochs trained in the race")
+        for x, r in zip(seconds, mine, strict=True):
+            ax.annotate(f"{r['epochs']} ep", (x, float(r["score"])), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel("seconds trained in the race")
     ax.set_ylabel(f"{metric} on the selection split")
     ax.legend()
     ax.grid(alpha=0.3)

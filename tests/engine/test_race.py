@@ -108,8 +108,9 @@ def test_race_trains_on_fewer_images_when_whole_epochs_do_not_fit() -> None:
     assert race is not None, planned.reason
     assert not set(race.training) & set(race.selection)
     per_epoch = 0.01 * (len(race.training) + len(race.selection) / 3)
-    assert 64 <= len(race.training) < 850 and race.first_epochs >= 1
-    assert halving_seconds([per_epoch] * len(race.candidates)) * race.first_epochs <= 10.0
+    first = set(race.first_epochs.values())  # one speed for all: the same epochs each
+    assert 64 <= len(race.training) < 850 and len(first) == 1 and min(first) >= 1
+    assert halving_seconds([per_epoch] * len(race.candidates)) * min(first) <= 10.0
     # with the whole data fitting, the race trains on every image outside the selection
     roomy = plan_race(build_config(overrides={"run.race": "on", "run.time_budget": "60m"}),
                       cfg, fp, set(), Probe(sample_seconds=0.01), 1000, Path("/nonexistent")).race
@@ -119,13 +120,14 @@ def test_race_trains_on_fewer_images_when_whole_epochs_do_not_fit() -> None:
     auto = build_config(overrides={"run.time_budget": "40s"})
     none = plan_race(auto, auto, fp, set(), Probe(sample_seconds=0.01), 1000,
                      Path("/nonexistent"))
-    steps = race.first_epochs * (len(race.training) // cfg.data.batch_size)
+    steps = min(race.first_epochs.values()) * (len(race.training) // cfg.data.batch_size)
     assert none.race is None and steps < RUNG_MIN_STEPS and "too few to rank" in none.reason
     ample = build_config(overrides={"run.time_budget": "5m"})  # 75 s: enough steps each
     raced = plan_race(ample, ample, fp, set(), Probe(sample_seconds=0.01), 1000,
                       Path("/nonexistent")).race
     assert raced is not None
-    assert raced.first_epochs * (len(raced.training) // ample.data.batch_size) >= RUNG_MIN_STEPS
+    assert min(raced.first_epochs.values()) * (
+        len(raced.training) // ample.data.batch_size) >= RUNG_MIN_STEPS
 
 
 def test_halving_seconds_counts_the_dearest_survivors() -> None:
@@ -140,21 +142,63 @@ def speed_candidates() -> list[Candidate]:
                                                                  "resnet18")]
 
 
-def test_a_timed_race_drops_its_slowest_candidate_first() -> None:
+SEGMENT_ENTRANTS = ("deeplabv3plus", "unet-classic", "unet", "segformer")  # the rules' order
+
+
+def test_a_timed_race_gives_each_entrant_the_same_seconds_and_drops_the_rules_last() -> None:
     from segkit.plan.configure import size_race
 
-    speeds = {"resnet101": 0.05, "smallcnn": 0.001, "resnet18": 0.004}
-    selection = list(range(100))
-    # 20 s: resnet101's epochs (900 images, 45 s each) cannot fit; the other two race
-    sized = size_race(speed_candidates(), speeds, 20.0, 1000, selection, 16, 0,
-                      by_speed=True, forced=False)
+    entrants = [Candidate(name, {"model.name": name}) for name in SEGMENT_ENTRANTS]
+    speeds = {"deeplabv3plus": 0.01, "unet-classic": 0.002, "unet": 0.004, "segformer": 0.02}
+    selection = list(range(100))  # scoring it costs 100 / 3 training samples an epoch
+    # 60 s over 4 entrants = 6 rung lengths of 10 s: segformer's one epoch of 466 images is
+    # 29 steps of 16, too few; it leaves. 3 entrants: 5 lengths of 12 s, 900 images each
+    sized = size_race(entrants, speeds, 60.0, 1000, selection, 16, 0, forced=False)
     assert sized is not None
-    entrants, training, epochs = sized
-    assert [c.label for c in entrants] == ["smallcnn", "resnet18"] and len(training) == 900
-    assert epochs == 20 // ((0.001 + 0.004) * (900 + 100 / 3))
-    # without --time the rules' order decides who leaves: the last (resnet18), then smallcnn
-    assert size_race(speed_candidates(), speeds, 20.0, 1000, selection, 16, 0,
-                     by_speed=False, forced=False) is None
+    assert [c.label for c in sized.entrants] == ["deeplabv3plus", "unet-classic", "unet"]
+    assert len(sized.training) == 900 and not set(sized.training) & set(selection)
+    # the same 12 s each: 1.29, 6.43 and 3.21 epochs, whole ones over part of the batches
+    assert sized.epochs == {"deeplabv3plus": 2, "unet-classic": 7, "unet": 4}
+    for name, n in sized.epochs.items():
+        epoch = speeds[name] * (900 + 100 / 3)
+        assert n * sized.batch_share[name] * epoch == pytest.approx(12.0, abs=1e-3)
+        assert 0.5 < sized.batch_share[name] <= 1
+    # the slowest leaves only as the rules' last: the slow pick stays, a faster entrant goes
+    slow_pick = size_race(entrants, dict(speeds, deeplabv3plus=0.025), 60.0, 1000, selection,
+                          16, 0, forced=False)
+    assert slow_pick is not None
+    assert [c.label for c in slow_pick.entrants] == ["deeplabv3plus", "unet-classic"]
+    assert slow_pick.epochs["unet-classic"] > 5 * slow_pick.epochs["deeplabv3plus"]
+    # a pick that cannot learn even beside one other: no race (the rules and speeds decide)
+    assert size_race(entrants, dict(speeds, deeplabv3plus=0.3), 60.0, 1000, selection, 16, 0,
+                     forced=False) is None
+    # asked for (--race), one epoch each is enough
+    forced = size_race(entrants, dict(speeds, deeplabv3plus=0.3), 60.0, 1000, selection, 16,
+                       0, forced=True)
+    assert forced is not None and forced.epochs["deeplabv3plus"] >= 1
+
+
+def test_race_rungs_give_each_candidate_the_same_time(tmp_path) -> None:
+    seconds_an_epoch = {"fast": 1.0, "slow": 4.0, "mid": 2.0}
+    rows: list[tuple[str, int]] = []
+
+    def fit(race: Race, candidate: Candidate, epochs: int, ckpt: Path) -> tuple[float, float]:
+        done = race.epochs_of(candidate.label)
+        rows.append((candidate.label, epochs))
+        score = {"fast": 0.3, "slow": 0.6, "mid": 0.5}[candidate.label]
+        return score, (epochs - done) * seconds_an_epoch[candidate.label]
+
+    race = Race("network", [Candidate(n, {"model.name": n}) for n in seconds_an_epoch], 100.0,
+                {"fast": 4, "slow": 1, "mid": 2}, [0, 1, 2, 3], list(range(4, 20)))
+    race = run_race(race, fit, tmp_path, log=lambda line: None)
+    # rung 1: 4 s each; rung 2: slow and mid as long again (8 s each in all)
+    assert rows == [("fast", 4), ("slow", 1), ("mid", 2), ("slow", 2), ("mid", 4)]
+    assert race.winner == "slow" and "(8 s)" in race.reason
+    assert {r.candidate: r.seconds for r in race.rows if r.rung == 1} == {"slow": 4.0,
+                                                                           "mid": 4.0}
+    # a state.json of the one-epochs-for-all race still loads
+    doc = race.to_dict() | {"first_epochs": 2}
+    assert Race.from_dict(doc).first_epochs == {"fast": 2, "slow": 2, "mid": 2}
 
 
 def test_without_a_race_a_network_too_slow_for_the_budget_gives_way() -> None:
@@ -225,7 +269,7 @@ def test_plan_gives_the_pick_s_place_to_a_network_that_can_learn_in_the_time(
 
 def fake_race(scores: dict[str, list[float]], budget: float = 100.0) -> Race:
     return Race("network", [Candidate(name, {"model.name": name}) for name in scores],
-                budget, 1, [0, 1, 2, 3], list(range(4, 20)))
+                budget, dict.fromkeys(scores, 1), [0, 1, 2, 3], list(range(4, 20)))
 
 
 def test_halving_keeps_the_better_half_and_resumes_without_retraining(tmp_path) -> None:
@@ -321,6 +365,9 @@ def test_race_keeps_the_network_that_learns_and_carries_its_state(tmp_path,
     last = safe_load(run / "checkpoints" / "last.ckpt")
     raced_epochs = max(r["epochs"] for r in race["rows"] if r["candidate"] == "unet-classic")
     assert raced["epoch"] == raced_epochs and raced["optimizer_states"]
+    # each raced epoch trained its share of the race images' batches (the part-epoch spread)
+    share = race["batch_share"]["unet-classic"]
+    assert raced["global_step"] == raced_epochs * int(len(race["training"]) // 4 * share)
     assert result.history[0]["epoch"] == raced_epochs + 1
     steps_per_epoch = 48 // 4
     assert last["global_step"] > raced["global_step"] > 0

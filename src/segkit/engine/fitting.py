@@ -72,9 +72,11 @@ def rung_fitter(cfg: Config, train_src: Source, run_dir: Path) -> FitRung:
     def fit_rung(race: Race, candidate: Candidate, epochs: int,
                  ckpt: Path) -> tuple[float, float]:
         began = time.perf_counter()
-        # a rung trains whole epochs of the race's images: the main run's share is its own
-        rung_cfg = build_config(cfg.to_dict(), {k: v for k, v in candidate.overrides.items()
-                                                if k != "run.limit_train_batches"}, "race")
+        # a rung trains whole epochs over its share of the race images' batches (the main
+        # run's share is its own)
+        share = race.batch_share.get(candidate.label, 1.0)
+        rung_cfg = build_config(cfg.to_dict(), {**candidate.overrides, "run.limit_train_batches":
+                                                share if share < 1 else None}, "race")
         task = build_task(rung_cfg, train_src, run_dir)  # statistics from all training images
         kind = type(task)
         fit_src = kind.training_source(rung_cfg, SourceSubset(train_src, race.training), run_dir)

@@ -52,6 +52,7 @@ from segkit.viz import plot_race
 FINGERPRINT_IMAGES = 500  # training images the plan's fingerprint reads at most
 RECIPE_RATES = (1.0, 1 / 3, 3.0)  # learning rates a recipe race tries, times the planned one
 MIN_PASSES = 2.0  # passes over the training images a network must get in the budget to learn
+PART_EPOCH_DROPPED = 0.05  # a race rung's part-epoch shorter than this is not trained
 
 
 @dataclass
@@ -146,8 +147,8 @@ def plan_race(cfg: Config, first: Config, fingerprint: Fingerprint, explicit: se
     """The race to run (a killed one's saved state when there is one), or why there is none.
 
     ``measure`` times each candidate's training step here; without it every candidate is
-    taken to be as fast as the rules' pick. With ``--time`` the slowest candidates leave first
-    when the race does not fit its share; otherwise the rules' last ones do.
+    taken to be as fast as the rules' pick. Every entrant trains the same seconds a rung at
+    its measured speed; the rules' last leave first when the race does not fit its share.
     """
     saved = load_state(RunDir(run_dir).race)
     if saved is not None:
@@ -166,43 +167,63 @@ def plan_race(cfg: Config, first: Config, fingerprint: Fingerprint, explicit: se
             n_train + fingerprint.n_val / 3)
     budget -= time.perf_counter() - began  # timing the candidates came out of the race's share
     sized = size_race(candidates, speeds, budget, n_train, selection, first.data.batch_size,
-                      cfg.run.seed, by_speed=bool(cfg.run.time_budget),
-                      forced=cfg.run.race == "on")
+                      cfg.run.seed, forced=cfg.run.race == "on")
     if sized is not None:
-        entrants, training, epochs = sized
-        return RacePlan(Race(kind, entrants, round(budget, 1), epochs, selection, training,
-                             speeds={c.label: speeds[c.label] for c in entrants}),
+        return RacePlan(Race(kind, sized.entrants, round(budget, 1), sized.epochs, selection,
+                             sized.training, batch_share=sized.batch_share,
+                             speeds={c.label: speeds[c.label] for c in sized.entrants}),
                         "", candidates, speeds)
     return RacePlan(None, f"the race's share of the time ({budget:.0f} s) gives two candidates "
                     f"fewer than {RUNG_MIN_STEPS} training steps each, too few to rank them "
                     "(--race runs it all the same)", candidates, speeds)
 
 
+@dataclass
+class RaceSize:
+    """A race that fits: its entrants, the images it trains on, and each entrant's first rung
+    (whole epochs, each over ``batch_share`` of the images' batches: equal seconds)."""
+
+    entrants: list[Candidate]
+    training: list[int]
+    epochs: dict[str, int]
+    batch_share: dict[str, float]
+
+
 def size_race(candidates: list[Candidate], speeds: dict[str, float], budget: float,
-              n_train: int, selection: list[int], batch: int, seed: int, by_speed: bool,
-              forced: bool) -> tuple[list[Candidate], list[int], int] | None:
-    """The entrants, the training images and the first rung's epochs of a halving that fits
-    ``budget`` seconds at the candidates' measured ``speeds``; None when no two fit.
+              n_train: int, selection: list[int], batch: int, seed: int,
+              forced: bool) -> RaceSize | None:
+    """The halving that fits ``budget`` seconds with every entrant training the same seconds
+    a rung at its measured ``speeds`` (a slow network fewer epochs); None when no two fit.
 
     A rung epoch costs its training images plus scoring the selection (a third of a training
-    step's work a sample). When the whole halving does not fit with every rung giving each
-    entrant ``RUNG_MIN_STEPS`` steps (``forced``: one step), a candidate leaves: the slowest
-    (``by_speed``) or the rules' last.
+    step's work a sample); the slowest entrant trains one epoch at least, so the training
+    images are as many as it can in its share. A share of part epochs trains whole epochs over
+    part of the batches each (as the main run's ``limit_train_batches``; a part-epoch under
+    ``PART_EPOCH_DROPPED`` is not trained). An entrant whose
+    share gives it fewer than ``RUNG_MIN_STEPS`` steps (``forced``: one epoch of 64 images at
+    least) leaves, the rules' last of them first; the rules' pick leaves no one's place but
+    the rules' last entrant's.
     """
     entrants = list(candidates)
+    held = len(selection) / 3
     while len(entrants) >= 2:
-        per_image = halving_seconds([speeds[c.label] for c in entrants])
-        scoring = per_image * len(selection) / 3
-        images = min(n_train - len(selection), int((budget - scoring) / max(per_image, 1e-12)))
-        if images >= min(RUNG_MIN_IMAGES, n_train - len(selection)):
-            training = race_training(n_train, selection, seed, images)
-            epochs = math.floor(budget / max(per_image * (len(training) + len(selection) / 3),
-                                             1e-12))
-            steps = epochs * max(len(training) // batch, 1)
-            if epochs >= 1 and (steps >= RUNG_MIN_STEPS or forced):
-                return entrants, training, epochs
-        slowest = max(range(len(entrants)), key=lambda i: (speeds[entrants[i].label], i))
-        entrants.pop(slowest if by_speed else -1)
+        share = budget / halving_seconds([1.0] * len(entrants))  # seconds a first rung each
+        slowest = max(speeds[c.label] for c in entrants)
+        images = min(n_train - len(selection), int(share / max(slowest, 1e-12) - held))
+        images = max(images, min(RUNG_MIN_IMAGES, n_train - len(selection)))
+        training = race_training(n_train, selection, seed, images)
+        exact = {c.label: share / max(speeds[c.label] * (len(training) + held), 1e-12)
+                 for c in entrants}
+        batches = {c.label: max(len(training) // int(c.overrides.get("data.batch_size", batch)),
+                                1) for c in entrants}
+        short = [i for i, c in enumerate(entrants) if exact[c.label] < 1 or not (
+            forced or exact[c.label] * batches[c.label] >= RUNG_MIN_STEPS)]
+        if not short:
+            epochs = {label: math.ceil(n - PART_EPOCH_DROPPED) for label, n in exact.items()}
+            return RaceSize(entrants, training, epochs, {
+                label: round(min(max(n / epochs[label], 1 / batches[label]), 1.0), 4)
+                for label, n in exact.items()})
+        entrants.pop(short[-1] if short[-1] > 0 else -1)
     return None
 
 
@@ -306,8 +327,8 @@ def winner_decisions(cfg: Config, race: Race, fingerprint: Fingerprint, explicit
     and the race's reason."""
     winner = race.candidate(race.winner)
     raced = race.epochs_of(winner.label)
-    per_sample = race.epoch_seconds(winner.label) / max(len(race.training) + len(
-        race.selection) / 3, 1)
+    per_sample = race.epoch_seconds(winner.label) / max(race.batch_share.get(
+        winner.label, 1.0) * len(race.training) + len(race.selection) / 3, 1)
     measured = dataclasses.replace(probe, sample_seconds=per_sample or probe.sample_seconds)
     out = network_decisions(cfg, winner, race.kind, race.reason, fingerprint, explicit,
                             measured, raced)

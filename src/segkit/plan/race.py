@@ -1,8 +1,9 @@
 """The race: candidate networks (or recipes) trained on the user's own data, kept by measurement.
 
-Successive halving, as ASHA and Hyperband do it: every candidate trains a first rung of epochs
-on the training data less a selection split; the better half by the task's validation score
-on that selection split trains on to twice the epochs, and so on until one is left. Each
+Successive halving, as ASHA and Hyperband do it, with time as the resource: every candidate
+trains a first rung of the same seconds (a slow network fewer epochs than a fast one) on the
+training data less a selection split; the better half by the task's validation score on that
+selection split trains on as long again, and so on until one is left. Each
 candidate's whole training state is saved after each rung (``race/LABEL.ckpt``), so the winner
 continues from it in the main run, the runners-up can take over from theirs (the guard), and a
 killed race resumes where it stopped (``race/state.json`` holds every finished rung).
@@ -71,13 +72,16 @@ class Race:
     kind: str  # "network" or "recipe"
     candidates: list[Candidate]
     budget_seconds: float
-    first_epochs: int
+    first_epochs: dict[str, int]  # each candidate's first rung: equal seconds at its speed
     selection: list[int]
     training: list[int]  # the training images the race trains on (never the selection's)
     rows: list[RaceRow] = field(default_factory=list)
     ranking: list[str] = field(default_factory=list)  # best first, once finished
     reason: str = ""
     speeds: dict[str, float] = field(default_factory=dict)  # measured s a training sample
+    # the share of an epoch's batches each candidate trains (its part-epoch spread over its
+    # whole ones, as the main run's limit_train_batches); absent: all
+    batch_share: dict[str, float] = field(default_factory=dict)
 
     def row(self, label: str, rung: int) -> RaceRow | None:
         """The finished rung ``rung`` of ``label``, if any."""
@@ -102,7 +106,8 @@ class Race:
         return max((r.epochs for r in self.rows if r.candidate == label), default=0)
 
     def epoch_seconds(self, label: str) -> float:
-        """Measured seconds a race epoch of ``label`` took (its training images + scoring)."""
+        """Measured seconds a race epoch of ``label`` took (its share of the training images'
+        batches, and scoring)."""
         rows = [r for r in self.rows if r.candidate == label]
         epochs = self.epochs_of(label)
         return sum(r.seconds for r in rows) / epochs if epochs else 0.0
@@ -117,6 +122,8 @@ class Race:
         doc = dict(doc)
         doc["candidates"] = [Candidate(**c) for c in doc["candidates"]]
         doc["rows"] = [RaceRow(**r) for r in doc["rows"]]
+        if isinstance(doc["first_epochs"], int):  # a state.json from before equal-time rungs
+            doc["first_epochs"] = {c.label: doc["first_epochs"] for c in doc["candidates"]}
         return cls(**doc)
 
 
@@ -161,10 +168,11 @@ def run_race(race: Race, fit_rung: FitRung, race_dir: Path,
              log: Callable[[str], None] = print) -> Race:
     """Successive halving over ``race.candidates`` (in the rules' order, which breaks ties).
 
-    Each rung trains the candidates still in (``fit_rung``), ranks them by their selection
-    score, and keeps the better half; a later rung doubles the epochs while the race's budget
-    allows and ends the race early when it does not. Every finished rung is saved, so calling
-    this again on a killed race trains only what is missing.
+    Each rung trains the candidates still in (``fit_rung``) for the same seconds at their
+    own speeds, ranks them by their selection score, and keeps the better half; a later rung
+    trains each as long again while the race's budget allows and ends the race early when it
+    does not. Every finished rung is saved, so calling this again on a killed race trains
+    only what is missing.
 
     Returns:
         The race with its rows, its ranking (winner first) and the reason; a finished race
@@ -173,23 +181,24 @@ def run_race(race: Race, fit_rung: FitRung, race_dir: Path,
     if race.ranking:
         return race
     order = [c.label for c in race.candidates]
-    alive, rung, target = list(order), 0, race.first_epochs
+    alive, rung, targets = list(order), 0, dict(race.first_epochs)
     while True:
         for label in alive:
             if race.row(label, rung) is None:
-                score, seconds = fit_rung(race, race.candidate(label), target,
+                score, seconds = fit_rung(race, race.candidate(label), targets[label],
                                           race_dir / f"{label}.ckpt")
-                race.rows.append(RaceRow(label, rung, target, round(seconds, 2),
+                race.rows.append(RaceRow(label, rung, targets[label], round(seconds, 2),
                                          round(score, 5)))
                 save_state(race, race_dir)
-                log(f"race rung {rung + 1}: {label} after {target} epochs scored {score:.4f} "
-                    f"({seconds:.1f} s)")
+                log(f"race rung {rung + 1}: {label} after {targets[label]} epochs scored "
+                    f"{score:.4f} ({seconds:.1f} s)")
         ranked = sorted(alive, key=lambda c: (-_score(race, c, rung), order.index(c)))
         alive = ranked[:math.ceil(len(ranked) / 2)]
-        more = _next_epochs(race, alive, target)
-        if len(alive) == 1 or more == 0:
+        more = _next_epochs(race, alive, targets)
+        if len(alive) == 1 or not more:
             break
-        rung, target = rung + 1, target + more
+        rung = rung + 1
+        targets.update({c: targets[c] + more[c] for c in alive})
     race.ranking = alive[:1] + [c for c in _final_order(race, order) if c != alive[0]]
     race.reason = _reason(race)
     save_state(race, race_dir)
@@ -201,11 +210,15 @@ def _score(race: Race, label: str, rung: int) -> float:
     return -math.inf if row is None or math.isnan(row.score) else row.score
 
 
-def _next_epochs(race: Race, alive: list[str], target: int) -> int:
-    """Epochs the next rung adds: double, or what the race's budget still allows (0: stop)."""
+def _next_epochs(race: Race, alive: list[str], targets: dict[str, int]) -> dict[str, int]:
+    """Epochs the next rung adds to each survivor: as many again as it trained (the time it
+    trained again), or the share of that the race's budget still allows; empty: stop."""
     left = race.budget_seconds - race.seconds
-    cost = sum(race.epoch_seconds(c) for c in alive)
-    return int(min(target, math.floor(left / cost))) if cost > 0 and left > 0 else 0
+    again = sum(race.epoch_seconds(c) * targets[c] for c in alive)
+    if again <= 0 or left <= 0:
+        return {}
+    more = {c: math.floor(targets[c] * min(1.0, left / again)) for c in alive}
+    return more if min(more.values()) > 0 else {}
 
 
 def _final_order(race: Race, order: list[str]) -> list[str]:
@@ -223,7 +236,11 @@ def _reason(race: Race) -> str:
     beaten = f", against {', '.join(others)}" if others else ""
     return (f"raced {len(race.candidates)} candidates on this data ({race.seconds:.0f} s): "
             f"{winner} scored {row.score:.3f} on {len(race.selection)} held-out training "
-            f"images after {row.epochs} epochs{beaten}")
+            f"images after {row.epochs} epochs ({_trained(race, winner):.0f} s){beaten}")
+
+
+def _trained(race: Race, label: str) -> float:
+    return sum(r.seconds for r in race.rows if r.candidate == label)
 
 
 def save_state(race: Race, race_dir: Path) -> None:
