@@ -138,6 +138,7 @@ def plot_race(rows: list[dict[str, float | int | str]], winner: str, metric: str
         for x, r in zip(seconds, mine, strict=True):
             ax.annotate(f"{r['epochs']} ep", (x, float(r["score"])), fontsize=7,
                         textcoords="offset points", xytext=(3, 3))
+    ax.set_xlim(left=0)
     ax.set_xlabel("seconds trained in the race")
     ax.set_ylabel(f"{metric} on the selection split")
     ax.legend()
