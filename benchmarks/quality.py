@@ -459,7 +459,10 @@ def markdown(results: dict[str, Any]) -> str:
         best = best_alone(r)
         alone = f"{best[1]:.3f} ({best[0]}; auto {ratio(m['auto'], best[1])})" if best else "-"
         named = f"{m['named']:.3f} ({ratio(m['named'], m['plain'])})" if "named" in m else "-"
-        lines.append(f"| {name} | {r.get('measured', 'before the race')} | {r['metric']} | "
+        seeds = r.get("seeds", [1, 2, 3])
+        when = r.get("measured", "before the race") + (
+            "" if seeds == [1, 2, 3] else f" (seed {', '.join(map(str, seeds))} only)")
+        lines.append(f"| {name} | {when} | {r['metric']} | "
                      f"{r['budget_s']:.0f} s | {m['plain']:.3f} "
                      f"({r['model']}) | {yolo} | {m['auto']:.3f} ({', '.join(planned)}){seed} | "
                      f"{ratio(m['auto'], m['plain'])} | {ratio(m['auto'], m.get('yolo'))} | "

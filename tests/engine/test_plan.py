@@ -17,7 +17,14 @@ from segkit.config import build_config
 from segkit.data.fingerprint import Fingerprint
 from segkit.engine.loaders import RepeatFactorSampler, repeat_factors
 from segkit.engine.train import train
-from segkit.plan.rules import Probe, apply_plan, explicit_keys, plan_recipe
+from segkit.plan.rules import (
+    Probe,
+    apply_plan,
+    batch_share,
+    epochs_that_fit,
+    explicit_keys,
+    plan_recipe,
+)
 
 
 def fingerprint(classes: dict[str, float], size=(64, 64), train=400, channels="3",
@@ -194,6 +201,12 @@ def test_a_budget_of_part_epochs_shortens_every_epoch_instead_of_dropping_one() 
     assert whole["run.epochs"].value == 20 and "run.limit_train_batches" not in whole
     tiny = planned(left(0.004))  # under one batch's worth: one batch, not none
     assert tiny["run.epochs"].value == 1 and tiny["run.limit_train_batches"].value == 0.01
+    # a share Lightning turns into whole batches: never under one (1/89 rounded to 0.011 made
+    # none, and Lightning refused the run), and rounded up, not down
+    assert batch_share(0.004, 89) * 89 >= 1 and batch_share(0.004, 89) == 0.0113
+    assert batch_share(0.5, 89) == 0.5 and batch_share(0.12341, 10) == 0.1235
+    assert batch_share(1.3, 10) == 1.0
+    assert int(epochs_that_fit(0.1, 10.0, 0.0, 89)[1] * 89) == 1
     cfg = build_config(overrides={"run.time_budget": f"{left(2.6)}s", "run.epochs": 5})
     mine = decided(cfg, fp, explicit_keys(cfg), Probe(sample_seconds=0.01))
     assert mine["run.epochs"].value == 5 and "run.limit_train_batches" not in mine

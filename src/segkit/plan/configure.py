@@ -42,6 +42,7 @@ from segkit.plan.rules import (
     Decision,
     Probe,
     apply_plan,
+    batch_share,
     explicit_keys,
     plan_recipe,
 )
@@ -221,7 +222,7 @@ def size_race(candidates: list[Candidate], speeds: dict[str, float], budget: flo
         if not short:
             epochs = {label: math.ceil(n - PART_EPOCH_DROPPED) for label, n in exact.items()}
             return RaceSize(entrants, training, epochs, {
-                label: round(min(max(n / epochs[label], 1 / batches[label]), 1.0), 4)
+                label: batch_share(n / epochs[label], batches[label])
                 for label, n in exact.items()})
         entrants.pop(short[-1] if short[-1] > 0 else -1)
     return None

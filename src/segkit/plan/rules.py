@@ -208,8 +208,14 @@ def epochs_that_fit(seconds: float, per_train: float, per_val: float,
         return whole, 1.0
     epochs = max(1, math.ceil(fits))
     share = (seconds - epochs * per_val) / max(epochs * per_train, 1e-9)
-    share = min(1.0, max(share, 1.0 / steps))
-    return epochs, (1.0 if share >= 1 - WHOLE_EPOCH_LOSS else round(share, 3))
+    return epochs, (1.0 if share >= 1 - WHOLE_EPOCH_LOSS else batch_share(share, steps))
+
+
+def batch_share(share: float, batches: int) -> float:
+    """``share`` of an epoch's ``batches`` as Lightning's ``limit_train_batches`` takes it:
+    rounded up to 4 decimals, and never under one batch (Lightning refuses a share of an
+    epoch that makes no batch: 1/89 rounded to 0.011 did)."""
+    return min(1.0, math.ceil(max(share, 1.0 / max(batches, 1)) * 10_000 - 1e-9) / 10_000)
 
 
 REPLAN_KEEP = (0.8, 1.25)  # a measured epoch count within these ratios of the plan keeps it
