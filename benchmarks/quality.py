@@ -421,7 +421,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ax.bar(xs, ys, width, yerr=errs, color=colour, label=label, capsize=2)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([f"{n}\n({results[n]['metric']})" for n in names], fontsize=7)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.3)  # room above the bars for the legend
     ax.set_title("Same wall-clock budget, mean of seeds (error bars: std)")
     ax.legend(fontsize=7, loc="upper left", ncol=4)
     fig.tight_layout()
@@ -440,7 +440,7 @@ def best_alone(r: dict[str, Any]) -> tuple[str, float] | None:
 
 
 def ratio(a: float | None, b: float | None) -> str:
-    if a is None or b is None or not b > 0:
+    if a is None or b is None or not b > 0.005:  # a side at zero gives no meaningful ratio
         return "-"
     return f"{a / b:.2f}x"
 
