@@ -105,12 +105,15 @@ class Race:
         """Epochs ``label`` trained in the race."""
         return max((r.epochs for r in self.rows if r.candidate == label), default=0)
 
+    def seconds_of(self, label: str) -> float:
+        """Seconds ``label`` trained and was scored in the race."""
+        return sum(r.seconds for r in self.rows if r.candidate == label)
+
     def epoch_seconds(self, label: str) -> float:
         """Measured seconds a race epoch of ``label`` took (its share of the training images'
         batches, and scoring)."""
-        rows = [r for r in self.rows if r.candidate == label]
         epochs = self.epochs_of(label)
-        return sum(r.seconds for r in rows) / epochs if epochs else 0.0
+        return self.seconds_of(label) / epochs if epochs else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for state.json and plan.yaml."""
@@ -236,11 +239,7 @@ def _reason(race: Race) -> str:
     beaten = f", against {', '.join(others)}" if others else ""
     return (f"raced {len(race.candidates)} candidates on this data ({race.seconds:.0f} s): "
             f"{winner} scored {row.score:.3f} on {len(race.selection)} held-out training "
-            f"images after {row.epochs} epochs ({_trained(race, winner):.0f} s){beaten}")
-
-
-def _trained(race: Race, label: str) -> float:
-    return sum(r.seconds for r in race.rows if r.candidate == label)
+            f"images after {row.epochs} epochs ({race.seconds_of(winner):.0f} s){beaten}")
 
 
 def save_state(race: Race, race_dir: Path) -> None:
